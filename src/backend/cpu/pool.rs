@@ -1,0 +1,152 @@
+//! 2-d max pooling, average pooling and global average pooling over NCHW, forward and backward.
+//! Kernels: `kernels/pool.cu` (same names).
+//!
+//! Windows are k×k with stride s and no padding; a window that does not fit is dropped (PyTorch
+//! `ceil_mode=False`), so Ho = (H − k) / s + 1 (floor), likewise Wo. Output (oy, ox) covers input rows
+//! oy·s .. oy·s + k and columns ox·s .. ox·s + k.
+//!
+//! Max pooling returns, per output element, the flat index into x (over the whole [N, C, H, W]
+//! tensor) of the value it took: the first maximum in row-major window order on ties; a NaN in the
+//! window wins (the first NaN), so NaN propagates like in PyTorch. The backward routes dy to that
+//! index, summing where overlapping windows (s < k) chose the same element.
+//!
+//! Average pooling divides by k·k (every window is full, there is no padding).
+
+use crate::Tensor;
+
+/// (Ho, Wo) of a k×k, stride-s pooling without padding, floor mode.
+pub fn pool2d_out_hw(h: usize, w: usize, k: usize, stride: usize) -> (usize, usize) {
+    assert!(k >= 1, "pool window must be at least 1");
+    assert!(stride >= 1, "pool stride must be at least 1");
+    assert!(h >= k && w >= k, "pool window {k}x{k} does not fit the input {h}x{w}");
+    ((h - k) / stride + 1, (w - k) / stride + 1)
+}
+
+fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {
+    assert_eq!(shape.len(), 4, "{what} shape must be 4-d, got {shape:?}");
+    (shape[0], shape[1], shape[2], shape[3])
+}
+
+/// k×k max pooling with the given stride: (y [N, C, Ho, Wo], argmax), argmax[i] being the flat index
+/// into x of the element y.data()[i] came from.
+pub fn max_pool2d_forward(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec<u32>) {
+    let (n, c, h, w) = x.dims4();
+    let (ho, wo) = pool2d_out_hw(h, w, k, stride);
+    assert!(x.numel() <= u32::MAX as usize, "max_pool2d input of {} elements overflows u32 indices", x.numel());
+    let xd = x.data();
+    let mut y = Vec::with_capacity(n * c * ho * wo);
+    let mut argmax = Vec::with_capacity(n * c * ho * wo);
+    for plane in 0..n * c {
+        let base = plane * h * w;
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let mut best_idx = base + (oy * stride) * w + ox * stride;
+                let mut best = xd[best_idx];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let idx = base + (oy * stride + ky) * w + ox * stride + kx;
+                        let v = xd[idx];
+                        if v > best || (v.is_nan() && !best.is_nan()) {
+                            best = v;
+                            best_idx = idx;
+                        }
+                    }
+                }
+                y.push(best);
+                argmax.push(best_idx as u32);
+            }
+        }
+    }
+    (Tensor::from_parts(vec![n, c, ho, wo], y), argmax)
+}
+
+/// dx of max pooling: dx[argmax[i]] += dy[i], zero elsewhere.
+pub fn max_pool2d_backward(dy: &Tensor, argmax: &[u32], x_shape: &[usize]) -> Tensor {
+    let (n, c, _, _) = shape4(x_shape, "max_pool2d input");
+    let (dn, dc, _, _) = dy.dims4();
+    assert_eq!((dn, dc), (n, c), "max_pool2d dy shape {:?} for x_shape {x_shape:?}", dy.shape());
+    assert_eq!(argmax.len(), dy.numel(), "max_pool2d argmax has {} entries for dy {:?}", argmax.len(), dy.shape());
+    let numel: usize = x_shape.iter().product();
+    let mut dx = vec![0f32; numel];
+    for (&g, &idx) in dy.data().iter().zip(argmax) {
+        let idx = idx as usize;
+        assert!(idx < numel, "max_pool2d argmax {idx} out of range for x_shape {x_shape:?}");
+        dx[idx] += g;
+    }
+    Tensor::from_parts(x_shape.to_vec(), dx)
+}
+
+/// k×k average pooling with the given stride: y = mean of each window. x: [N, C, H, W] → [N, C, Ho, Wo].
+pub fn avg_pool2d_forward(x: &Tensor, k: usize, stride: usize) -> Tensor {
+    let (n, c, h, w) = x.dims4();
+    let (ho, wo) = pool2d_out_hw(h, w, k, stride);
+    let xd = x.data();
+    let area = (k * k) as f64;
+    let mut y = Vec::with_capacity(n * c * ho * wo);
+    for plane in 0..n * c {
+        let base = plane * h * w;
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let mut acc = 0f64;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        acc += xd[base + (oy * stride + ky) * w + ox * stride + kx] as f64;
+                    }
+                }
+                y.push((acc / area) as f32);
+            }
+        }
+    }
+    Tensor::from_parts(vec![n, c, ho, wo], y)
+}
+
+/// dx of average pooling: every element of window (oy, ox) receives dy[oy, ox] / (k·k), summed over
+/// the windows that cover it (zero for elements no window covers).
+pub fn avg_pool2d_backward(dy: &Tensor, x_shape: &[usize], k: usize, stride: usize) -> Tensor {
+    let (n, c, h, w) = shape4(x_shape, "avg_pool2d input");
+    let (ho, wo) = pool2d_out_hw(h, w, k, stride);
+    assert_eq!(dy.shape(), [n, c, ho, wo], "avg_pool2d dy shape {:?} for x_shape {x_shape:?}", dy.shape());
+    let dyd = dy.data();
+    let area = (k * k) as f32;
+    let mut dx = vec![0f32; n * c * h * w];
+    for plane in 0..n * c {
+        let base = plane * h * w;
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let g = dyd[(plane * ho + oy) * wo + ox] / area;
+                for ky in 0..k {
+                    for kx in 0..k {
+                        dx[base + (oy * stride + ky) * w + ox * stride + kx] += g;
+                    }
+                }
+            }
+        }
+    }
+    Tensor::from_parts(x_shape.to_vec(), dx)
+}
+
+/// Mean over all spatial positions: x [N, C, H, W] → y [N, C].
+pub fn global_avg_pool_forward(x: &Tensor) -> Tensor {
+    let (n, c, h, w) = x.dims4();
+    let hw = h * w;
+    assert!(hw > 0, "global_avg_pool of an empty {h}x{w} plane");
+    let y = x
+        .data()
+        .chunks(hw)
+        .map(|plane| (plane.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
+        .collect();
+    Tensor::from_parts(vec![n, c], y)
+}
+
+/// dx[n, c, y, x] = dy[n, c] / (H·W).
+pub fn global_avg_pool_backward(dy: &Tensor, x_shape: &[usize]) -> Tensor {
+    let (n, c, h, w) = shape4(x_shape, "global_avg_pool input");
+    assert_eq!(dy.shape(), [n, c], "global_avg_pool dy shape {:?} for x_shape {x_shape:?}", dy.shape());
+    let hw = h * w;
+    assert!(hw > 0, "global_avg_pool of an empty {h}x{w} plane");
+    let mut dx = Vec::with_capacity(n * c * hw);
+    for &g in dy.data() {
+        dx.extend(std::iter::repeat_n(g / hw as f32, hw));
+    }
+    Tensor::from_parts(x_shape.to_vec(), dx)
+}

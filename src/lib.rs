@@ -1,0 +1,17 @@
+//! mtcool: a training engine for cooperative multi-task learning (MT-CooL), written from scratch.
+//!
+//! Layers, one direction of dependency: `cli` → `train`/`mtl` → `model` → `tape` → `backend` → kernels.
+
+pub mod backend;
+pub mod cli;
+pub mod device;
+pub mod gradcheck;
+pub mod info;
+pub mod kernels;
+pub mod noise;
+pub mod optim;
+pub mod params;
+pub mod tape;
+pub mod tensor;
+
+pub use tensor::Tensor;

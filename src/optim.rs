@@ -1,0 +1,150 @@
+//! Optimisers: SGD (momentum, weight decay) and Adam, each with an optional projection onto the box
+//! [θ_prev − b, θ_prev + b] applied in the same pass (MT-CooL's b-box, θ_prev being the snapshot taken at
+//! the start of the outer iteration). The per-element update functions are the CPU references of
+//! `kernels/optim.cu` (`sgd_step`, `adam_step`); their order of operations is the kernels' too.
+
+use std::collections::HashMap;
+
+use crate::params::{ParamId, ParamStore};
+
+/// The b-box around a snapshot of some parameters.
+#[derive(Clone, Debug)]
+pub struct BoxProjection {
+    pub b: f32,
+    snapshot: HashMap<ParamId, Vec<f32>>,
+}
+
+impl BoxProjection {
+    /// Snapshots the current values of `ids`: later steps keep them within ±b of these values.
+    pub fn snapshot(store: &ParamStore, ids: &[ParamId], b: f32) -> Self {
+        let snapshot = ids.iter().map(|&id| (id, store.value(id).data().to_vec())).collect();
+        BoxProjection { b, snapshot }
+    }
+
+    /// The snapshot of one parameter, if it is covered by this box.
+    pub fn center(&self, id: ParamId) -> Option<&[f32]> {
+        self.snapshot.get(&id).map(|v| v.as_slice())
+    }
+}
+
+/// Clamps θ into [snap − b, snap + b].
+#[inline]
+pub fn project_scalar(theta: f32, snap: f32, b: f32) -> f32 {
+    theta.max(snap - b).min(snap + b)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SgdConfig {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+}
+
+/// One SGD step over a slice (PyTorch convention: v ← μv + g, θ ← θ − lr·v), then the optional clamp.
+pub fn sgd_update(
+    theta: &mut [f32],
+    grad: &[f32],
+    velocity: &mut [f32],
+    cfg: SgdConfig,
+    bbox: Option<(&[f32], f32)>,
+) {
+    for i in 0..theta.len() {
+        let g = grad[i] + cfg.weight_decay * theta[i];
+        velocity[i] = cfg.momentum * velocity[i] + g;
+        let t = theta[i] - cfg.lr * velocity[i];
+        theta[i] = match bbox {
+            Some((snap, b)) => project_scalar(t, snap[i], b),
+            None => t,
+        };
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl AdamConfig {
+    pub fn with_lr(lr: f32) -> Self {
+        AdamConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+/// One Adam step over a slice (PyTorch Adam, L2 weight decay added to the gradient); `bc1 = 1 − β1^t`,
+/// `bc2 = 1 − β2^t` are the bias corrections for step t ≥ 1. Then the optional clamp.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_update(
+    theta: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    cfg: AdamConfig,
+    bc1: f32,
+    bc2: f32,
+    bbox: Option<(&[f32], f32)>,
+) {
+    for i in 0..theta.len() {
+        let g = grad[i] + cfg.weight_decay * theta[i];
+        m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * g;
+        v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * g * g;
+        let t = theta[i] - cfg.lr * (m[i] / bc1) / ((v[i] / bc2).sqrt() + cfg.eps);
+        theta[i] = match bbox {
+            Some((snap, b)) => project_scalar(t, snap[i], b),
+            None => t,
+        };
+    }
+}
+
+/// Either optimiser behind one type, with per-parameter state.
+#[derive(Clone, Debug)]
+pub enum Optimizer {
+    Sgd { cfg: SgdConfig, velocity: HashMap<ParamId, Vec<f32>> },
+    Adam { cfg: AdamConfig, state: HashMap<ParamId, AdamState> },
+}
+
+#[derive(Clone, Debug)]
+pub struct AdamState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub step: u32,
+}
+
+impl Optimizer {
+    pub fn sgd(cfg: SgdConfig) -> Self {
+        Optimizer::Sgd { cfg, velocity: HashMap::new() }
+    }
+    pub fn adam(cfg: AdamConfig) -> Self {
+        Optimizer::Adam { cfg, state: HashMap::new() }
+    }
+
+    /// Updates `ids` from their accumulated gradients. Parameters covered by `bbox` are clamped into it
+    /// in the same pass; others (e.g. heads, which MT-CooL does not clamp) are updated freely.
+    pub fn step(&mut self, store: &mut ParamStore, ids: &[ParamId], bbox: Option<&BoxProjection>) {
+        for &id in ids {
+            let p = store.get_mut(id);
+            let n = p.value.numel();
+            let clamp = bbox.and_then(|bx| bx.center(id).map(|c| (c, bx.b)));
+            match self {
+                Optimizer::Sgd { cfg, velocity } => {
+                    let vel = velocity.entry(id).or_insert_with(|| vec![0.0; n]);
+                    sgd_update(p.value.data_mut(), p.grad.data(), vel, *cfg, clamp);
+                }
+                Optimizer::Adam { cfg, state } => {
+                    let s = state.entry(id).or_insert_with(|| AdamState {
+                        m: vec![0.0; n],
+                        v: vec![0.0; n],
+                        step: 0,
+                    });
+                    s.step += 1;
+                    let bc1 = 1.0 - cfg.beta1.powi(s.step as i32);
+                    let bc2 = 1.0 - cfg.beta2.powi(s.step as i32);
+                    adam_update(p.value.data_mut(), p.grad.data(), &mut s.m, &mut s.v, *cfg, bc1, bc2, clamp);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The autograd tape, micrograd-style: every op appends a node holding its output value and what its
+//! backward needs; `backward` walks the nodes in reverse, hands each node's output gradient to its op's
+//! backward rule (`ops.rs`), and sums the gradients flowing into each input. Parameters enter the tape as
+//! `Param` leaves; `Grads::accumulate_into` adds their gradients to the `ParamStore`.
+//!
+//! No-grad mode (`set_grad_enabled(false)`, or `frozen_param`) records values only: in MT-CooL the other
+//! task's extractor runs forward with noisy weights and never receives a gradient.
+
+mod ops;
+
+use crate::noise::NoiseKey;
+use crate::params::{ParamId, ParamStore};
+use crate::Tensor;
+pub use ops::Op;
+
+/// A value on the tape (an index into its nodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var(usize);
+
+struct Node {
+    value: Tensor,
+    op: Op,
+    needs_grad: bool,
+}
+
+pub struct Tape {
+    nodes: Vec<Node>,
+    grad_enabled: bool,
+}
+
+impl Default for Tape {
+    fn default() -> Self {
+        Tape { nodes: Vec::new(), grad_enabled: true }
+    }
+}
+
+impl Tape {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn value(&self, v: Var) -> &Tensor {
+        &self.nodes[v.0].value
+    }
+    pub fn needs_grad(&self, v: Var) -> bool {
+        self.nodes[v.0].needs_grad
+    }
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn grad_enabled(&self) -> bool {
+        self.grad_enabled
+    }
+    /// Turns recording for backward on or off for the ops that follow.
+    pub fn set_grad_enabled(&mut self, on: bool) {
+        self.grad_enabled = on;
+    }
+    /// Runs `f` with recording off, then restores the previous mode.
+    pub fn no_grad<R>(&mut self, f: impl FnOnce(&mut Tape) -> R) -> R {
+        let prev = self.grad_enabled;
+        self.grad_enabled = false;
+        let r = f(self);
+        self.grad_enabled = prev;
+        r
+    }
+
+    /// A leaf that may receive a gradient (readable from `Grads::get` after backward).
+    pub fn input(&mut self, value: Tensor) -> Var {
+        let needs_grad = self.grad_enabled;
+        self.push_node(value, Op::Leaf, needs_grad)
+    }
+    /// A leaf that never receives a gradient (data, targets).
+    pub fn constant(&mut self, value: Tensor) -> Var {
+        self.push_node(value, Op::Leaf, false)
+    }
+    /// A trainable parameter: its gradient is accumulated into the store by `Grads::accumulate_into`.
+    pub fn param(&mut self, store: &ParamStore, id: ParamId) -> Var {
+        let needs_grad = self.grad_enabled;
+        self.push_node(store.value(id).clone(), Op::Param(id), needs_grad)
+    }
+    /// A parameter read without gradient, optionally perturbed by ε ~ U(−b, b) from the counter-based
+    /// noise stream `key` (element index = flat index within the parameter).
+    pub fn frozen_param(&mut self, store: &ParamStore, id: ParamId, noise: Option<(NoiseKey, f32)>) -> Var {
+        let w = store.value(id);
+        let value = match noise {
+            Some((key, b)) => Tensor::from_parts(w.shape().to_vec(), key.perturb(w.data(), b)),
+            None => w.clone(),
+        };
+        self.push_node(value, Op::Leaf, false)
+    }
+
+    /// Appends an op's output. The node needs a gradient when recording is on and any input needs one;
+    /// otherwise the op's saved state is dropped straight away.
+    fn push(&mut self, value: Tensor, op: Op) -> Var {
+        let needs_grad = self.grad_enabled && op.inputs().iter().any(|&v| self.needs_grad(v));
+        let op = if needs_grad { op } else { Op::Leaf };
+        self.push_node(value, op, needs_grad)
+    }
+
+    fn push_node(&mut self, value: Tensor, op: Op, needs_grad: bool) -> Var {
+        self.nodes.push(Node { value, op, needs_grad });
+        Var(self.nodes.len() - 1)
+    }
+
+    /// Backward from a scalar output (seed gradient 1).
+    pub fn backward(&self, out: Var) -> Grads {
+        let v = self.value(out);
+        assert_eq!(v.numel(), 1, "backward() needs a scalar output, got shape {:?}", v.shape());
+        self.backward_with(out, Tensor::full(v.shape(), 1.0))
+    }
+
+    /// Backward from any output with an explicit output gradient `seed`.
+    pub fn backward_with(&self, out: Var, seed: Tensor) -> Grads {
+        assert_eq!(seed.shape(), self.value(out).shape(), "seed gradient shape");
+        let mut grads: Vec<Option<Tensor>> = vec![None; out.0 + 1];
+        grads[out.0] = Some(seed);
+        for i in (0..=out.0).rev() {
+            let node = &self.nodes[i];
+            if !node.needs_grad || node.op.inputs().is_empty() {
+                continue;
+            }
+            let Some(dy) = grads[i].take() else { continue };
+            for (input, g) in ops::backward(self, &node.op, &node.value, &dy) {
+                if !self.needs_grad(input) {
+                    continue;
+                }
+                match &mut grads[input.0] {
+                    Some(acc) => acc.add_assign(&g),
+                    slot => *slot = Some(g),
+                }
+            }
+            grads[i] = Some(dy);
+        }
+        Grads { grads, params: self.param_leaves(out) }
+    }
+
+    fn param_leaves(&self, out: Var) -> Vec<(Var, ParamId)> {
+        (0..=out.0)
+            .filter_map(|i| match self.nodes[i].op {
+                Op::Param(id) if self.nodes[i].needs_grad => Some((Var(i), id)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Gradients of one backward pass, by tape value.
+pub struct Grads {
+    grads: Vec<Option<Tensor>>,
+    params: Vec<(Var, ParamId)>,
+}
+
+impl Grads {
+    /// d(out)/d(v), or None when no gradient reached `v`.
+    pub fn get(&self, v: Var) -> Option<&Tensor> {
+        self.grads.get(v.0).and_then(|g| g.as_ref())
+    }
+
+    /// Adds the gradients of every parameter leaf into the store (a parameter read twice gets both).
+    pub fn accumulate_into(&self, store: &mut ParamStore) {
+        for &(var, id) in &self.params {
+            if let Some(g) = self.get(var) {
+                store.get_mut(id).grad.add_assign(g);
+            }
+        }
+    }
+}

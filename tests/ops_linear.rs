@@ -1,0 +1,175 @@
+//! CPU reference matmul / linear: hand-computed forwards and backwards, finite-difference gradient
+//! checks and adjoint identities.
+
+use mtcool::backend::cpu::linear::*;
+use mtcool::Tensor;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn t(shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::new(shape, data.to_vec()).unwrap()
+}
+
+fn assert_close(got: &Tensor, want: &Tensor, tol: f64) {
+    assert_eq!(got.shape(), want.shape());
+    let e = got.rel_err(want);
+    assert!(e <= tol, "rel err {e:e} > {tol:e}\n got  {:?}\n want {:?}", got.data(), want.data());
+}
+
+/// Random entries with |v| in [0.5, 1.5) and a random sign: never zero.
+fn nonzero(shape: &[usize], rng: &mut StdRng) -> Tensor {
+    let n = shape.iter().product();
+    let data = (0..n)
+        .map(|_| {
+            let m: f32 = rng.random_range(0.5..1.5);
+            if rng.random_bool(0.5) { m } else { -m }
+        })
+        .collect();
+    Tensor::new(shape, data).unwrap()
+}
+
+/// ⟨a, b⟩ accumulated in f64.
+fn dot(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.data().iter().zip(b.data()).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+/// Central finite-difference gradient of the scalar `f` at `x`.
+fn fd_grad(x: &Tensor, eps: f32, f: impl Fn(&Tensor) -> f64) -> Tensor {
+    let mut g = Tensor::zeros(x.shape());
+    for i in 0..x.numel() {
+        let (mut xp, mut xm) = (x.clone(), x.clone());
+        xp.data_mut()[i] += eps;
+        xm.data_mut()[i] -= eps;
+        let h = xp.data()[i] as f64 - xm.data()[i] as f64;
+        g.data_mut()[i] = ((f(&xp) - f(&xm)) / h) as f32;
+    }
+    g
+}
+
+// ---------------------------------------------------------------- hand-computed
+
+#[test]
+fn matmul_hand_computed() {
+    // [[1,2,3],[4,5,6]] · [[7,8],[9,10],[11,12]]
+    //   = [[1·7 + 2·9 + 3·11, 1·8 + 2·10 + 3·12], [4·7 + 5·9 + 6·11, 4·8 + 5·10 + 6·12]]
+    //   = [[58, 64], [139, 154]]
+    let a = t(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
+    let b = t(&[3, 2], &[7., 8., 9., 10., 11., 12.]);
+    assert_eq!(matmul(&a, &b), t(&[2, 2], &[58., 64., 139., 154.]));
+    // Row vector times column vector: [1×3]·[3×1] = 1·4 + 2·5 + 3·6 = 32.
+    let r = matmul(&t(&[1, 3], &[1., 2., 3.]), &t(&[3, 1], &[4., 5., 6.]));
+    assert_eq!(r, t(&[1, 1], &[32.]));
+}
+
+#[test]
+fn matmul_backward_hand_computed() {
+    // a = [[1,2],[3,4]], b = [[5,6],[7,8]], dy = [[1,0],[0,1]] (identity):
+    // da = dy·bᵀ = bᵀ = [[5,7],[6,8]];  db = aᵀ·dy = aᵀ = [[1,3],[2,4]].
+    let a = t(&[2, 2], &[1., 2., 3., 4.]);
+    let b = t(&[2, 2], &[5., 6., 7., 8.]);
+    let dy = t(&[2, 2], &[1., 0., 0., 1.]);
+    let (da, db) = matmul_backward(&a, &b, &dy);
+    assert_eq!(da, t(&[2, 2], &[5., 7., 6., 8.]));
+    assert_eq!(db, t(&[2, 2], &[1., 3., 2., 4.]));
+}
+
+#[test]
+fn linear_forward_hand_computed() {
+    // x = [[1,2],[3,4]] (N=2, in=2), w = [[1,0],[0,1],[1,1]] (out=3, in=2), b = [0.5, −1, 2].
+    // y = x·wᵀ + b: row0 = [1, 2, 3] + b = [1.5, 1, 5];  row1 = [3, 4, 7] + b = [3.5, 3, 9].
+    let x = t(&[2, 2], &[1., 2., 3., 4.]);
+    let w = t(&[3, 2], &[1., 0., 0., 1., 1., 1.]);
+    let b = t(&[3], &[0.5, -1., 2.]);
+    assert_eq!(linear_forward(&x, &w, Some(&b)), t(&[2, 3], &[1.5, 1., 5., 3.5, 3., 9.]));
+    assert_eq!(linear_forward(&x, &w, None), t(&[2, 3], &[1., 2., 3., 3., 4., 7.]));
+}
+
+#[test]
+fn linear_backward_hand_computed() {
+    // x, w as above, dy = [[1,0,2],[0,1,−1]].
+    // dx = dy·w:   row0 = 1·[1,0] + 2·[1,1] = [3,2];  row1 = 1·[0,1] − 1·[1,1] = [−1,0]
+    // dw = dyᵀ·x:  dw[o] = Σ_r dy[r,o]·x[r]: o0 = [1,2]; o1 = [3,4]; o2 = 2·[1,2] − [3,4] = [−1,0]
+    // db = column sums of dy = [1, 1, 1]
+    let x = t(&[2, 2], &[1., 2., 3., 4.]);
+    let w = t(&[3, 2], &[1., 0., 0., 1., 1., 1.]);
+    let dy = t(&[2, 3], &[1., 0., 2., 0., 1., -1.]);
+    let (dx, dw, db) = linear_backward(&x, &w, &dy);
+    assert_eq!(dx, t(&[2, 2], &[3., 2., -1., 0.]));
+    assert_eq!(dw, t(&[3, 2], &[1., 2., 3., 4., -1., 0.]));
+    assert_eq!(db, t(&[3], &[1., 1., 1.]));
+}
+
+#[test]
+#[should_panic(expected = "inner dims")]
+fn matmul_rejects_mismatched_inner_dims() {
+    matmul(&Tensor::zeros(&[2, 3]), &Tensor::zeros(&[2, 3]));
+}
+
+// ---------------------------------------------------------------- gradients
+
+#[test]
+fn matmul_backward_matches_finite_difference() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for (m, k, n) in [(3, 4, 5), (1, 7, 2), (6, 1, 3)] {
+        let a = nonzero(&[m, k], &mut rng);
+        let b = nonzero(&[k, n], &mut rng);
+        let r = nonzero(&[m, n], &mut rng); // loss = Σ r ⊙ (a·b), so dy = r
+        let (da, db) = matmul_backward(&a, &b, &r);
+        assert_close(&da, &fd_grad(&a, 1e-2, |a| dot(&matmul(a, &b), &r)), 1e-2);
+        assert_close(&db, &fd_grad(&b, 1e-2, |b| dot(&matmul(&a, b), &r)), 1e-2);
+    }
+}
+
+#[test]
+fn linear_backward_matches_finite_difference() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for (n, fin, fout) in [(4, 5, 3), (1, 3, 6), (5, 1, 1)] {
+        let x = nonzero(&[n, fin], &mut rng);
+        let w = nonzero(&[fout, fin], &mut rng);
+        let b = nonzero(&[fout], &mut rng);
+        let r = nonzero(&[n, fout], &mut rng);
+        let (dx, dw, db) = linear_backward(&x, &w, &r);
+        let loss = |x: &Tensor, w: &Tensor, b: &Tensor| dot(&linear_forward(x, w, Some(b)), &r);
+        assert_close(&dx, &fd_grad(&x, 1e-2, |x| loss(x, &w, &b)), 1e-2);
+        assert_close(&dw, &fd_grad(&w, 1e-2, |w| loss(&x, w, &b)), 1e-2);
+        assert_close(&db, &fd_grad(&b, 1e-2, |b| loss(&x, &w, b)), 1e-2);
+    }
+}
+
+#[test]
+fn matmul_adjoint_identities() {
+    // ⟨a·b, g⟩ = ⟨a, g·bᵀ⟩ = ⟨b, aᵀ·g⟩.
+    let mut rng = StdRng::seed_from_u64(3);
+    let a = Tensor::randn(&[5, 7], 1.0, &mut rng);
+    let b = Tensor::randn(&[7, 4], 1.0, &mut rng);
+    let g = Tensor::uniform(&[5, 4], -1.0, 1.0, &mut rng);
+    let lhs = dot(&matmul(&a, &b), &g);
+    let (da, db) = matmul_backward(&a, &b, &g);
+    let scale = lhs.abs().max(1.0);
+    assert!((lhs - dot(&a, &da)).abs() / scale < 1e-5);
+    assert!((lhs - dot(&b, &db)).abs() / scale < 1e-5);
+}
+
+#[test]
+fn linear_agrees_with_matmul() {
+    // linear(x, w, b) = x · wᵀ + b, with wᵀ built explicitly.
+    let mut rng = StdRng::seed_from_u64(4);
+    let (n, fin, fout) = (3, 5, 4);
+    let x = Tensor::randn(&[n, fin], 1.0, &mut rng);
+    let w = Tensor::randn(&[fout, fin], 1.0, &mut rng);
+    let b = Tensor::randn(&[fout], 1.0, &mut rng);
+    let mut wt = Tensor::zeros(&[fin, fout]);
+    for o in 0..fout {
+        for i in 0..fin {
+            wt.data_mut()[i * fout + o] = w.data()[o * fin + i];
+        }
+    }
+    let mut want = matmul(&x, &wt);
+    for r in 0..n {
+        for o in 0..fout {
+            want.data_mut()[r * fout + o] += b.data()[o];
+        }
+    }
+    assert_close(&linear_forward(&x, &w, Some(&b)), &want, 1e-6);
+}
