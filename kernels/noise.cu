@@ -10,11 +10,12 @@ extern "C" __global__ void noise_uniform(float* __restrict__ out, mtc_u64 n, mtc
     MTC_GRID_STRIDE(i, n) { out[i] = mtc_noise_uniform(seed, step, stream, sample, (uint32_t)i, b); }
 }
 
-// out[i] = w[i] + epsilon_i.
+// out[i] = w[i] + epsilon_(offset + i): w starts at `offset` inside its extractor's flat theta.
 extern "C" __global__ void add_noise(float* __restrict__ out, const float* __restrict__ w,
                                      mtc_u64 n, mtc_u64 seed, unsigned step, unsigned stream,
-                                     unsigned sample, float b) {
+                                     unsigned sample, float b, unsigned offset) {
     MTC_GRID_STRIDE(i, n) {
-        out[i] = mtc_add_rn(w[i], mtc_noise_uniform(seed, step, stream, sample, (uint32_t)i, b));
+        uint32_t idx = offset + (uint32_t)i;
+        out[i] = mtc_add_rn(w[i], mtc_noise_uniform(seed, step, stream, sample, idx, b));
     }
 }

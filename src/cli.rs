@@ -4,6 +4,13 @@
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
+use std::path::PathBuf;
+
+use crate::data::mnist::default_mnist_dir;
+use crate::device::{self, Device, DeviceChoice};
+use crate::model::{Fusion, Method};
+use crate::mtl::mtcool::Mode;
+use crate::train::{self, OptimizerKind, TaskKind, TrainConfig};
 use crate::{gradcheck, info};
 
 #[derive(Parser, Debug)]
@@ -26,8 +33,107 @@ pub enum Command {
         #[command(subcommand)]
         what: CheckCommand,
     },
-    /// Train a model (the trainer is not written yet: this runs the engine's gradient check for now).
-    Train,
+    /// Train a two-task model and write a run folder (config, metrics, checkpoint, summary, curves).
+    Train(TrainArgs),
+    /// Reload a run's checkpoint and recompute its test metrics.
+    Eval {
+        /// The run folder written by `mtcool train`.
+        #[arg(long)]
+        run: PathBuf,
+        /// Folder with the MNIST IDX files (default: the run's own setting).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    #[arg(long, value_enum, default_value_t = TaskKind::Multimnist)]
+    pub task: TaskKind,
+    #[arg(long, value_enum, default_value_t = Method::Mtcool)]
+    pub method: Method,
+    /// MT-CooL ablation: full (noise + b-box), noreg (noise only), vanilla (neither).
+    #[arg(long, value_enum, default_value_t = Mode::Full)]
+    pub mode: Mode,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: u32,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    pub optimizer: OptimizerKind,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// MT-CooL radius b: noise ε ~ U(−b, b) on the other extractor, and the box |θ − θ_prev| ≤ b.
+    #[arg(long, default_value_t = 0.01)]
+    pub b: f32,
+    /// K: noise samples averaged per MT-CooL sub-step.
+    #[arg(long, default_value_t = 1)]
+    pub noise_samples: u32,
+    /// Optimiser steps per task per MT-CooL outer iteration.
+    #[arg(long, default_value_t = 1)]
+    pub inner_steps: u32,
+    /// MT-CooL feature fusion.
+    #[arg(long, value_enum, default_value_t = Fusion::Concat)]
+    pub fusion: Fusion,
+    /// Multiplier on hidden widths (to match parameter counts across methods).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run folder (default: runs/<method>[-<mode>]-s<seed>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Use only the first N training pairs.
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Use only the first N test pairs.
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+    /// Folder with the MNIST IDX files (raw or .gz); default $MTCOOL_MNIST_DIR or ../shared/data/mnist.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    pub fn config(&self) -> TrainConfig {
+        TrainConfig {
+            task: self.task,
+            method: self.method,
+            mode: self.mode,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            optimizer: self.optimizer,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            b: self.b,
+            noise_samples: self.noise_samples,
+            inner_steps: self.inner_steps,
+            fusion: self.fusion,
+            width: self.width,
+            seed: self.seed,
+            limit_train: self.limit_train,
+            limit_test: self.limit_test,
+            data_dir: self.data.clone().unwrap_or_else(default_mnist_dir),
+        }
+    }
+
+    fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let name = match self.method {
+                Method::Mtcool => format!("mtcool-{:?}", self.mode).to_lowercase(),
+                m => format!("{m:?}").to_lowercase(),
+            };
+            PathBuf::from("runs").join(format!("{name}-s{}", self.seed))
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,11 +161,45 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Check { what: CheckCommand::Grad { seed, json } } => check_grad(seed, json),
-        Command::Train => {
-            eprintln!("mtcool: the trainer has not landed yet; running the engine's gradient check instead");
-            check_grad(0, false)
+        Command::Train(args) => train_cmd(&args),
+        Command::Eval { run, data } => {
+            let (summary, acc) = train::eval_run(&run, data)?;
+            println!("task  summary.json  re-evaluated");
+            for t in 0..2 {
+                println!("{}     {:.4}        {:.4}", t + 1, summary.test_acc[t], acc[t]);
+            }
+            if acc != summary.test_acc {
+                bail!("re-evaluation differs from summary.json");
+            }
+            Ok(())
         }
     }
+}
+
+fn train_cmd(args: &TrainArgs) -> Result<()> {
+    let cfg = args.config();
+    cfg.validate()?;
+    let (device, msg) = device::select(args.device)?;
+    let device_line = match device {
+        Device::Cpu => msg,
+        Device::Cuda(_) if args.device == DeviceChoice::Cuda => {
+            bail!("training on CUDA is not available yet (the GPU tape is not built); use --device cpu")
+        }
+        Device::Cuda(_) => format!("{msg}; training runs on the CPU: the GPU tape is not built yet"),
+    };
+    let out = args.out_dir();
+    let s = train::train(&cfg, &out, &device_line)?;
+    println!(
+        "{:?}{}: test accuracy task1 {:.4}, task2 {:.4}; {} parameters; {:.1}s; run folder {}",
+        s.method,
+        s.mode.map(|m| format!(" ({m:?})")).unwrap_or_default(),
+        s.test_acc[0],
+        s.test_acc[1],
+        s.param_count,
+        s.seconds,
+        out.display()
+    );
+    Ok(())
 }
 
 fn check_grad(seed: u64, json: bool) -> Result<()> {

@@ -3,15 +3,20 @@
 //! Layers, one direction of dependency: `cli` → `train`/`mtl` → `model` → `tape` → `backend` → kernels.
 
 pub mod backend;
+pub mod checkpoint;
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod gradcheck;
 pub mod info;
 pub mod kernels;
+pub mod model;
+pub mod mtl;
 pub mod noise;
 pub mod optim;
 pub mod params;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 
 pub use tensor::Tensor;

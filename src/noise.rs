@@ -70,8 +70,17 @@ impl NoiseKey {
         b * (2.0 * self.unit(index) - 1.0)
     }
 
-    /// Returns `w + ε` for every element (ε drawn with the element's flat index).
-    pub fn perturb(&self, w: &[f32], b: f32) -> Vec<f32> {
-        w.iter().enumerate().map(|(i, &x)| x + self.uniform(i as u32, b)).collect()
+    /// Returns `w + ε` for every element; element i draws index `offset + i`, `offset` being where `w`
+    /// starts inside its extractor's flat parameter vector θ (so no two weights share a draw).
+    pub fn perturb(&self, w: &[f32], b: f32, offset: u32) -> Vec<f32> {
+        w.iter().enumerate().map(|(i, &x)| x + self.uniform(offset + i as u32, b)).collect()
     }
+}
+
+/// Noise for one parameter tensor: the draw, the radius b, and the tensor's offset within θ.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WeightNoise {
+    pub key: NoiseKey,
+    pub b: f32,
+    pub offset: u32,
 }

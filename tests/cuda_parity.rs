@@ -6,7 +6,7 @@
 use mtcool::backend::cpu::elementwise as cpu;
 use mtcool::backend::cuda::{Gpu, GpuBox, GpuTensor};
 use mtcool::device::{self, Device, DeviceChoice};
-use mtcool::noise::NoiseKey;
+use mtcool::noise::{NoiseKey, WeightNoise};
 use mtcool::optim::{adam_update, sgd_update, AdamConfig, SgdConfig};
 use mtcool::Tensor;
 use rand::rngs::StdRng;
@@ -154,8 +154,9 @@ fn noise_is_bit_identical_to_the_cpu() {
             let w = nonzero(&[n], &mut rng);
             let dw = g.upload(&w).unwrap();
             let mut out = poisoned(&g, &[n]);
-            g.add_noise_into(&dw, key, b, &mut out).unwrap();
-            let want = Tensor::new(&[n], key.perturb(w.data(), b)).unwrap();
+            let offset = 12_345;
+            g.add_noise_into(&dw, WeightNoise { key, b, offset }, &mut out).unwrap();
+            let want = Tensor::new(&[n], key.perturb(w.data(), b, offset)).unwrap();
             bit_exact(&format!("add_noise {key:?} n={n}"), &g.download(&out).unwrap(), &want);
         }
     }

@@ -59,9 +59,9 @@ fn uniform_noise_is_bounded_centred_and_keyed() {
 fn perturb_adds_the_indexed_noise() {
     let key = NoiseKey { seed: 3, step: 1, stream: stream::TASK1, sample: 2 };
     let w = vec![1.0f32, -2.0, 0.5, 3.0];
-    let p = key.perturb(&w, 0.1);
+    let p = key.perturb(&w, 0.1, 7);
     for (i, (&a, &x)) in p.iter().zip(&w).enumerate() {
-        assert_eq!(a, x + key.uniform(i as u32, 0.1));
+        assert_eq!(a, x + key.uniform(7 + i as u32, 0.1));
         assert_ne!(a, x);
     }
 }

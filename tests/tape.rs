@@ -1,6 +1,6 @@
 //! The autograd tape: shared subexpressions, gradient accumulation into parameters, no-grad mode.
 
-use mtcool::noise::{stream, NoiseKey};
+use mtcool::noise::{stream, NoiseKey, WeightNoise};
 use mtcool::params::ParamStore;
 use mtcool::tape::Tape;
 use mtcool::Tensor;
@@ -86,11 +86,11 @@ fn frozen_param_adds_the_keyed_noise_and_gets_no_gradient() {
     let w = store.add("w", t(&[1.0, -1.0, 0.0, 2.0]));
     let key = NoiseKey { seed: 9, step: 4, stream: stream::TASK2, sample: 0 };
     let mut tape = Tape::new();
-    let noisy = tape.frozen_param(&store, w, Some((key, 0.01)));
+    let noisy = tape.frozen_param(&store, w, Some(WeightNoise { key, b: 0.01, offset: 100 }));
     let clean = tape.frozen_param(&store, w, None);
     assert_eq!(tape.value(clean), store.value(w));
     for i in 0..4 {
-        let want = store.value(w).data()[i] + key.uniform(i as u32, 0.01);
+        let want = store.value(w).data()[i] + key.uniform(100 + i as u32, 0.01);
         assert_eq!(tape.value(noisy).data()[i], want);
     }
     let x = tape.input(t(&[1.0, 1.0, 1.0, 1.0]));

@@ -17,7 +17,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use crate::kernels;
-use crate::noise::NoiseKey;
+use crate::noise::{NoiseKey, WeightNoise};
 use crate::optim::{AdamConfig, SgdConfig};
 use crate::Tensor;
 
@@ -318,11 +318,12 @@ impl Gpu {
         Ok(out)
     }
 
-    /// out = w + ε, bit-identical to `key.perturb(w, b)`.
-    pub fn add_noise_into(&self, w: &GpuTensor, key: NoiseKey, b: f32, out: &mut GpuTensor) -> Result<()> {
+    /// out = w + ε, bit-identical to `noise.key.perturb(w, noise.b, noise.offset)`.
+    pub fn add_noise_into(&self, w: &GpuTensor, noise: WeightNoise, out: &mut GpuTensor) -> Result<()> {
+        let WeightNoise { key, b, offset } = noise;
         ensure!(w.shape == out.shape, "add_noise: shapes {:?} -> {:?}", w.shape, out.shape);
         let n = out.numel();
-        ensure!(n as u64 <= 1 << 32, "add_noise: {n} elements exceed the 2^32 Philox index space");
+        ensure!(offset as u64 + n as u64 <= 1 << 32, "add_noise: {n} elements exceed the 2^32 Philox index space");
         if n == 0 {
             return Ok(());
         }
@@ -335,12 +336,13 @@ impl Gpu {
                 .arg(&key.step)
                 .arg(&key.stream)
                 .arg(&key.sample)
-                .arg(&b);
+                .arg(&b)
+                .arg(&offset);
         })
     }
-    pub fn add_noise(&self, w: &GpuTensor, key: NoiseKey, b: f32) -> Result<GpuTensor> {
+    pub fn add_noise(&self, w: &GpuTensor, noise: WeightNoise) -> Result<GpuTensor> {
         let mut out = self.empty(&w.shape)?;
-        self.add_noise_into(w, key, b, &mut out)?;
+        self.add_noise_into(w, noise, &mut out)?;
         Ok(out)
     }
 

@@ -8,7 +8,7 @@
 
 mod ops;
 
-use crate::noise::NoiseKey;
+use crate::noise::WeightNoise;
 use crate::params::{ParamId, ParamStore};
 use crate::Tensor;
 pub use ops::Op;
@@ -83,11 +83,11 @@ impl Tape {
         self.push_node(store.value(id).clone(), Op::Param(id), needs_grad)
     }
     /// A parameter read without gradient, optionally perturbed by ε ~ U(−b, b) from the counter-based
-    /// noise stream `key` (element index = flat index within the parameter).
-    pub fn frozen_param(&mut self, store: &ParamStore, id: ParamId, noise: Option<(NoiseKey, f32)>) -> Var {
+    /// noise stream (see `WeightNoise`).
+    pub fn frozen_param(&mut self, store: &ParamStore, id: ParamId, noise: Option<WeightNoise>) -> Var {
         let w = store.value(id);
         let value = match noise {
-            Some((key, b)) => Tensor::from_parts(w.shape().to_vec(), key.perturb(w.data(), b)),
+            Some(n) => Tensor::from_parts(w.shape().to_vec(), n.key.perturb(w.data(), n.b, n.offset)),
             None => w.clone(),
         };
         self.push_node(value, Op::Leaf, false)

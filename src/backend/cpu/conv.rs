@@ -18,9 +18,18 @@
 //! three functions with the roles of data and gradient swapped (see each function).
 //!
 //! The bias gradient of both ops is `elementwise::add_channel_bias_backward(dy)`.
-//! All sums are accumulated in f64.
+//!
+//! Two implementations of each function:
+//! - the public names used by the tape are fast: per image, the input is unrolled into a column
+//!   matrix col[(ci, ky, kx), (oy, ox)] (im2col) so that the convolution is one `gemm::sgemm`:
+//!   y_n = w · col (forward), dcol = wᵀ · dy_n then col2im (data gradient), dw += dy_n · colᵀ (weight
+//!   gradient). Images are spread over threads; sums are in f32 (FMA) and the result does not depend
+//!   on the thread count.
+//! - the `*_naive` functions are the reference: plain loops straight from the formulas above, sums
+//!   accumulated in f64. Tests check the fast functions against them.
 
 use super::elementwise::add_channel_bias;
+use super::gemm;
 use crate::Tensor;
 
 /// Stride and zero padding of a 2-d convolution (the same in both spatial dimensions).
@@ -86,8 +95,262 @@ fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {
     (shape[0], shape[1], shape[2], shape[3])
 }
 
+// ---------------------------------------------------------------- fast path: im2col + sgemm
+
+/// Images whose weight gradients are summed into one partial before the partials are added up in
+/// order. Fixed, not tied to the thread count, so that dw is the same for every thread count.
+const IMAGES_PER_PARTIAL: usize = 4;
+
+/// One image's convolution geometry: input [ci, h, w], kernel kh×kw, output ho×wo, stride s,
+/// padding p, and for each tap ky (kx) the output rows (columns) [lo, hi) that read inside the input.
+#[derive(Clone, Debug)]
+struct Geom {
+    ci: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    s: usize,
+    p: usize,
+    rows_in: Vec<(usize, usize)>,
+    cols_in: Vec<(usize, usize)>,
+}
+
+impl Geom {
+    fn new(ci: usize, h: usize, w: usize, kh: usize, kw: usize, cfg: Conv2dCfg) -> Geom {
+        let (ho, wo) = conv2d_out_hw(h, w, kh, kw, cfg);
+        let (s, p) = (cfg.stride, cfg.padding);
+        let rows_in = (0..kh).map(|ky| valid_outputs(ky, s, p, h, ho)).collect();
+        let cols_in = (0..kw).map(|kx| valid_outputs(kx, s, p, w, wo)).collect();
+        Geom { ci, h, w, kh, kw, ho, wo, s, p, rows_in, cols_in }
+    }
+    /// Rows of the column matrix (= the GEMM depth of the forward): ci·kh·kw.
+    fn rows(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+    /// Output pixels per channel: ho·wo.
+    fn pix(&self) -> usize {
+        self.ho * self.wo
+    }
+    /// Floats of one input image.
+    fn in_len(&self) -> usize {
+        self.ci * self.h * self.w
+    }
+    /// A 1×1, stride-1, unpadded convolution: the column matrix is the image itself.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.s == 1 && self.p == 0
+    }
+    /// A column buffer for one image (empty when the image itself serves as the column matrix).
+    fn col_buffer(&self) -> Vec<f32> {
+        vec![0f32; if self.pointwise() { 0 } else { self.rows() * self.pix() }]
+    }
+    /// Calls f(col row, input row, ky, kx) for every (c, ky, kx), col row = (c·kh + ky)·kw + kx and
+    /// input row = the first row of channel c, c·h (in units of rows of w floats).
+    fn for_each_tap(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let mut r = 0;
+        for c in 0..self.ci {
+            for ky in 0..self.kh {
+                for kx in 0..self.kw {
+                    f(r, c * self.h, ky, kx);
+                    r += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Output positions o in 0..out whose tap k reads inside the input (0 ≤ o·s + k − p < len): [lo, hi).
+fn valid_outputs(k: usize, s: usize, p: usize, len: usize, out: usize) -> (usize, usize) {
+    let lo = p.saturating_sub(k).div_ceil(s).min(out);
+    let hi = (len + p).saturating_sub(k).div_ceil(s).min(out);
+    (lo, hi.max(lo))
+}
+
+/// im2col for one image: col[(c·kh + ky)·kw + kx, oy·wo + ox] = x[c, oy·s + ky − p, ox·s + kx − p],
+/// zero where that falls into the padding.
+fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+    let (pix, wo, s) = (g.pix(), g.wo, g.s);
+    g.for_each_tap(|r, row0, ky, kx| {
+        let dst = &mut col[r * pix..][..pix];
+        let ((y_lo, y_hi), (x_lo, x_hi)) = (g.rows_in[ky], g.cols_in[kx]);
+        // Output rows whose tap falls into the top/bottom padding are contiguous runs of zeros.
+        dst[..y_lo * wo].fill(0.0);
+        dst[y_hi * wo..].fill(0.0);
+        for oy in y_lo..y_hi {
+            let d = &mut dst[oy * wo..][..wo];
+            d[..x_lo].fill(0.0);
+            d[x_hi..].fill(0.0);
+            if x_lo == x_hi {
+                continue;
+            }
+            let (iy, ix0) = (oy * s + ky - g.p, x_lo * s + kx - g.p); // input read by (oy, x_lo)
+            let src = &x[(row0 + iy) * g.w + ix0..(row0 + iy + 1) * g.w];
+            if s == 1 {
+                copy_row(&mut d[x_lo..x_hi], &src[..x_hi - x_lo]);
+            } else {
+                d[x_lo..x_hi].iter_mut().zip(src.iter().step_by(s)).for_each(|(v, &xv)| *v = xv);
+            }
+        }
+    });
+}
+
+/// col2im for one image, the adjoint of `im2col`: dx[c, iy, ix] = Σ of the col entries copied from there.
+fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
+    dx.fill(0.0);
+    let (pix, wo, s) = (g.pix(), g.wo, g.s);
+    g.for_each_tap(|r, row0, ky, kx| {
+        let src = &col[r * pix..][..pix];
+        let ((y_lo, y_hi), (x_lo, x_hi)) = (g.rows_in[ky], g.cols_in[kx]);
+        if x_lo == x_hi {
+            return;
+        }
+        for oy in y_lo..y_hi {
+            let srow = &src[oy * wo + x_lo..oy * wo + x_hi];
+            let (iy, ix0) = (oy * s + ky - g.p, x_lo * s + kx - g.p);
+            let drow = &mut dx[(row0 + iy) * g.w + ix0..(row0 + iy + 1) * g.w];
+            if s == 1 {
+                drow[..srow.len()].iter_mut().zip(srow).for_each(|(d, &v)| *d += v);
+            } else {
+                drow.iter_mut().step_by(s).zip(srow).for_each(|(d, &v)| *d += v);
+            }
+        }
+    });
+}
+
+/// `dst.copy_from_slice(src)` for the short rows of im2col, kept inline: 8-float blocks, the last
+/// one overlapping the previous (a memcpy call per row would cost more than the copy).
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    if n < 8 {
+        return dst.copy_from_slice(src);
+    }
+    for (d, s) in dst.as_chunks_mut::<8>().0.iter_mut().zip(src.as_chunks::<8>().0) {
+        *d = *s;
+    }
+    let tail: &mut [f32; 8] = (&mut dst[n - 8..]).try_into().unwrap();
+    *tail = src[n - 8..n].try_into().unwrap();
+}
+
+/// (threads over images, threads inside each GEMM) for `items` independent items and `macs` total
+/// multiply-adds: items across threads when there are enough of them, else threaded GEMMs.
+fn thread_split(items: usize, macs: usize) -> (usize, usize) {
+    let t = gemm::threads_for(macs);
+    if items >= t {
+        (t, 1)
+    } else {
+        (1, t)
+    }
+}
+
 /// y = conv(x, w) + b. x: [N, Ci, H, W], w: [Co, Ci, kh, kw], b: [Co] → y: [N, Co, Ho, Wo].
+/// Per image: y_n [Co, Ho·Wo] = w [Co, Ci·kh·kw] · im2col(x_n) [Ci·kh·kw, Ho·Wo] (+ b, as β = 1 onto b).
 pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg) -> Tensor {
+    let (n, ci, h, wd) = x.dims4();
+    let (co, wci, kh, kw) = w.dims4();
+    assert_eq!(wci, ci, "conv weight {:?} expects {wci} input channels, x {:?} has {ci}", w.shape(), x.shape());
+    if let Some(b) = b {
+        assert_eq!(b.shape(), [co], "conv bias shape {:?} for {co} output channels", b.shape());
+    }
+    let g = Geom::new(ci, h, wd, kh, kw, cfg);
+    let (rows, pix) = (g.rows(), g.pix());
+    let mut y = vec![0f32; n * co * pix];
+    if y.is_empty() {
+        return Tensor::from_parts(vec![n, co, g.ho, g.wo], y);
+    }
+    let (xd, wdat, bias) = (x.data(), w.data(), b.map(|b| b.data()));
+    let (outer, inner) = thread_split(n, n * co * rows * pix);
+    gemm::parallel_items(&mut y, co * pix, outer, |n0, ys| {
+        let mut col = g.col_buffer();
+        for (i, yn) in ys.chunks_exact_mut(co * pix).enumerate() {
+            let xn = &xd[(n0 + i) * g.in_len()..][..g.in_len()];
+            let cols = if g.pointwise() { xn } else { im2col(&g, xn, &mut col); &col[..] };
+            let beta = match bias {
+                Some(bd) => {
+                    yn.chunks_exact_mut(pix).zip(bd).for_each(|(row, &bv)| row.fill(bv));
+                    1.0
+                }
+                None => 0.0,
+            };
+            gemm::sgemm_with_threads(inner, false, false, co, pix, rows, 1.0, wdat, rows, cols, pix, beta, yn, pix);
+        }
+    });
+    Tensor::from_parts(vec![n, co, g.ho, g.wo], y)
+}
+
+/// dx of the convolution (see `conv2d_backward_data_naive` for the formula).
+/// Per image: dcol [Ci·kh·kw, Ho·Wo] = wᵀ · dy_n, then dx_n = col2im(dcol).
+pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
+    let (n, ci, h, wd) = shape4(x_shape, "conv input");
+    let (co, wci, kh, kw) = w.dims4();
+    assert_eq!(wci, ci, "conv weight {:?} expects {wci} input channels, x_shape {x_shape:?} has {ci}", w.shape());
+    let g = Geom::new(ci, h, wd, kh, kw, cfg);
+    assert_eq!(dy.shape(), [n, co, g.ho, g.wo], "conv dy shape {:?} for x_shape {x_shape:?}", dy.shape());
+    let (rows, pix) = (g.rows(), g.pix());
+    let mut dx = vec![0f32; n * g.in_len()];
+    if dx.is_empty() {
+        return Tensor::from_parts(x_shape.to_vec(), dx);
+    }
+    let (dyd, wdat) = (dy.data(), w.data());
+    let (outer, inner) = thread_split(n, n * co * rows * pix);
+    gemm::parallel_items(&mut dx, g.in_len(), outer, |n0, dxs| {
+        let mut col = g.col_buffer();
+        for (i, dxn) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
+            let dyn_ = &dyd[(n0 + i) * co * pix..][..co * pix];
+            // w is [Co, rows] row-major, so wᵀ is the transposed operand with lda = rows.
+            let dcol = if g.pointwise() { &mut dxn[..] } else { &mut col[..] };
+            gemm::sgemm_with_threads(inner, true, false, rows, pix, co, 1.0, wdat, rows, dyn_, pix, 0.0, dcol, pix);
+            if !g.pointwise() {
+                col2im(&g, &col, dxn);
+            }
+        }
+    });
+    Tensor::from_parts(x_shape.to_vec(), dx)
+}
+
+/// dw of the convolution (see `conv2d_backward_weight_naive` for the formula).
+/// Per image: dw += dy_n [Co, Ho·Wo] · im2col(x_n)ᵀ [Ho·Wo, Ci·kh·kw]. Groups of IMAGES_PER_PARTIAL
+/// images go to one partial sum (the groups spread over threads); the partials are added in order.
+pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
+    let (n, ci, h, wd) = x.dims4();
+    let (co, wci, kh, kw) = shape4(w_shape, "conv weight");
+    assert_eq!(wci, ci, "conv w_shape {w_shape:?} expects {wci} input channels, x {:?} has {ci}", x.shape());
+    let g = Geom::new(ci, h, wd, kh, kw, cfg);
+    assert_eq!(dy.shape(), [n, co, g.ho, g.wo], "conv dy shape {:?} for x {:?}", dy.shape(), x.shape());
+    let (rows, pix, wlen) = (g.rows(), g.pix(), co * g.rows());
+    let groups = n.div_ceil(IMAGES_PER_PARTIAL);
+    if groups == 0 || wlen == 0 {
+        return Tensor::zeros(w_shape);
+    }
+    let mut partials = vec![0f32; groups * wlen];
+    let (dyd, xd) = (dy.data(), x.data());
+    let (outer, inner) = thread_split(groups, n * co * rows * pix);
+    gemm::parallel_items(&mut partials, wlen, outer, |g0, parts| {
+        let mut col = g.col_buffer();
+        for (gi, part) in parts.chunks_exact_mut(wlen).enumerate() {
+            let first = (g0 + gi) * IMAGES_PER_PARTIAL;
+            for ni in first..n.min(first + IMAGES_PER_PARTIAL) {
+                let xn = &xd[ni * g.in_len()..][..g.in_len()];
+                let cols = if g.pointwise() { xn } else { im2col(&g, xn, &mut col); &col[..] };
+                let dyn_ = &dyd[ni * co * pix..][..co * pix];
+                let beta = if ni == first { 0.0 } else { 1.0 };
+                gemm::sgemm_with_threads(inner, false, true, co, rows, pix, 1.0, dyn_, pix, cols, pix, beta, part, rows);
+            }
+        }
+    });
+    let (dw, rest) = partials.split_at_mut(wlen);
+    for part in rest.chunks_exact(wlen) {
+        dw.iter_mut().zip(part).for_each(|(d, &v)| *d += v);
+    }
+    partials.truncate(wlen);
+    Tensor::from_parts(w_shape.to_vec(), partials)
+}
+
+// ---------------------------------------------------------------- reference loops
+
+/// y = conv(x, w) + b. x: [N, Ci, H, W], w: [Co, Ci, kh, kw], b: [Co] → y: [N, Co, Ho, Wo].
+pub fn conv2d_forward_naive(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg) -> Tensor {
     let (n, ci, h, wd) = x.dims4();
     let (co, wci, kh, kw) = w.dims4();
     assert_eq!(wci, ci, "conv weight {:?} expects {wci} input channels, x {:?} has {ci}", w.shape(), x.shape());
@@ -126,7 +389,7 @@ pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg
 /// dx of the convolution: dx[n, ci, iy, ix] = Σ dy[n, co, oy, ox] · w[co, ci, ky, kx] over all
 /// (co, ky, kx) and the output positions with oy·s + ky − p = iy, ox·s + kx − p = ix.
 /// Input pixels that no window reads (dropped by the floor in Ho/Wo) get zero.
-pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
+pub fn conv2d_backward_data_naive(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
     let (n, ci, h, wd) = shape4(x_shape, "conv input");
     let (co, wci, kh, kw) = w.dims4();
     assert_eq!(wci, ci, "conv weight {:?} expects {wci} input channels, x_shape {x_shape:?} has {ci}", w.shape());
@@ -161,7 +424,7 @@ pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Con
 
 /// dw of the convolution: dw[co, ci, ky, kx] = Σ_{n, oy, ox} dy[n, co, oy, ox] · x[n, ci, oy·s + ky − p, ox·s + kx − p]
 /// (padding reads contribute zero).
-pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
+pub fn conv2d_backward_weight_naive(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
     let (n, ci, h, wd) = x.dims4();
     let (co, wci, kh, kw) = shape4(w_shape, "conv weight");
     assert_eq!(wci, ci, "conv w_shape {w_shape:?} expects {wci} input channels, x {:?} has {ci}", x.shape());
@@ -194,6 +457,11 @@ pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: C
     Tensor::from_parts(w_shape.to_vec(), dw)
 }
 
+// ---------------------------------------------------------------- transposed convolution
+
+type ConvForward = fn(&Tensor, &Tensor, Option<&Tensor>, Conv2dCfg) -> Tensor;
+type ConvBackward = fn(&Tensor, &Tensor, &[usize], Conv2dCfg) -> Tensor;
+
 /// y = conv_transpose(x, w) + b. x: [N, Ci, H, W], w: [Ci, Co, kh, kw] → y: [N, Co, Ho, Wo] with
 /// Ho = (H − 1)·s − 2p + kh.
 ///
@@ -202,11 +470,42 @@ pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: C
 /// exactly w's [Ci, Co, kh, kw]), y = conv2d_backward_data(x, w, [N, Co, Ho, Wo]).
 /// (The convolution of an Ho-sized input gives back H positions: (Ho + 2p − kh)/s + 1 = H.)
 pub fn conv_transpose2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg) -> Tensor {
+    transpose_forward(x, w, b, cfg, conv2d_backward_data)
+}
+
+/// dx of the transposed convolution: dx[n, ci, iy, ix] = Σ_{co, ky, kx} dy[n, co, iy·s + ky − p, ix·s + kx − p] · w[ci, co, ky, kx],
+/// which is the plain convolution of dy with w read as [Co_conv = Ci, Ci_conv = Co, kh, kw].
+pub fn conv_transpose2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
+    transpose_backward_data(dy, w, x_shape, cfg, conv2d_forward)
+}
+
+/// dw of the transposed convolution: dw[ci, co, ky, kx] = Σ_{n, iy, ix} x[n, ci, iy, ix] · dy[n, co, iy·s + ky − p, ix·s + kx − p],
+/// which is the convolution's weight gradient with x in the role of dy and dy in the role of x.
+pub fn conv_transpose2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
+    transpose_backward_weight(dy, x, w_shape, cfg, conv2d_backward_weight)
+}
+
+/// Reference `conv_transpose2d_forward` (through `conv2d_backward_data_naive`).
+pub fn conv_transpose2d_forward_naive(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg) -> Tensor {
+    transpose_forward(x, w, b, cfg, conv2d_backward_data_naive)
+}
+
+/// Reference `conv_transpose2d_backward_data` (through `conv2d_forward_naive`).
+pub fn conv_transpose2d_backward_data_naive(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
+    transpose_backward_data(dy, w, x_shape, cfg, conv2d_forward_naive)
+}
+
+/// Reference `conv_transpose2d_backward_weight` (through `conv2d_backward_weight_naive`).
+pub fn conv_transpose2d_backward_weight_naive(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
+    transpose_backward_weight(dy, x, w_shape, cfg, conv2d_backward_weight_naive)
+}
+
+fn transpose_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg, backward_data: ConvBackward) -> Tensor {
     let (n, ci, h, wd) = x.dims4();
     let (wci, co, kh, kw) = w.dims4();
     assert_eq!(wci, ci, "conv_transpose weight {:?} expects {wci} input channels, x {:?} has {ci}", w.shape(), x.shape());
     let (ho, wo) = conv_transpose2d_out_hw(h, wd, kh, kw, cfg);
-    let y = conv2d_backward_data(x, w, &[n, co, ho, wo], cfg);
+    let y = backward_data(x, w, &[n, co, ho, wo], cfg);
     match b {
         Some(b) => {
             assert_eq!(b.shape(), [co], "conv_transpose bias shape {:?} for {co} output channels", b.shape());
@@ -216,24 +515,20 @@ pub fn conv_transpose2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg:
     }
 }
 
-/// dx of the transposed convolution: dx[n, ci, iy, ix] = Σ_{co, ky, kx} dy[n, co, iy·s + ky − p, ix·s + kx − p] · w[ci, co, ky, kx],
-/// which is the plain convolution of dy with w read as [Co_conv = Ci, Ci_conv = Co, kh, kw].
-pub fn conv_transpose2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
+fn transpose_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg, forward: ConvForward) -> Tensor {
     let (n, ci, h, wd) = shape4(x_shape, "conv_transpose input");
     let (wci, co, kh, kw) = w.dims4();
     assert_eq!(wci, ci, "conv_transpose weight {:?} expects {wci} input channels, x_shape {x_shape:?} has {ci}", w.shape());
     let (ho, wo) = conv_transpose2d_out_hw(h, wd, kh, kw, cfg);
     assert_eq!(dy.shape(), [n, co, ho, wo], "conv_transpose dy shape {:?} for x_shape {x_shape:?}", dy.shape());
-    conv2d_forward(dy, w, None, cfg)
+    forward(dy, w, None, cfg)
 }
 
-/// dw of the transposed convolution: dw[ci, co, ky, kx] = Σ_{n, iy, ix} x[n, ci, iy, ix] · dy[n, co, iy·s + ky − p, ix·s + kx − p],
-/// which is the convolution's weight gradient with x in the role of dy and dy in the role of x.
-pub fn conv_transpose2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
+fn transpose_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg, weight: ConvBackward) -> Tensor {
     let (n, ci, h, wd) = x.dims4();
     let (wci, co, kh, kw) = shape4(w_shape, "conv_transpose weight");
     assert_eq!(wci, ci, "conv_transpose w_shape {w_shape:?} expects {wci} input channels, x {:?} has {ci}", x.shape());
     let (ho, wo) = conv_transpose2d_out_hw(h, wd, kh, kw, cfg);
     assert_eq!(dy.shape(), [n, co, ho, wo], "conv_transpose dy shape {:?} for x {:?}", dy.shape(), x.shape());
-    conv2d_backward_weight(x, dy, w_shape, cfg)
+    weight(x, dy, w_shape, cfg)
 }

@@ -1,0 +1,113 @@
+//! Layers: each owns `ParamId`s in a `ParamStore` and records its forward on a tape. How parameters are
+//! read is chosen per call (`Read`): trainable, or frozen — optionally with MT-CooL's weight noise.
+
+use rand::Rng;
+
+use crate::backend::cpu::conv::Conv2dCfg;
+use crate::noise::{NoiseKey, WeightNoise};
+use crate::params::{ParamId, ParamStore};
+use crate::tape::{Tape, Var};
+use crate::Tensor;
+
+/// How a forward pass reads a module's parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Read {
+    /// Trainable: gradients flow into the store.
+    Train,
+    /// Frozen, no gradient; with `Some((key, b))` every weight gets ε ~ U(−b, b), drawn at its index in
+    /// the module's flat parameter vector (see `ParamGroup`).
+    Frozen(Option<(NoiseKey, f32)>),
+}
+
+/// An ordered list of parameters seen as one flat vector θ (the noise index space and the b-box).
+#[derive(Clone, Debug, Default)]
+pub struct ParamGroup {
+    ids: Vec<ParamId>,
+    offsets: Vec<u32>,
+    len: usize,
+}
+
+impl ParamGroup {
+    pub fn push(&mut self, id: ParamId, numel: usize) {
+        self.ids.push(id);
+        self.offsets.push(self.len as u32);
+        self.len += numel;
+        assert!(self.len <= u32::MAX as usize, "parameter group exceeds the 2^32 noise index space");
+    }
+    pub fn ids(&self) -> &[ParamId] {
+        &self.ids
+    }
+    /// Number of scalars in θ.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Puts parameter `id` on the tape as `read` asks.
+    pub fn read(&self, tape: &mut Tape, store: &ParamStore, id: ParamId, read: Read) -> Var {
+        match read {
+            Read::Train => tape.param(store, id),
+            Read::Frozen(noise) => {
+                let offset = self.offsets[self.ids.iter().position(|&p| p == id).expect("param in group")];
+                let noise = noise.map(|(key, b)| WeightNoise { key, b, offset });
+                tape.frozen_param(store, id, noise)
+            }
+        }
+    }
+}
+
+/// PyTorch's default initialisation for conv and linear layers: U(−1/√fan_in, 1/√fan_in) for weights
+/// (kaiming_uniform with a = √5) and biases.
+fn default_init(shape: &[usize], fan_in: usize, rng: &mut impl Rng) -> Tensor {
+    let bound = 1.0 / (fan_in as f32).sqrt();
+    Tensor::uniform(shape, -bound, bound, rng)
+}
+
+pub struct Conv2d {
+    pub weight: ParamId,
+    pub bias: ParamId,
+    pub cfg: Conv2dCfg,
+}
+
+impl Conv2d {
+    /// Registers `<name>.weight` [out, in, k, k] and `<name>.bias` [out].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(store: &mut ParamStore, group: &mut ParamGroup, name: &str, cin: usize, cout: usize, k: usize, cfg: Conv2dCfg, rng: &mut impl Rng) -> Self {
+        let fan_in = cin * k * k;
+        let weight = store.add(&format!("{name}.weight"), default_init(&[cout, cin, k, k], fan_in, rng));
+        let bias = store.add(&format!("{name}.bias"), default_init(&[cout], fan_in, rng));
+        group.push(weight, cout * cin * k * k);
+        group.push(bias, cout);
+        Conv2d { weight, bias, cfg }
+    }
+
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, x: Var, read: Read) -> Var {
+        let w = group.read(tape, store, self.weight, read);
+        let b = group.read(tape, store, self.bias, read);
+        tape.conv2d(x, w, Some(b), self.cfg)
+    }
+}
+
+pub struct Linear {
+    pub weight: ParamId,
+    pub bias: ParamId,
+}
+
+impl Linear {
+    /// Registers `<name>.weight` [out, in] and `<name>.bias` [out].
+    pub fn new(store: &mut ParamStore, group: &mut ParamGroup, name: &str, din: usize, dout: usize, rng: &mut impl Rng) -> Self {
+        let weight = store.add(&format!("{name}.weight"), default_init(&[dout, din], din, rng));
+        let bias = store.add(&format!("{name}.bias"), default_init(&[dout], din, rng));
+        group.push(weight, dout * din);
+        group.push(bias, dout);
+        Linear { weight, bias }
+    }
+
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, x: Var, read: Read) -> Var {
+        let w = group.read(tape, store, self.weight, read);
+        let b = group.read(tape, store, self.bias, read);
+        tape.linear(x, w, Some(b))
+    }
+}

@@ -1,0 +1,88 @@
+//! The MT-CooL step (DESIGN.md §1). For task i = 1, then 2, on the same mini-batch:
+//!
+//! ```text
+//! θi_prev ← θi
+//! repeat inner_steps times (r = 0, 1, ...):
+//!     Li = (1/K) Σ_k ℓi( Gi( M( Fi(x; θi), Fj(x; θj + ε_k) ); φi ), yi )
+//!          ε_k ~ U(−b, b) per element of θj, Philox key (seed, step t, stream of task j, sample r·K + k)
+//!          Fj runs forward only (no gradient reaches θj)
+//!     (θi, φi) ← optimiser step on ∇Li;   θi ← clamp(θi, θi_prev − b, θi_prev + b)   [in the same pass]
+//! ```
+//! Task 2 then runs with the θ1 task 1 just produced. Modes: `vanilla` (no noise, no clamp), `noreg`
+//! (noise, no clamp), `full` (both). Heads φ are never clamped.
+
+use serde::{Deserialize, Serialize};
+
+use super::{count_correct, Batch, StepStats};
+use crate::model::{MultiTaskModel, Read, TaskId};
+use crate::noise::{stream, NoiseKey};
+use crate::optim::{BoxProjection, Optimizer};
+use crate::tape::Tape;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Plain alternating optimisation: no noise, no projection.
+    Vanilla,
+    /// Noise on the other extractor, no projection.
+    Noreg,
+    /// Noise and the b-box projection.
+    Full,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MtCoolConfig {
+    pub mode: Mode,
+    /// Radius of the noise and of the box.
+    pub b: f32,
+    /// K: noise samples averaged per sub-step.
+    pub noise_samples: u32,
+    pub inner_steps: u32,
+    /// Seed of the noise streams.
+    pub seed: u64,
+}
+
+/// The noise stream of task t's extractor (the one perturbed while the other task trains).
+fn noise_stream(t: TaskId) -> u32 {
+    [stream::TASK1, stream::TASK2][t.0]
+}
+
+/// One MT-CooL outer iteration `step` on `batch`. Each task's loss is the mean over its last inner
+/// step's noise samples; its correct count is from the last sample's logits.
+pub fn mtcool_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, step: u32, cfg: &MtCoolConfig) -> StepStats {
+    let mut stats = StepStats::default();
+    for t in TaskId::BOTH {
+        (stats.loss[t.0], stats.correct[t.0]) = task_substep(model, opt, batch, step, cfg, t);
+    }
+    stats
+}
+
+/// Task `t`'s part of the step: its extractor and head train; the other extractor is frozen and noisy.
+pub fn task_substep(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, step: u32, cfg: &MtCoolConfig, t: TaskId) -> (f32, usize) {
+    let own = model.extractor_params(t).to_vec();
+    let trainable: Vec<_> = own.iter().chain(model.head_params(t)).copied().collect();
+    let noisy = cfg.mode != Mode::Vanilla;
+    let bbox = (cfg.mode == Mode::Full).then(|| BoxProjection::snapshot(&model.store, &own, cfg.b));
+    let k_samples = cfg.noise_samples.max(1);
+    let (mut loss, mut correct) = (0.0, 0);
+    for r in 0..cfg.inner_steps.max(1) {
+        model.store.zero_grad(&trainable);
+        loss = 0.0;
+        for k in 0..k_samples {
+            let key = NoiseKey { seed: cfg.seed, step, stream: noise_stream(t.other()), sample: r * k_samples + k };
+            let frozen = Read::Frozen(noisy.then_some((key, cfg.b)));
+            let mut reads = [Read::Train; 2];
+            reads[t.other().0] = frozen;
+            let mut tape = Tape::new();
+            let x = tape.constant(batch.x.clone());
+            let logits = model.forward_task(&mut tape, x, t, reads);
+            correct = count_correct(tape.value(logits), &batch.labels[t.0]);
+            let l = tape.softmax_cross_entropy(logits, &batch.labels[t.0], None);
+            let l = tape.scale(l, 1.0 / k_samples as f32);
+            loss += tape.value(l).item();
+            tape.backward(l).accumulate_into(&mut model.store);
+        }
+        opt.step(&mut model.store, &trainable, bbox.as_ref());
+    }
+    (loss, correct)
+}
