@@ -69,7 +69,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
     /// MT-CooL radius b: noise ε ~ U(−b, b) on the other extractor, and the box |θ − θ_prev| ≤ b.
-    #[arg(long, default_value_t = 0.01)]
+    /// The default equals the default Adam lr: the box is about one step's trust region, and the noise
+    /// is about the size of the other task's next step.
+    #[arg(long, default_value_t = 1e-3)]
     pub b: f32,
     /// K: noise samples averaged per MT-CooL sub-step.
     #[arg(long, default_value_t = 1)]

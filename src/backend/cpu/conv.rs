@@ -178,6 +178,14 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
         // Output rows whose tap falls into the top/bottom padding are contiguous runs of zeros.
         dst[..y_lo * wo].fill(0.0);
         dst[y_hi * wo..].fill(0.0);
+        if s == 1 && x_lo == 0 && x_hi == wo {
+            // The common case (no horizontal padding for this tap): whole rows, w floats apart.
+            let src = &x[(row0 + y_lo + ky - g.p) * g.w + kx - g.p..];
+            for (d, srow) in dst[y_lo * wo..y_hi * wo].chunks_exact_mut(wo).zip(src.chunks(g.w)) {
+                copy_row(d, &srow[..wo]);
+            }
+            return;
+        }
         for oy in y_lo..y_hi {
             let d = &mut dst[oy * wo..][..wo];
             d[..x_lo].fill(0.0);
@@ -206,17 +214,37 @@ fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
         if x_lo == x_hi {
             return;
         }
+        if s == 1 && x_lo == 0 && x_hi == wo {
+            // The common case (no horizontal padding for this tap): whole rows, w floats apart.
+            let dst = &mut dx[(row0 + y_lo + ky - g.p) * g.w + kx - g.p..];
+            for (drow, srow) in dst.chunks_mut(g.w).zip(src[y_lo * wo..y_hi * wo].chunks_exact(wo)) {
+                add_row(&mut drow[..wo], srow);
+            }
+            return;
+        }
         for oy in y_lo..y_hi {
             let srow = &src[oy * wo + x_lo..oy * wo + x_hi];
             let (iy, ix0) = (oy * s + ky - g.p, x_lo * s + kx - g.p);
             let drow = &mut dx[(row0 + iy) * g.w + ix0..(row0 + iy + 1) * g.w];
             if s == 1 {
-                drow[..srow.len()].iter_mut().zip(srow).for_each(|(d, &v)| *d += v);
+                add_row(&mut drow[..srow.len()], srow);
             } else {
                 drow.iter_mut().step_by(s).zip(srow).for_each(|(d, &v)| *d += v);
             }
         }
     });
+}
+
+/// dst += src for the short rows of col2im, in 8-float blocks.
+fn add_row(dst: &mut [f32], src: &[f32]) {
+    let (d8, d1) = dst.as_chunks_mut::<8>();
+    let (s8, s1) = src.as_chunks::<8>();
+    for (d, s) in d8.iter_mut().zip(s8) {
+        for (d, &s) in d.iter_mut().zip(s) {
+            *d += s;
+        }
+    }
+    d1.iter_mut().zip(s1).for_each(|(d, &s)| *d += s);
 }
 
 /// `dst.copy_from_slice(src)` for the short rows of im2col, kept inline: 8-float blocks, the last

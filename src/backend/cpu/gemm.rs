@@ -249,14 +249,13 @@ fn gemm_serial(
                                 (kernel.tile)(a_sliver, b_sliver, ldb, &mut c[r0 * ldc + c0..], ldc, alpha, beta);
                             } else {
                                 // Ragged edge: run the same kernel on a copy of the tile's valid part.
-                                let mut tile = [0f32; MR * NR];
-                                let valid = |i: usize| (r0 + i) * ldc + c0..(r0 + i) * ldc + c0 + cols;
-                                for (i, t) in tile.chunks_exact_mut(NR).take(rows).enumerate() {
-                                    t[..cols].copy_from_slice(&c[valid(i)]);
+                                let mut tile = [[0f32; NR]; MR];
+                                for (i, t) in tile.iter_mut().take(rows).enumerate() {
+                                    copy_prefix::<NR>(t, &c[(r0 + i) * ldc + c0..], cols);
                                 }
-                                (kernel.tile)(a_sliver, b_sliver, ldb, &mut tile, NR, alpha, beta);
-                                for (i, t) in tile.chunks_exact(NR).take(rows).enumerate() {
-                                    c[valid(i)].copy_from_slice(&t[..cols]);
+                                (kernel.tile)(a_sliver, b_sliver, ldb, tile.as_flattened_mut(), NR, alpha, beta);
+                                for (i, t) in tile.iter().take(rows).enumerate() {
+                                    copy_prefix::<NR>(&mut c[(r0 + i) * ldc + c0..], t, cols);
                                 }
                             }
                         }
@@ -265,6 +264,15 @@ fn gemm_serial(
             }
         }
     });
+}
+
+/// dst[..len] = src[..len] for len ≤ FULL; inline when len = FULL (a memcpy call costs more here).
+fn copy_prefix<const FULL: usize>(dst: &mut [f32], src: &[f32], len: usize) {
+    if len == FULL {
+        dst[..FULL].copy_from_slice(&src[..FULL]);
+    } else {
+        dst[..len].copy_from_slice(&src[..len]);
+    }
 }
 
 /// Packs the mc×kc block of `a` into MR-row slivers, each laid out [kc][MR], zero-padding the last.
@@ -283,7 +291,7 @@ fn pack_a(a: View, mc: usize, kc: usize, dst: &mut [f32]) {
         } else {
             // A transposed: the MR values of column p are contiguous.
             for (p, out) in sliver.chunks_exact_mut(MR).enumerate() {
-                out[..rows].copy_from_slice(&a.data[p * a.cs + t * MR * a.rs..][..rows]);
+                copy_prefix::<MR>(out, &a.data[p * a.cs + t * MR..], rows);
             }
         }
     }
@@ -299,12 +307,7 @@ fn pack_b(b: View, kc: usize, nc: usize, dst: &mut [f32]) {
         if b.cs == 1 {
             // B not transposed: row p of the sliver is contiguous.
             for (p, out) in sliver.chunks_exact_mut(NR).enumerate() {
-                let src = &b.data[p * b.rs + j0..];
-                if cols == NR {
-                    out.copy_from_slice(&src[..NR]);
-                } else {
-                    out[..cols].copy_from_slice(&src[..cols]);
-                }
+                copy_prefix::<NR>(out, &b.data[p * b.rs + j0..], cols);
             }
         } else {
             // B transposed: read each column of op(B) contiguously, write it with stride NR.
