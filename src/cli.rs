@@ -167,8 +167,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval { run, data } => {
             let (summary, acc) = train::eval_run(&run, data)?;
             println!("task  summary.json  re-evaluated");
-            for t in 0..2 {
-                println!("{}     {:.4}        {:.4}", t + 1, summary.test_acc[t], acc[t]);
+            for (t, (want, got)) in summary.test_acc.iter().zip(acc).enumerate() {
+                println!("{}     {want:.4}        {got:.4}", t + 1);
             }
             if acc != summary.test_acc {
                 bail!("re-evaluation differs from summary.json");

@@ -99,7 +99,7 @@ fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {
 
 /// Images whose weight gradients are summed into one partial before the partials are added up in
 /// order. Fixed, not tied to the thread count, so that dw is the same for every thread count.
-const IMAGES_PER_PARTIAL: usize = 4;
+const IMAGES_PER_PARTIAL: usize = 16;
 
 /// One image's convolution geometry: input [ci, h, w], kernel kh×kw, output ho×wo, stride s,
 /// padding p, and for each tap ky (kx) the output rows (columns) [lo, hi) that read inside the input.
@@ -169,11 +169,11 @@ fn valid_outputs(k: usize, s: usize, p: usize, len: usize, out: usize) -> (usize
 }
 
 /// im2col for one image: col[(c·kh + ky)·kw + kx, oy·wo + ox] = x[c, oy·s + ky − p, ox·s + kx − p],
-/// zero where that falls into the padding.
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+/// zero where that falls into the padding. Rows of col are `ld` floats apart (ld ≥ ho·wo).
+fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize) {
     let (pix, wo, s) = (g.pix(), g.wo, g.s);
     g.for_each_tap(|r, row0, ky, kx| {
-        let dst = &mut col[r * pix..][..pix];
+        let dst = &mut col[r * ld..][..pix];
         let ((y_lo, y_hi), (x_lo, x_hi)) = (g.rows_in[ky], g.cols_in[kx]);
         // Output rows whose tap falls into the top/bottom padding are contiguous runs of zeros.
         dst[..y_lo * wo].fill(0.0);
@@ -293,7 +293,7 @@ pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg
         let mut col = g.col_buffer();
         for (i, yn) in ys.chunks_exact_mut(co * pix).enumerate() {
             let xn = &xd[(n0 + i) * g.in_len()..][..g.in_len()];
-            let cols = if g.pointwise() { xn } else { im2col(&g, xn, &mut col); &col[..] };
+            let cols = if g.pointwise() { xn } else { im2col(&g, xn, &mut col, pix); &col[..] };
             let beta = match bias {
                 Some(bd) => {
                     yn.chunks_exact_mut(pix).zip(bd).for_each(|(row, &bv)| row.fill(bv));
@@ -338,8 +338,9 @@ pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Con
 }
 
 /// dw of the convolution (see `conv2d_backward_weight_naive` for the formula).
-/// Per image: dw += dy_n [Co, Ho·Wo] · im2col(x_n)ᵀ [Ho·Wo, Ci·kh·kw]. Groups of IMAGES_PER_PARTIAL
-/// images go to one partial sum (the groups spread over threads); the partials are added in order.
+/// Per group of IMAGES_PER_PARTIAL images, side by side as columns: partial = dy_g [Co, G·Ho·Wo] ·
+/// im2col(x_g)ᵀ [G·Ho·Wo, Ci·kh·kw] (one long-k GEMM, which sgemm runs as row dot products).
+/// The groups spread over threads; their partials are added up in order.
 pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
     let (n, ci, h, wd) = x.dims4();
     let (co, wci, kh, kw) = shape4(w_shape, "conv weight");
@@ -354,17 +355,21 @@ pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: C
     let mut partials = vec![0f32; groups * wlen];
     let (dyd, xd) = (dy.data(), x.data());
     let (outer, inner) = thread_split(groups, n * co * rows * pix);
+    let ld = IMAGES_PER_PARTIAL * pix; // row length of the group's column matrices
     gemm::parallel_items(&mut partials, wlen, outer, |g0, parts| {
-        let mut col = g.col_buffer();
+        let (mut cols, mut dys) = (vec![0f32; rows * ld], vec![0f32; co * ld]);
         for (gi, part) in parts.chunks_exact_mut(wlen).enumerate() {
             let first = (g0 + gi) * IMAGES_PER_PARTIAL;
-            for ni in first..n.min(first + IMAGES_PER_PARTIAL) {
-                let xn = &xd[ni * g.in_len()..][..g.in_len()];
-                let cols = if g.pointwise() { xn } else { im2col(&g, xn, &mut col); &col[..] };
-                let dyn_ = &dyd[ni * co * pix..][..co * pix];
-                let beta = if ni == first { 0.0 } else { 1.0 };
-                gemm::sgemm_with_threads(inner, false, true, co, rows, pix, 1.0, dyn_, pix, cols, pix, beta, part, rows);
+            let images = IMAGES_PER_PARTIAL.min(n - first);
+            for j in 0..images {
+                let ni = first + j;
+                im2col(&g, &xd[ni * g.in_len()..][..g.in_len()], &mut cols[j * pix..], ld);
+                for (o, dy_row) in dyd[ni * co * pix..][..co * pix].chunks_exact(pix).enumerate() {
+                    dys[o * ld + j * pix..][..pix].copy_from_slice(dy_row);
+                }
             }
+            let k = images * pix;
+            gemm::sgemm_with_threads(inner, false, true, co, rows, k, 1.0, &dys, ld, &cols, ld, 0.0, part, rows);
         }
     });
     let (dw, rest) = partials.split_at_mut(wlen);

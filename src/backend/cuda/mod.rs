@@ -1,0 +1,161 @@
+//! The CUDA backend: one context, one non-default stream and the embedded kernels (`kernels/*.cu`,
+//! see `crate::kernels`), with a typed Rust function per kernel. Each op has an `*_into` form writing
+//! into an existing tensor (what the parity tests poison first) and an allocating form.
+//!
+//! Kernels are launched with 256 threads per block and a grid-stride loop over at most 32 blocks per
+//! SM. Every launch is checked and names its kernel on failure; kernels run asynchronously, so a fault
+//! inside one surfaces at the next synchronising call ([`Gpu::download`], [`Gpu::synchronize`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use cudarc::driver::{
+    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchArgs, LaunchConfig,
+};
+use cudarc::nvrtc::Ptx;
+
+mod elementwise;
+mod noise;
+mod optim;
+
+use crate::kernels;
+use crate::Tensor;
+
+const BLOCK: u32 = 256;
+const BLOCKS_PER_SM: u32 = 32;
+
+/// A GPU with the kernels loaded.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    _module: Arc<CudaModule>,
+    functions: HashMap<&'static str, CudaFunction>,
+    max_blocks: u32,
+}
+
+/// An f32 tensor in GPU memory: contiguous, row-major; `buf.len()` equals the product of `shape`.
+pub struct GpuTensor {
+    pub shape: Vec<usize>,
+    pub buf: CudaSlice<f32>,
+}
+
+impl GpuTensor {
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn numel(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// The b-box of a projected optimiser step: clamp θ into [snapshot − b, snapshot + b].
+#[derive(Clone, Copy)]
+pub struct GpuBox<'a> {
+    pub snapshot: &'a GpuTensor,
+    pub b: f32,
+}
+
+impl Gpu {
+    /// Opens GPU `ordinal`: context, stream, module with every kernel of [`kernels::KERNEL_NAMES`].
+    pub fn new(ordinal: usize) -> Result<Gpu> {
+        let Some(fatbin) = kernels::fatbin() else {
+            let why = kernels::unavailable_reason().unwrap_or("nvcc not found");
+            bail!("GPU kernels were not compiled into this binary ({why}); run scripts/install-cuda-toolchain.sh and rebuild");
+        };
+        let info = crate::device::probe(ordinal).map_err(|why| anyhow!("cannot use GPU {ordinal}: {why}"))?;
+        let ctx =
+            CudaContext::new(ordinal).with_context(|| format!("creating a CUDA context on GPU {ordinal}"))?;
+        let stream = ctx.new_stream().context("creating a CUDA stream")?;
+        let module = ctx.load_module(Ptx::from_binary(fatbin.to_vec())).with_context(|| {
+            format!("loading the kernels on {info} (built for sm_80/sm_90 + compute_90 PTX)")
+        })?;
+        let mut functions = HashMap::new();
+        for &name in kernels::KERNEL_NAMES {
+            let f = module
+                .load_function(name)
+                .with_context(|| format!("kernel {name} missing from the fatbin"))?;
+            functions.insert(name, f);
+        }
+        let sms = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .context("reading the SM count")?
+            .max(1) as u32;
+        Ok(Gpu { ctx, stream, _module: module, functions, max_blocks: sms * BLOCKS_PER_SM })
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Waits for all queued work; reports the first asynchronous error (e.g. a faulting kernel).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().context("CUDA stream synchronize")
+    }
+
+    pub fn upload(&self, t: &Tensor) -> Result<GpuTensor> {
+        let buf = self.stream.clone_htod(t.data()).context("copying a tensor to the GPU")?;
+        Ok(GpuTensor { shape: t.shape().to_vec(), buf })
+    }
+
+    /// Copies to the host (waits for the kernels that produce `t`).
+    pub fn download(&self, t: &GpuTensor) -> Result<Tensor> {
+        let data = self.stream.clone_dtoh(&t.buf).context("copying a tensor from the GPU")?;
+        Ok(Tensor::new(&t.shape, data)?)
+    }
+
+    pub fn zeros(&self, shape: &[usize]) -> Result<GpuTensor> {
+        let buf = self.stream.alloc_zeros(shape.iter().product()).context("allocating GPU memory")?;
+        Ok(GpuTensor { shape: shape.to_vec(), buf })
+    }
+
+    /// A tensor whose contents are unspecified (every kernel below writes all of its output).
+    pub fn empty(&self, shape: &[usize]) -> Result<GpuTensor> {
+        // SAFETY: f32 has no invalid bit patterns; callers overwrite the contents before reading.
+        let buf =
+            unsafe { self.stream.alloc::<f32>(shape.iter().product()) }.context("allocating GPU memory")?;
+        Ok(GpuTensor { shape: shape.to_vec(), buf })
+    }
+
+    fn function(&self, name: &'static str) -> &CudaFunction {
+        &self.functions[name]
+    }
+
+    /// A grid-stride launch over `n` elements.
+    fn cfg(&self, n: usize) -> LaunchConfig {
+        let blocks = n.div_ceil(BLOCK as usize).clamp(1, self.max_blocks as usize) as u32;
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    /// Launches `name`; `args` must push exactly the kernel's parameters, in order, with its types.
+    fn launch<'a>(
+        &'a self,
+        name: &'static str,
+        cfg: LaunchConfig,
+        args: impl FnOnce(&mut LaunchArgs<'a>),
+    ) -> Result<()> {
+        let mut builder = self.stream.launch_builder(self.function(name));
+        args(&mut builder);
+        // SAFETY: each caller below pushes the parameter list of `kernels/*.cu` for `name` (pointers
+        // to buffers of at least `n` elements, then scalars of the declared C types).
+        unsafe { builder.launch(cfg) }.map(|_| ()).with_context(|| format!("launching kernel {name}"))
+    }
+
+}
+
+fn check_box(name: &str, n: usize, bbox: Option<GpuBox<'_>>) -> Result<()> {
+    if let Some(bx) = bbox {
+        ensure!(bx.snapshot.numel() == n, "{name}: snapshot has {} elements, θ has {n}", bx.snapshot.numel());
+        ensure!(bx.b >= 0.0, "{name}: box radius b = {} must be ≥ 0", bx.b);
+    }
+    Ok(())
+}
+
+/// (N, C, product of the remaining dims) of an [N, C, ...] shape.
+fn channel_dims(shape: &[usize]) -> Result<(usize, usize, usize)> {
+    ensure!(shape.len() >= 2, "expected at least [N, C], got shape {shape:?}");
+    Ok((shape[0], shape[1], shape[2..].iter().product()))
+}
