@@ -149,6 +149,17 @@ pub enum CheckCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every CUDA kernel against its CPU reference (needs a GPU); exits 1 if any case fails.
+    Parity {
+        /// Must resolve to a GPU: `cuda`, or `auto` on a machine with one.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cuda)]
+        device: DeviceChoice,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -163,6 +174,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Check { what: CheckCommand::Grad { seed, json } } => check_grad(seed, json),
+        Command::Check { what: CheckCommand::Parity { device, seed, json } } => check_parity(device, seed, json),
         Command::Train(args) => train_cmd(&args),
         Command::Eval { run, data } => {
             let (summary, acc) = train::eval_run(&run, data)?;
@@ -201,6 +213,32 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         s.seconds,
         out.display()
     );
+    Ok(())
+}
+
+fn check_parity(choice: DeviceChoice, seed: u64, json: bool) -> Result<()> {
+    let ordinal = match device::select(choice)? {
+        (Device::Cuda(ordinal), _) => ordinal,
+        (Device::Cpu, msg) => bail!("parity needs a GPU ({msg})"),
+    };
+    let gpu = crate::backend::cuda::Gpu::new(ordinal)?;
+    let outcomes = crate::parity::run_all(&gpu, seed)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else {
+        println!("{:<28} {:>11} {:>7}  {:<6} case", "kernel", "rel err", "tol", "result");
+        for o in &outcomes {
+            let verdict = if o.pass { "ok" } else { "FAIL" };
+            println!("{:<28} {:>11.3e} {:>7.0e}  {:<6} {}", o.kernel, o.max_rel_err, o.tol, verdict, o.case);
+        }
+    }
+    let failed = outcomes.iter().filter(|o| !o.pass).count();
+    if failed > 0 {
+        bail!("{failed} of {} parity cases failed", outcomes.len());
+    }
+    if !json {
+        println!("all {} parity cases within tolerance", outcomes.len());
+    }
     Ok(())
 }
 

@@ -43,6 +43,14 @@ pub const KERNEL_NAMES: &[&str] = &[
     // kernels/optim.cu
     "sgd_step",
     "adam_step",
+    // kernels/conv.cu
+    // kernels/linear.cu
+    // kernels/pool.cu
+    // kernels/norm.cu
+    // kernels/loss.cu
+    // kernels/upsample.cu
+    // kernels/concat.cu
+    // kernels/dropout.cu
 ];
 
 /// The architectures with real GPU code (SASS) in the fatbin; each has one report row per kernel.

@@ -15,6 +15,7 @@ pub mod mtl;
 pub mod noise;
 pub mod optim;
 pub mod params;
+pub mod parity;
 pub mod predict;
 pub mod tape;
 pub mod tensor;

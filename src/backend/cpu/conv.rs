@@ -99,7 +99,7 @@ fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {
 
 /// Images whose weight gradients are summed into one partial before the partials are added up in
 /// order. Fixed, not tied to the thread count, so that dw is the same for every thread count.
-const IMAGES_PER_PARTIAL: usize = 16;
+const IMAGES_PER_PARTIAL: usize = 8;
 
 /// One image's convolution geometry: input [ci, h, w], kernel kh×kw, output ho×wo, stride s,
 /// padding p, and for each tap ky (kx) the output rows (columns) [lo, hi) that read inside the input.
@@ -261,6 +261,31 @@ fn copy_row(dst: &mut [f32], src: &[f32]) {
     *tail = src[n - 8..n].try_into().unwrap();
 }
 
+/// Splits `data` into items of `item_len` floats and calls `f(first_item_index, items)` on `threads`
+/// contiguous runs of items, one per thread (the last run on the calling thread).
+fn parallel_items<F>(data: &mut [f32], item_len: usize, threads: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    let items = data.len() / item_len.max(1);
+    let threads = threads.clamp(1, items.max(1));
+    if threads == 1 {
+        return f(0, data);
+    }
+    let per = items.div_ceil(threads);
+    std::thread::scope(|s| {
+        let mut chunks = data.chunks_mut(per * item_len).enumerate().peekable();
+        while let Some((t, chunk)) = chunks.next() {
+            let f = &f;
+            if chunks.peek().is_some() {
+                s.spawn(move || f(t * per, chunk));
+            } else {
+                f(t * per, chunk);
+            }
+        }
+    });
+}
+
 /// (threads over images, threads inside each GEMM) for `items` independent items and `macs` total
 /// multiply-adds: items across threads when there are enough of them, else threaded GEMMs.
 fn thread_split(items: usize, macs: usize) -> (usize, usize) {
@@ -289,7 +314,7 @@ pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg
     }
     let (xd, wdat, bias) = (x.data(), w.data(), b.map(|b| b.data()));
     let (outer, inner) = thread_split(n, n * co * rows * pix);
-    gemm::parallel_items(&mut y, co * pix, outer, |n0, ys| {
+    parallel_items(&mut y, co * pix, outer, |n0, ys| {
         let mut col = g.col_buffer();
         for (i, yn) in ys.chunks_exact_mut(co * pix).enumerate() {
             let xn = &xd[(n0 + i) * g.in_len()..][..g.in_len()];
@@ -322,7 +347,7 @@ pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Con
     }
     let (dyd, wdat) = (dy.data(), w.data());
     let (outer, inner) = thread_split(n, n * co * rows * pix);
-    gemm::parallel_items(&mut dx, g.in_len(), outer, |n0, dxs| {
+    parallel_items(&mut dx, g.in_len(), outer, |n0, dxs| {
         let mut col = g.col_buffer();
         for (i, dxn) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
             let dyn_ = &dyd[(n0 + i) * co * pix..][..co * pix];
@@ -356,7 +381,7 @@ pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: C
     let (dyd, xd) = (dy.data(), x.data());
     let (outer, inner) = thread_split(groups, n * co * rows * pix);
     let ld = IMAGES_PER_PARTIAL * pix; // row length of the group's column matrices
-    gemm::parallel_items(&mut partials, wlen, outer, |g0, parts| {
+    parallel_items(&mut partials, wlen, outer, |g0, parts| {
         let (mut cols, mut dys) = (vec![0f32; rows * ld], vec![0f32; co * ld]);
         for (gi, part) in parts.chunks_exact_mut(wlen).enumerate() {
             let first = (g0 + gi) * IMAGES_PER_PARTIAL;

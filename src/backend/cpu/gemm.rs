@@ -2,18 +2,20 @@
 //!
 //! Design (the Goto/BLIS layering):
 //! - k is cut into KC-deep slabs; within a slab op(B) is cut into NC-wide column blocks and op(A)
-//!   into MC-tall row blocks. Each block is packed into contiguous micro-panels (A as MR-row slivers
-//!   laid out [kc][MR], B as NR-column slivers laid out [kc][NR]), zero-padded at the edges, so the
-//!   micro-kernel streams both with unit stride whatever the transposes and leading dimensions.
+//!   into MC-tall row blocks. A is packed into MR-row slivers laid out [kc][MR]; B into NR-column
+//!   slivers [kc][NR], except that when B is not transposed its full slivers are read in place (its
+//!   rows are already contiguous). Edges are zero-padded, so the micro-kernel always runs whole tiles.
 //! - The micro-kernel keeps an MR×NR tile of C in registers (6×16 = 12 of the 16 AVX2 registers) and
 //!   does one rank-1 update per k. It is plain Rust that LLVM unrolls and vectorises; a copy compiled
 //!   with `avx2,fma` is chosen at run time when the CPU has them.
+//! - A·Bᵀ with C small and k long (conv weight gradients) skips packing, which would be a transpose
+//!   costing as much as the product, and takes dot products of the rows as they lie (`dot_serial`).
 //! - Threads (std::thread::scope) split C into disjoint row blocks, or column blocks when C has too
 //!   few row tiles. `MTCOOL_THREADS` overrides the thread count (1 = single thread).
 //!
-//! Determinism: every element of C is the same chain of multiply-adds over k, in the same order and
-//! with the same KC slabs, whichever tile, block or thread computes it (edge tiles run the full kernel
-//! on zero-padded panels), so results do not depend on the thread count.
+//! Determinism: which path runs depends on the shape only, and on each path every element of C is
+//! the same chain of multiply-adds in the same order whichever tile, block or thread computes it (edge
+//! tiles run the full kernel on padded data), so results do not depend on the thread count.
 
 use std::cell::RefCell;
 
@@ -21,30 +23,18 @@ use std::cell::RefCell;
 const MR: usize = 6;
 /// Columns of the register tile (two 8-wide vectors).
 const NR: usize = 16;
-/// Depth of a packed slab: an MR×KC A sliver plus a KC×NR B sliver (40 KiB) stay in L1/L2.
+/// Depth of a packed slab: an MR×KC A sliver plus a KC×NR B sliver (22 KiB) stay in L1.
 const KC: usize = 256;
 /// Rows of a packed A block (MC×KC floats = 96 KiB, L2 resident).
 const MC: usize = 96;
 /// Columns of a packed B block (KC×NC floats = 2 MiB at most).
 const NC: usize = 2048;
-/// Below this many multiply-adds one thread is used: a thread spawn costs tens of microseconds.
-const PAR_MIN_MACS: usize = 1 << 24;
-
-/// A micro-kernel (see `kernel_body`): (a, b, ldb, c, ldc, α, β).
-type TileKernel = fn(&[f32], &[f32], usize, &mut [f32], usize, f32, f32);
-/// Rows of A and of B per tile of the dot-product kernel (DM·DN accumulators of LANES floats).
+/// Rows of A and of B per tile of the dot-product kernel: DM·DN accumulators of LANES floats.
 const DM: usize = 4;
 const DN: usize = 3;
 const LANES: usize = 8;
-/// A dot-product kernel (see `dot_body`).
-type DotKernel = fn(&[&[f32]; DM], &[&[f32]; DN]) -> [[f32; DN]; DM];
-
-/// The micro-kernels for this CPU.
-#[derive(Clone, Copy)]
-struct Kernel {
-    tile: TileKernel,
-    dot: DotKernel,
-}
+/// Below this many multiply-adds one thread is used: a spawn + join costs ~50 µs.
+const PAR_MIN_MACS: usize = 1 << 24;
 
 /// Worker threads to use: `MTCOOL_THREADS` if set to a positive integer, else the available parallelism.
 pub fn num_threads() -> usize {
@@ -61,31 +51,6 @@ pub fn threads_for(macs: usize) -> usize {
     } else {
         num_threads()
     }
-}
-
-/// Splits `data` into items of `item_len` floats and calls `f(first_item_index, items)` on `threads`
-/// contiguous runs of items, one per thread (the last run on the calling thread).
-pub fn parallel_items<F>(data: &mut [f32], item_len: usize, threads: usize, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Sync,
-{
-    let items = data.len() / item_len.max(1);
-    let threads = threads.clamp(1, items.max(1));
-    if threads == 1 {
-        return f(0, data);
-    }
-    let per = items.div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut chunks = data.chunks_mut(per * item_len).enumerate().peekable();
-        while let Some((t, chunk)) = chunks.next() {
-            let f = &f;
-            if chunks.peek().is_some() {
-                s.spawn(move || f(t * per, chunk));
-            } else {
-                f(t * per, chunk);
-            }
-        }
-    });
 }
 
 /// C = α·op(A)·op(B) + β·C, row-major. op(A) is m×k (A stored k×m when `trans_a`), op(B) is k×n
@@ -116,13 +81,12 @@ pub fn sgemm_with_threads(
         }
         return;
     }
-    let a = View::new(a, trans_a, lda, m, k, "A");
-    let b = View::new(b, trans_b, ldb, k, n, "B");
-    let kernel = select_kernel();
+    let job = Job { k, alpha, beta, a: View::new(a, trans_a, lda, m, k, "A"), b: View::new(b, trans_b, ldb, k, n, "B") };
+    let kernels = Kernels::select();
     let (m_tiles, n_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
     let threads = if m * n * k < PAR_MIN_MACS { 1 } else { threads.clamp(1, m_tiles.max(n_tiles)) };
     if threads == 1 {
-        gemm_serial(m, n, k, alpha, a, b, beta, c, ldc, kernel);
+        job.run(m, n, c, ldc, kernels);
     } else if m_tiles >= threads || m_tiles >= n_tiles {
         // Row blocks: disjoint row ranges of C are disjoint slices.
         let rows_per = m_tiles.div_ceil(threads) * MR;
@@ -130,21 +94,20 @@ pub fn sgemm_with_threads(
             let (mut rest, mut r0) = (c, 0);
             while r0 < m {
                 let rows = rows_per.min(m - r0);
-                let a_rows = a.offset(r0, 0);
-                if r0 + rows < m {
-                    let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows * ldc);
-                    rest = tail;
-                    s.spawn(move || gemm_serial(rows, n, k, alpha, a_rows, b, beta, mine, ldc, kernel));
-                } else {
-                    gemm_serial(rows, n, k, alpha, a_rows, b, beta, rest, ldc, kernel);
+                let part = Job { a: job.a.offset(r0, 0), ..job };
+                if r0 + rows == m {
+                    part.run(rows, n, rest, ldc, kernels);
                     break;
                 }
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows * ldc);
+                rest = tail;
+                s.spawn(move || part.run(rows, n, mine, ldc, kernels));
                 r0 += rows;
             }
         });
     } else {
         // Column blocks interleave in memory: each thread works on a private m×nc copy of its
-        // columns (same arithmetic as in place), copied back afterwards.
+        // columns (the same arithmetic as in place), copied back afterwards.
         let cols_per = n_tiles.div_ceil(threads) * NR;
         let blocks: Vec<(usize, usize, Vec<f32>)> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
@@ -157,9 +120,9 @@ pub fn sgemm_with_threads(
                             row.copy_from_slice(&c[i * ldc + c0..][..nc]);
                         }
                     }
-                    let b_cols = b.offset(0, c0);
+                    let part = Job { b: job.b.offset(0, c0), ..job };
                     s.spawn(move || {
-                        gemm_serial(m, nc, k, alpha, a, b_cols, beta, &mut buf, nc, kernel);
+                        part.run(m, nc, &mut buf, nc, kernels);
                         (c0, nc, buf)
                     })
                 })
@@ -198,62 +161,65 @@ impl<'a> View<'a> {
     }
 }
 
+/// The shape-independent part of a product: C_block = α·op(A)·op(B) + β·C_block over depth k.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    k: usize,
+    alpha: f32,
+    beta: f32,
+    a: View<'a>,
+    b: View<'a>,
+}
+
 thread_local! {
     /// Per-thread packing buffers (A block, B block), grown on demand and reused across calls.
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// One thread's GEMM: loops over KC slabs, NC/MC blocks and MR×NR register tiles.
-#[allow(clippy::too_many_arguments)]
-fn gemm_serial(
-    m: usize, n: usize, k: usize, alpha: f32, a: View, b: View, beta: f32, c: &mut [f32], ldc: usize, kernel: Kernel,
-) {
-    // A·Bᵀ with both operands' rows contiguous, C small and k long: packing (a transpose) would
-    // cost about as much as the product, so take dot products of the rows as they lie.
-    if a.cs == 1 && b.rs == 1 && k >= 128 && m.min(n) <= 64 {
-        return dot_serial(m, n, k, alpha, a, b, beta, c, ldc, kernel.dot);
-    }
-    PACK.with(|bufs| {
-        let (ap, bp) = &mut *bufs.borrow_mut();
-        let (kc_max, mc_max, nc_max) = (KC.min(k), MC.min(m.div_ceil(MR) * MR), NC.min(n.div_ceil(NR) * NR));
-        if ap.len() < mc_max * kc_max {
-            ap.resize(mc_max * kc_max, 0.0);
+impl Job<'_> {
+    /// One thread's share: the m×n block of C in `c` (rows `ldc` apart).
+    fn run(&self, m: usize, n: usize, c: &mut [f32], ldc: usize, kernels: Kernels) {
+        let Job { k, alpha, a, b, .. } = *self;
+        if a.cs == 1 && b.rs == 1 && k >= 128 && m.min(n) <= 64 {
+            return self.run_dots(m, n, c, ldc, kernels.dot);
         }
-        if bp.len() < nc_max * kc_max {
-            bp.resize(nc_max * kc_max, 0.0);
-        }
-        for jc in (0..n).step_by(NC) {
-            let nc = NC.min(n - jc);
-            // When op(B)'s rows are contiguous (B not transposed) the kernel reads full NR-wide
-            // slivers in place, `b.rs` apart; only the ragged last sliver is packed (zero-padded).
-            let in_place = if b.cs == 1 { nc / NR } else { 0 };
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                // The first slab applies the caller's β; later slabs accumulate onto it.
-                let beta = if pc == 0 { beta } else { 1.0 };
-                pack_b(b.offset(pc, jc + in_place * NR), kc, nc - in_place * NR, bp);
-                for ic in (0..m).step_by(MC) {
-                    let mc = MC.min(m - ic);
-                    pack_a(a.offset(ic, pc), mc, kc, ap);
-                    for jr in 0..nc.div_ceil(NR) {
-                        let (b_sliver, ldb) = if jr < in_place {
-                            (b.offset(pc, jc + jr * NR).data, b.rs)
-                        } else {
-                            (&bp[(jr - in_place) * NR * kc..][..NR * kc], NR)
-                        };
-                        for ir in 0..mc.div_ceil(MR) {
-                            let a_sliver = &ap[ir * MR * kc..][..MR * kc];
-                            let (r0, c0) = (ic + ir * MR, jc + jr * NR);
-                            let (rows, cols) = (MR.min(m - r0), NR.min(n - c0));
-                            if rows == MR && cols == NR {
-                                (kernel.tile)(a_sliver, b_sliver, ldb, &mut c[r0 * ldc + c0..], ldc, alpha, beta);
+        PACK.with(|bufs| {
+            let (ap, bp) = &mut *bufs.borrow_mut();
+            let (kc_max, mc_max, nc_max) = (KC.min(k), MC.min(m.div_ceil(MR) * MR), NC.min(n.div_ceil(NR) * NR));
+            ap.resize(ap.len().max(mc_max * kc_max), 0.0);
+            bp.resize(bp.len().max(nc_max * kc_max), 0.0);
+            for jc in (0..n).step_by(NC) {
+                let nc = NC.min(n - jc);
+                // Full slivers of a non-transposed B are read in place, `b.rs` apart.
+                let in_place = if b.cs == 1 { nc / NR } else { 0 };
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    // The first slab applies the caller's β; later slabs accumulate onto it.
+                    let beta = if pc == 0 { self.beta } else { 1.0 };
+                    pack_b(b.offset(pc, jc + in_place * NR), kc, nc - in_place * NR, bp);
+                    for ic in (0..m).step_by(MC) {
+                        let mc = MC.min(m - ic);
+                        pack_a(a.offset(ic, pc), mc, kc, ap);
+                        for jr in 0..nc.div_ceil(NR) {
+                            let (b_sliver, ldb) = if jr < in_place {
+                                (b.offset(pc, jc + jr * NR).data, b.rs)
                             } else {
+                                (&bp[(jr - in_place) * NR * kc..][..NR * kc], NR)
+                            };
+                            for ir in 0..mc.div_ceil(MR) {
+                                let a_sliver = &ap[ir * MR * kc..][..MR * kc];
+                                let (r0, c0) = (ic + ir * MR, jc + jr * NR);
+                                let (rows, cols) = (MR.min(m - r0), NR.min(n - c0));
+                                if rows == MR && cols == NR {
+                                    (kernels.tile)(a_sliver, b_sliver, ldb, &mut c[r0 * ldc + c0..], ldc, alpha, beta);
+                                    continue;
+                                }
                                 // Ragged edge: run the same kernel on a copy of the tile's valid part.
                                 let mut tile = [[0f32; NR]; MR];
                                 for (i, t) in tile.iter_mut().take(rows).enumerate() {
                                     copy_prefix::<NR>(t, &c[(r0 + i) * ldc + c0..], cols);
                                 }
-                                (kernel.tile)(a_sliver, b_sliver, ldb, tile.as_flattened_mut(), NR, alpha, beta);
+                                (kernels.tile)(a_sliver, b_sliver, ldb, tile.as_flattened_mut(), NR, alpha, beta);
                                 for (i, t) in tile.iter().take(rows).enumerate() {
                                     copy_prefix::<NR>(&mut c[(r0 + i) * ldc + c0..], t, cols);
                                 }
@@ -262,8 +228,27 @@ fn gemm_serial(
                     }
                 }
             }
+        });
+    }
+
+    /// C = α·A·Bᵀ + β·C with the rows of A (m×k) and of Bᵀ (n×k) contiguous: DM×DN tiles of row
+    /// dot products, no packing. Tiles hanging over the edge repeat the last row (results dropped).
+    fn run_dots(&self, m: usize, n: usize, c: &mut [f32], ldc: usize, kernel: DotKernel) {
+        let Job { k, alpha, beta, a, b } = *self;
+        for i0 in (0..m).step_by(DM) {
+            let a_rows: [&[f32]; DM] = std::array::from_fn(|i| &a.data[(i0 + i).min(m - 1) * a.rs..][..k]);
+            for j0 in (0..n).step_by(DN) {
+                let b_rows: [&[f32]; DN] = std::array::from_fn(|j| &b.data[(j0 + j).min(n - 1) * b.cs..][..k]);
+                let dots = kernel(&a_rows, &b_rows);
+                for (i, row) in dots.iter().enumerate().take(m - i0) {
+                    let crow = c[(i0 + i) * ldc + j0..].iter_mut();
+                    for (cv, &t) in crow.zip(row).take(n - j0) {
+                        *cv = if beta == 0.0 { alpha * t } else { alpha * t + beta * *cv };
+                    }
+                }
+            }
         }
-    });
+    }
 }
 
 /// dst[..len] = src[..len] for len ≤ FULL; inline when len = FULL (a memcpy call costs more here).
@@ -319,13 +304,58 @@ fn pack_b(b: View, kc: usize, nc: usize, dst: &mut [f32]) {
     }
 }
 
-/// The micro-kernel body: the MR×NR tile at the start of `c` (rows `ldc` apart) becomes
-/// α·Σ_p a_p ⊗ b_p + β·tile (β = 0: α·Σ, the old tile unread), with a_p = a[p·MR..][..MR] (packed A)
-/// and b_p = b[p·ldb..][..NR], p in 0..a.len()/MR. The sum runs in registers, fused when `FMA`;
-/// constant trip counts let LLVM keep it there (12 AVX registers) and vectorise the j loop.
+// ---------------------------------------------------------------- micro-kernels
+
+/// A tile kernel (see `tile_body`): (a, b, ldb, c, ldc, α, β).
+type TileKernel = fn(&[f32], &[f32], usize, &mut [f32], usize, f32, f32);
+/// A dot-product kernel (see `dot_body`).
+type DotKernel = fn(&[&[f32]; DM], &[&[f32]; DN]) -> [[f32; DN]; DM];
+type Lanes = [f32; LANES];
+
+/// The micro-kernels for this CPU.
+#[derive(Clone, Copy)]
+struct Kernels {
+    tile: TileKernel,
+    dot: DotKernel,
+}
+
+impl Kernels {
+    fn select() -> Kernels {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the features these functions are compiled for were just detected.
+            return Kernels {
+                tile: |a, b, ldb, c, ldc, alpha, beta| unsafe { avx2::tile(a, b, ldb, c, ldc, alpha, beta) },
+                dot: |a, b| unsafe { avx2::dot(a, b) },
+            };
+        }
+        // Portable: SSE2 on baseline x86-64, NEON on aarch64.
+        Kernels { tile: |a, b, ldb, c, ldc, alpha, beta| tile_body::<false>(a, b, ldb, c, ldc, alpha, beta), dot: dot_body::<false> }
+    }
+}
+
+/// The kernels compiled for AVX2 + FMA (callers must check that the CPU has both).
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod avx2 {
+    use super::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile(a: &[f32], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, alpha: f32, beta: f32) {
+        tile_body::<true>(a, b, ldb, c, ldc, alpha, beta)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(a: &[&[f32]; DM], b: &[&[f32]; DN]) -> [[f32; DN]; DM] {
+        dot_body::<true>(a, b)
+    }
+}
+
+/// The tile kernel: the MR×NR tile at the start of `c` (rows `ldc` apart) becomes
+/// α·Σ_p a_p ⊗ b_p + β·tile (β = 0: the old tile is not read), with a_p = a[p·MR..][..MR] (packed A)
+/// and b_p = b[p·ldb..][..NR] for p in 0..a.len()/MR. Products are fused when `FMA`.
 #[inline(always)]
-fn kernel_body<const FMA: bool>(a: &[f32], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, alpha: f32, beta: f32) {
-    let acc = accumulate::<FMA>(a, b, ldb);
+fn tile_body<const FMA: bool>(a: &[f32], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, alpha: f32, beta: f32) {
+    let acc = tile_sum::<FMA>(a, b, ldb);
     for (i, row) in acc.iter().enumerate() {
         let crow: &mut [f32; NR] = (&mut c[i * ldc..][..NR]).try_into().unwrap();
         if beta == 0.0 {
@@ -336,8 +366,10 @@ fn kernel_body<const FMA: bool>(a: &[f32], b: &[f32], ldb: usize, c: &mut [f32],
     }
 }
 
+/// Σ_p a_p ⊗ b_p in registers: constant trip counts let LLVM unroll i and j, keep the 12 vector
+/// accumulators in registers and turn each row update into two broadcast-FMAs.
 #[inline(always)]
-fn accumulate<const FMA: bool>(a: &[f32], b: &[f32], ldb: usize) -> [[f32; NR]; MR] {
+fn tile_sum<const FMA: bool>(a: &[f32], b: &[f32], ldb: usize) -> [[f32; NR]; MR] {
     let mut acc = [[0f32; NR]; MR];
     for (p, ap) in a.chunks_exact(MR).enumerate() {
         let ap: &[f32; MR] = ap.try_into().unwrap();
@@ -349,64 +381,6 @@ fn accumulate<const FMA: bool>(a: &[f32], b: &[f32], ldb: usize) -> [[f32; NR]; 
         }
     }
     acc
-}
-
-/// Portable kernel (SSE2 on baseline x86-64, NEON on aarch64).
-fn kernel_generic(a: &[f32], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, alpha: f32, beta: f32) {
-    kernel_body::<false>(a, b, ldb, c, ldc, alpha, beta)
-}
-
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_avx2_fma(a: &[f32], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, alpha: f32, beta: f32) {
-    kernel_body::<true>(a, b, ldb, c, ldc, alpha, beta)
-}
-
-fn select_kernel() -> Kernel {
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: both features were just detected.
-        return Kernel {
-            tile: |a, b, ldb, c, ldc, alpha, beta| unsafe { kernel_avx2_fma(a, b, ldb, c, ldc, alpha, beta) },
-            dot: |a, b| unsafe { dot_avx2_fma(a, b) },
-        };
-    }
-    Kernel { tile: kernel_generic, dot: dot_generic }
-}
-
-fn dot_generic(a: &[&[f32]; DM], b: &[&[f32]; DN]) -> [[f32; DN]; DM] {
-    dot_body::<false>(a, b)
-}
-
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2_fma(a: &[&[f32]; DM], b: &[&[f32]; DN]) -> [[f32; DN]; DM] {
-    dot_body::<true>(a, b)
-}
-
-/// C = α·A·Bᵀ + β·C where both A (m×k) and Bᵀ's rows (n×k) are contiguous: each element is a dot
-/// product of two rows. Needs no packing, which pays off when C is small and k long (the
-/// weight gradient of a convolution, dy_n · colᵀ).
-#[allow(clippy::too_many_arguments)]
-fn dot_serial(m: usize, n: usize, k: usize, alpha: f32, a: View, b: View, beta: f32, c: &mut [f32], ldc: usize, kernel: DotKernel) {
-    for i0 in (0..m).step_by(DM) {
-        // Tiles hanging over the edge repeat the last row; the extra results are dropped.
-        let ar: [&[f32]; DM] = std::array::from_fn(|i| &a.data[(i0 + i).min(m - 1) * a.rs..][..k]);
-        for j0 in (0..n).step_by(DN) {
-            let br: [&[f32]; DN] = std::array::from_fn(|j| &b.data[(j0 + j).min(n - 1) * b.cs..][..k]);
-            let tile = kernel(&ar, &br);
-            for (i, row) in tile.iter().enumerate().take(m - i0) {
-                let crow = &mut c[(i0 + i) * ldc + j0..];
-                for (cv, &t) in crow.iter_mut().zip(row).take(n - j0) {
-                    *cv = if beta == 0.0 { alpha * t } else { alpha * t + beta * *cv };
-                }
-            }
-        }
-    }
 }
 
 /// Dot products of DM rows of A with DN rows of B (all of one length k): LANES-wide partial sums
@@ -430,10 +404,8 @@ fn dot_body<const FMA: bool>(a: &[&[f32]; DM], b: &[&[f32]; DN]) -> [[f32; DN]; 
     })
 }
 
-type Lanes = [f32; LANES];
-
 /// The vector part of `dot_body`: acc[i][j] += a[i][q] ⊙ b[j][q] lane-wise for q in 0..nq
-/// (a loop of its own, so that LLVM keeps the 12 accumulators in registers).
+/// (a function of its own, so that LLVM keeps the 12 accumulators in registers).
 #[inline(always)]
 fn dot_lanes<const FMA: bool>(a: &[&[Lanes]; DM], b: &[&[Lanes]; DN], nq: usize) -> [[Lanes; DN]; DM] {
     let mut acc = [[[0f32; LANES]; DN]; DM];

@@ -15,9 +15,17 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+mod concat;
+mod conv;
+mod dropout;
 mod elementwise;
+mod linear;
+mod loss;
 mod noise;
+mod norm;
 mod optim;
+mod pool;
+mod upsample;
 
 use crate::kernels;
 use crate::Tensor;

@@ -1,0 +1,1 @@
+//! Wrappers for kernels/concat.cu (being written).

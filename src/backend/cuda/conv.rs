@@ -1,0 +1,1 @@
+//! Wrappers for kernels/conv.cu (being written).

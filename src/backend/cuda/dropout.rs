@@ -1,0 +1,1 @@
+//! Wrappers for kernels/dropout.cu (being written).

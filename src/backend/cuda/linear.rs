@@ -1,0 +1,1 @@
+//! Wrappers for kernels/linear.cu (being written).

@@ -1,0 +1,1 @@
+//! Wrappers for kernels/loss.cu (being written).

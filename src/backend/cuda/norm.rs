@@ -1,0 +1,1 @@
+//! Wrappers for kernels/norm.cu (being written).

@@ -1,0 +1,1 @@
+//! Wrappers for kernels/pool.cu (being written).

@@ -1,0 +1,1 @@
+//! Wrappers for kernels/upsample.cu (being written).

@@ -1,0 +1,115 @@
+//! The GPU parity suite: every kernel against its CPU reference on random (never zero) inputs and odd
+//! shapes, outputs poisoned with NaN before each launch, error = ‖gpu − cpu‖∞ / ‖cpu‖∞ per case.
+//! Runs from the built binary (`mtcool check parity --device cuda`, for GPU hosts without Rust) and from
+//! `tests/cuda_parity.rs`. One file per kernel family, named like `kernels/<family>.cu`.
+
+pub mod concat;
+pub mod conv;
+pub mod dropout;
+pub mod elementwise;
+pub mod linear;
+pub mod loss;
+pub mod noise;
+pub mod norm;
+pub mod optim;
+pub mod pool;
+pub mod upsample;
+
+use anyhow::Result;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::backend::cuda::{Gpu, GpuTensor};
+use crate::Tensor;
+
+/// Tolerances on the relative error, by arithmetic.
+pub const F32_TOL: f64 = 1e-4;
+pub const TF32_TOL: f64 = 3e-3;
+pub const BF16_TOL: f64 = 2e-2;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Outcome {
+    pub kernel: String,
+    pub case: String,
+    pub max_rel_err: f64,
+    pub tol: f64,
+    pub pass: bool,
+}
+
+/// What a family's `run` works with: the GPU, a seeded RNG, and the outcomes so far.
+pub struct Ctx<'a> {
+    pub gpu: &'a Gpu,
+    pub rng: StdRng,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(gpu: &'a Gpu, seed: u64) -> Self {
+        Ctx { gpu, rng: StdRng::seed_from_u64(seed), outcomes: vec![] }
+    }
+
+    /// Random values in ±[0.1, 1.1): never zero.
+    pub fn nonzero(&mut self, shape: &[usize]) -> Tensor {
+        let n = shape.iter().product();
+        let data = (0..n)
+            .map(|_| {
+                let v: f32 = self.rng.random_range(0.1..1.1);
+                if self.rng.random_bool(0.5) { v } else { -v }
+            })
+            .collect();
+        Tensor::new(shape, data).expect("shape")
+    }
+
+    /// A device tensor filled with NaN: any element a kernel fails to write shows up as non-finite.
+    pub fn poisoned(&self, shape: &[usize]) -> Result<GpuTensor> {
+        self.gpu.upload(&Tensor::full(shape, f32::NAN))
+    }
+
+    pub fn upload(&self, t: &Tensor) -> Result<GpuTensor> {
+        self.gpu.upload(t)
+    }
+
+    /// Records `got` (downloaded) against `want` with tolerance `tol`; non-finite output fails.
+    pub fn check(&mut self, kernel: &str, case: &str, got: &GpuTensor, want: &Tensor, tol: f64) -> Result<()> {
+        let got = self.gpu.download(got)?;
+        let err = if got.shape() != want.shape() || !got.all_finite() { f64::INFINITY } else { got.rel_err(want) };
+        self.record(kernel, case, err, tol);
+        Ok(())
+    }
+
+    /// Records a bit-for-bit comparison (error 0 or ∞).
+    pub fn check_exact(&mut self, kernel: &str, case: &str, got: &GpuTensor, want: &Tensor) -> Result<()> {
+        let got = self.gpu.download(got)?;
+        let same = got.shape() == want.shape() && got.data().iter().zip(want.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+        self.record(kernel, case, if same { 0.0 } else { f64::INFINITY }, 0.0);
+        Ok(())
+    }
+
+    /// Records a scalar result (e.g. a loss) against its reference.
+    pub fn check_scalar(&mut self, kernel: &str, case: &str, got: f32, want: f32, tol: f64) {
+        let err = if got.is_finite() { (got as f64 - want as f64).abs() / (want as f64).abs().max(1e-12) } else { f64::INFINITY };
+        self.record(kernel, case, err, tol);
+    }
+
+    fn record(&mut self, kernel: &str, case: &str, err: f64, tol: f64) {
+        self.outcomes.push(Outcome { kernel: kernel.into(), case: case.into(), max_rel_err: err, tol, pass: err <= tol });
+    }
+}
+
+/// Runs every family; returns one outcome per (kernel, case).
+pub fn run_all(gpu: &Gpu, seed: u64) -> Result<Vec<Outcome>> {
+    let mut c = Ctx::new(gpu, seed);
+    elementwise::run(&mut c)?;
+    noise::run(&mut c)?;
+    optim::run(&mut c)?;
+    conv::run(&mut c)?;
+    linear::run(&mut c)?;
+    pool::run(&mut c)?;
+    norm::run(&mut c)?;
+    loss::run(&mut c)?;
+    upsample::run(&mut c)?;
+    concat::run(&mut c)?;
+    dropout::run(&mut c)?;
+    gpu.synchronize()?;
+    Ok(c.outcomes)
+}
