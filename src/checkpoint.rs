@@ -71,9 +71,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<MultiTaskModel> {
         .and_then(|m| m.get(CONFIG_KEY))
         .ok_or_else(|| anyhow!("no `{CONFIG_KEY}` metadata: not written by mtcool"))?;
     let cfg: ModelConfig = serde_json::from_str(cfg_json).map_err(|e| anyhow!("bad `{CONFIG_KEY}` metadata: {e}"))?;
-    if !(cfg.width > 0.0 && cfg.width <= 64.0) || cfg.classes.iter().any(|&c| c == 0 || c > 1 << 16) {
-        bail!("implausible model config in metadata: {cfg_json}");
-    }
+    cfg.validate().map_err(|e| anyhow!("implausible model config in metadata ({e}): {cfg_json}"))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("corrupt safetensors: {e}"))?;
     let mut model = MultiTaskModel::new(cfg, 0);
     let expected = model.store.len();

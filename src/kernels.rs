@@ -44,13 +44,60 @@ pub const KERNEL_NAMES: &[&str] = &[
     "sgd_step",
     "adam_step",
     // kernels/conv.cu
+    "conv2d_forward",
+    "conv2d_forward_noisy",
+    "conv2d_backward_data",
+    "conv2d_backward_weight",
+    "conv2d_backward_weight_reduce",
     // kernels/linear.cu
+    "sgemm_nn",
+    "sgemm_nt",
+    "sgemm_tn",
+    "sgemm_tt",
+    "sgemm_tf32_nn",
+    "sgemm_tf32_nt",
+    "sgemm_tf32_tn",
+    "sgemm_tf32_tt",
+    "linear_forward_noisy",
+    "linear_backward_bias",
     // kernels/pool.cu
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+    "global_avg_pool_forward",
+    "global_avg_pool_backward",
     // kernels/norm.cu
+    "batch_norm_train_forward",
+    "batch_norm_train_backward",
+    "batch_norm_eval_forward",
+    "batch_norm_eval_backward",
+    "update_running_stats",
     // kernels/loss.cu
+    "reduce_sum_f32_chunks",
+    "reduce_sum_f64_chunks",
+    "reduce_sum_finish",
+    "cross_entropy_item_weights",
+    "softmax_dim1",
+    "softmax_cross_entropy_forward",
+    "softmax_cross_entropy_fused",
+    "softmax_cross_entropy_backward",
+    "soft_dice_sums",
+    "soft_dice_loss",
+    "soft_dice_backward",
     // kernels/upsample.cu
+    "upsample_nearest_forward",
+    "upsample_nearest_backward",
+    "upsample_bilinear_forward",
+    "upsample_bilinear_backward",
     // kernels/concat.cu
+    "concat_channels",
+    "split_channels",
     // kernels/dropout.cu
+    "dropout_mask",
+    "dropout_forward",
+    "dropout_backward",
+    "dropout_keyed",
 ];
 
 /// The architectures with real GPU code (SASS) in the fatbin; each has one report row per kernel.

@@ -10,6 +10,7 @@ pub mod device;
 pub mod gradcheck;
 pub mod info;
 pub mod kernels;
+pub mod metrics;
 pub mod model;
 pub mod mtl;
 pub mod noise;
@@ -20,5 +21,6 @@ pub mod predict;
 pub mod tape;
 pub mod tensor;
 pub mod train;
+pub mod viz;
 
 pub use tensor::Tensor;

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 fn cfg(method: Method) -> ModelConfig {
-    ModelConfig { method, fusion: Fusion::Concat, width: 1.0, classes: [10, 10] }
+    ModelConfig::multimnist(method, Fusion::Concat, 1.0)
 }
 
 #[test]
@@ -50,7 +50,7 @@ fn names_follow_pytorch_conventions() {
 fn bad_checkpoints_are_errors_not_panics() {
     let m = MultiTaskModel::new(cfg(Method::Joint), 0);
     let good = to_bytes(&m).unwrap();
-    let other = to_bytes(&MultiTaskModel::new(ModelConfig { width: 2.0, ..cfg(Method::Joint) }, 0)).unwrap();
+    let other = to_bytes(&MultiTaskModel::new(ModelConfig::multimnist(Method::Joint, Fusion::Concat, 2.0), 0)).unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", vec![]),
         ("truncated header", good[..6].to_vec()),

@@ -367,3 +367,133 @@ fn conv_transpose_adjoint_identities() {
         assert!((lhs - via_w).abs() / scale < 1e-5, "weight adjoint {lhs} vs {via_w}");
     }
 }
+
+// ---------------------------------------------------------------- fast (im2col + sgemm) vs reference loops
+
+/// Runs every fast conv function (and, with `transposed`, every transposed-conv function) and its
+/// `*_naive` reference on one case and checks rel err ≤ 1e-5 (f32 GEMM sums against f64 loops).
+fn check_fast_vs_naive(case: Case, transposed: bool, rng: &mut StdRng) {
+    let (n, ci, co, h, w, kh, kw, s, p) = case;
+    let c = cfg(s, p);
+    let what = format!("case {case:?}");
+    let close = |got: &Tensor, want: &Tensor, op: &str| {
+        assert_eq!(got.shape(), want.shape(), "{op} {what}");
+        let e = got.rel_err(want);
+        assert!(e <= 1e-5, "{op} {what}: rel err {e:e}");
+    };
+    let x = Tensor::randn(&[n, ci, h, w], 1.0, rng);
+    let wt = Tensor::randn(&[co, ci, kh, kw], 0.5, rng);
+    let b = Tensor::randn(&[co], 0.5, rng);
+    close(&conv2d_forward(&x, &wt, Some(&b), c), &conv2d_forward_naive(&x, &wt, Some(&b), c), "forward+bias");
+    let y = conv2d_forward(&x, &wt, None, c);
+    close(&y, &conv2d_forward_naive(&x, &wt, None, c), "forward");
+    let dy = Tensor::randn(y.shape(), 1.0, rng);
+    close(&conv2d_backward_data(&dy, &wt, x.shape(), c), &conv2d_backward_data_naive(&dy, &wt, x.shape(), c), "backward_data");
+    close(
+        &conv2d_backward_weight(&dy, &x, wt.shape(), c),
+        &conv2d_backward_weight_naive(&dy, &x, wt.shape(), c),
+        "backward_weight",
+    );
+    // The transposed convolution with the same numbers: input y-shaped, output x-shaped or larger.
+    if transposed && (h - 1) * s + kh.min(kw) > 2 * p {
+        let xt = Tensor::randn(&[n, ci, h, w], 1.0, rng);
+        let wt_t = Tensor::randn(&[ci, co, kh, kw], 0.5, rng);
+        let yt = conv_transpose2d_forward(&xt, &wt_t, Some(&b), c);
+        close(&yt, &conv_transpose2d_forward_naive(&xt, &wt_t, Some(&b), c), "transpose forward");
+        let dyt = Tensor::randn(yt.shape(), 1.0, rng);
+        close(
+            &conv_transpose2d_backward_data(&dyt, &wt_t, xt.shape(), c),
+            &conv_transpose2d_backward_data_naive(&dyt, &wt_t, xt.shape(), c),
+            "transpose backward_data",
+        );
+        close(
+            &conv_transpose2d_backward_weight(&dyt, &xt, wt_t.shape(), c),
+            &conv_transpose2d_backward_weight_naive(&dyt, &xt, wt_t.shape(), c),
+            "transpose backward_weight",
+        );
+    }
+}
+
+#[test]
+fn fast_conv_matches_naive_on_fixed_cases() {
+    let mut rng = StdRng::seed_from_u64(20);
+    let cases: [Case; 15] = [
+        (2, 3, 4, 9, 11, 3, 3, 1, 1),  // "same" 3×3, ragged tiles everywhere
+        (3, 2, 5, 10, 10, 3, 3, 2, 1), // stride 2
+        (2, 4, 3, 13, 9, 4, 2, 3, 0),  // stride 3, non-square kernel, floor drops rows/columns
+        (1, 5, 7, 6, 6, 1, 1, 1, 0),   // 1×1: the image is its own column matrix
+        (2, 3, 2, 8, 8, 1, 1, 2, 0),   // strided 1×1
+        (2, 2, 3, 5, 5, 3, 3, 1, 2),   // padding wider than half the kernel
+        (1, 1, 1, 1, 1, 1, 1, 1, 0),   // a single pixel
+        (1, 2, 2, 3, 3, 3, 3, 1, 3),   // taps entirely in the padding
+        (9, 3, 6, 20, 21, 5, 5, 1, 2), // long rows (> 8 floats), several partial groups
+        (4, 8, 70, 12, 12, 3, 3, 1, 1), // Co > 64: weight gradient on the packed path
+        (5, 16, 32, 16, 16, 3, 3, 2, 1), // long-k weight gradient (dot products)
+        (2, 3, 4, 7, 30, 2, 7, 1, 3),  // wide, flat image
+        // Column matrices over the 2^18-float budget: unrolled in bands of output rows.
+        (2, 16, 8, 48, 48, 3, 3, 1, 1),
+        (2, 128, 4, 48, 48, 1, 1, 1, 0), // banded 1×1
+        (1, 64, 3, 60, 60, 3, 3, 2, 1),  // banded, stride 2
+    ];
+    for case in cases {
+        check_fast_vs_naive(case, true, &mut rng);
+    }
+}
+
+#[test]
+fn fast_conv_matches_naive_on_random_cases() {
+    let mut rng = StdRng::seed_from_u64(21);
+    for _ in 0..40 {
+        let (kh, kw): (usize, usize) = (rng.random_range(1..=5), rng.random_range(1..=5));
+        let (s, p): (usize, usize) = (rng.random_range(1..=3), rng.random_range(0..=2));
+        let h = rng.random_range(kh.saturating_sub(2 * p).max(1)..=kh + 14);
+        let w = rng.random_range(kw.saturating_sub(2 * p).max(1)..=kw + 14);
+        let case = (rng.random_range(1..=5), rng.random_range(1..=6), rng.random_range(1..=9), h, w, kh, kw, s, p);
+        check_fast_vs_naive(case, true, &mut rng);
+    }
+}
+
+#[test]
+fn fast_conv_matches_naive_on_multilenet_shapes() {
+    // MultiLeNet at the training batch: conv5×5 1→10 on 28×28 and 10→20 on 12×12. Full batch, so
+    // the weight gradient sums 256·576 (conv1) and 256·64 (conv2) products.
+    let mut rng = StdRng::seed_from_u64(22);
+    check_fast_vs_naive((256, 1, 10, 28, 28, 5, 5, 1, 0), false, &mut rng);
+    check_fast_vs_naive((256, 10, 20, 12, 12, 5, 5, 1, 0), false, &mut rng);
+}
+
+#[test]
+fn fast_conv_is_independent_of_thread_count() {
+    // Large enough to be threaded: over images (MultiLeNet), and inside the GEMMs (a single image).
+    let mut rng = StdRng::seed_from_u64(23);
+    let cases: [Case; 3] = [
+        (128, 1, 10, 28, 28, 5, 5, 1, 0),
+        (96, 10, 20, 12, 12, 5, 5, 1, 0),
+        (1, 16, 32, 64, 64, 3, 3, 1, 1),
+    ];
+    let run = |threads: &str, x: &Tensor, wt: &Tensor, b: &Tensor, dy: &Tensor, c: Conv2dCfg| {
+        std::env::set_var("MTCOOL_THREADS", threads);
+        [
+            conv2d_forward(x, wt, Some(b), c),
+            conv2d_backward_data(dy, wt, x.shape(), c),
+            conv2d_backward_weight(dy, x, wt.shape(), c),
+        ]
+    };
+    for (n, ci, co, h, w, kh, kw, s, p) in cases {
+        let c = cfg(s, p);
+        let x = Tensor::randn(&[n, ci, h, w], 1.0, &mut rng);
+        let wt = Tensor::randn(&[co, ci, kh, kw], 0.5, &mut rng);
+        let b = Tensor::randn(&[co], 0.5, &mut rng);
+        let (ho, wo) = conv2d_out_hw(h, w, kh, kw, c);
+        let dy = Tensor::randn(&[n, co, ho, wo], 1.0, &mut rng);
+        let one = run("1", &x, &wt, &b, &dy, c);
+        for threads in ["2", "3", "8"] {
+            let many = run(threads, &x, &wt, &b, &dy, c);
+            for (a, b) in one.iter().zip(&many) {
+                let same = a.data().iter().zip(b.data()).all(|(u, v)| u.to_bits() == v.to_bits());
+                assert!(same, "{threads} threads differ from 1 on {:?}", (n, ci, co, h, w));
+            }
+        }
+    }
+    std::env::remove_var("MTCOOL_THREADS");
+}

@@ -156,10 +156,12 @@ fn k_zero_scales_c() {
 
 #[test]
 fn result_is_independent_of_thread_count() {
-    // Big enough to be split (rows for tall C, columns for short wide C), with ragged edges.
+    // Big enough (≥ 2^24 multiply-adds) to be split: rows for tall C, columns for short wide C, with
+    // ragged edges; A·Bᵀ cases on both sides of the dot-product path, including one whose row blocks
+    // alone would qualify for it (256×96: blocks of ≤ 64 rows from 7 threads on).
     let mut rng = StdRng::seed_from_u64(4);
     for (ta, tb) in TRANS {
-        for (m, n, k, pad) in [(257, 131, 70, 1), (10, 3001, 40, 0), (50, 320, 256, 2), (6, 700, 600, 0)] {
+        for (m, n, k, pad) in [(513, 131, 260, 1), (10, 7001, 240, 0), (50, 330, 1100, 2), (6, 2900, 970, 0), (256, 96, 700, 0)] {
             let p = Problem::new(ta, tb, m, n, k, pad, &mut rng);
             let mut one = p.c.clone();
             p.run(Some(1), 0.9, 0.3, &mut one);

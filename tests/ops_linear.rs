@@ -173,3 +173,80 @@ fn linear_agrees_with_matmul() {
     }
     assert_close(&linear_forward(&x, &w, Some(&b)), &want, 1e-6);
 }
+
+// ---------------------------------------------------------------- fast (sgemm) vs reference loops
+
+fn check_close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    let e = got.rel_err(want);
+    assert!(e <= 1e-5, "{what}: rel err {e:e}");
+}
+
+/// matmul / linear forward and backward, fast against `*_naive`, for x: [n, fin], w: [fout, fin].
+fn check_fast_vs_naive(n: usize, fin: usize, fout: usize, rng: &mut StdRng) {
+    let what = format!("n={n} in={fin} out={fout}");
+    let x = Tensor::randn(&[n, fin], 1.0, rng);
+    let w = Tensor::randn(&[fout, fin], 0.5, rng);
+    let b = Tensor::randn(&[fout], 0.5, rng);
+    let dy = Tensor::randn(&[n, fout], 1.0, rng);
+    check_close(&linear_forward(&x, &w, Some(&b)), &linear_forward_naive(&x, &w, Some(&b)), &format!("linear+bias {what}"));
+    check_close(&linear_forward(&x, &w, None), &linear_forward_naive(&x, &w, None), &format!("linear {what}"));
+    let (dx, dw, db) = linear_backward(&x, &w, &dy);
+    let (ndx, ndw, ndb) = linear_backward_naive(&x, &w, &dy);
+    check_close(&dx, &ndx, &format!("linear dx {what}"));
+    check_close(&dw, &ndw, &format!("linear dw {what}"));
+    check_close(&db, &ndb, &format!("linear db {what}"));
+    // matmul with a = x [n, fin], b = [fin, fout].
+    let bm = Tensor::randn(&[fin, fout], 0.5, rng);
+    check_close(&matmul(&x, &bm), &matmul_naive(&x, &bm), &format!("matmul {what}"));
+    let (da, dbm) = matmul_backward(&x, &bm, &dy);
+    let (nda, ndbm) = matmul_backward_naive(&x, &bm, &dy);
+    check_close(&da, &nda, &format!("matmul da {what}"));
+    check_close(&dbm, &ndbm, &format!("matmul db {what}"));
+}
+
+#[test]
+fn fast_matches_naive_on_odd_shapes() {
+    let mut rng = StdRng::seed_from_u64(10);
+    let sizes = [1, 3, 17, 65, 130];
+    for &n in &sizes {
+        for &fin in &sizes {
+            for &fout in &[1, 7, 33, 130] {
+                check_fast_vs_naive(n, fin, fout, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn fast_matches_naive_on_multilenet_shapes() {
+    // fc 320→50, 50→50, 50→10 at the training batch.
+    let mut rng = StdRng::seed_from_u64(11);
+    for (fin, fout) in [(320, 50), (50, 50), (50, 10)] {
+        check_fast_vs_naive(256, fin, fout, &mut rng);
+    }
+}
+
+#[test]
+fn fast_is_independent_of_thread_count() {
+    // Big enough to be threaded (≥ 2^24 multiply-adds per GEMM).
+    let mut rng = StdRng::seed_from_u64(12);
+    let (n, fin, fout) = (512, 700, 96);
+    let x = Tensor::randn(&[n, fin], 1.0, &mut rng);
+    let w = Tensor::randn(&[fout, fin], 0.5, &mut rng);
+    let dy = Tensor::randn(&[n, fout], 1.0, &mut rng);
+    let bm = Tensor::randn(&[fin, fout], 0.5, &mut rng);
+    let run = |threads: &str| {
+        std::env::set_var("MTCOOL_THREADS", threads);
+        let (dx, dw, db) = linear_backward(&x, &w, &dy);
+        let (da, dbm) = matmul_backward(&x, &bm, &dy);
+        [linear_forward(&x, &w, None), dx, dw, db, matmul(&x, &bm), da, dbm]
+    };
+    let one = run("1");
+    for threads in ["2", "3", "8"] {
+        for (a, b) in one.iter().zip(run(threads).iter()) {
+            assert!(a.data().iter().zip(b.data()).all(|(u, v)| u.to_bits() == v.to_bits()), "{threads} threads differ");
+        }
+    }
+    std::env::remove_var("MTCOOL_THREADS");
+}

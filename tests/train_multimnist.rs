@@ -36,7 +36,7 @@ fn mtcool_trains_above_chance_and_eval_reproduces_it() {
     let out = dir.path().join("run");
     let data = default_mnist_dir();
     let args = [
-        "train", "--method", "mtcool", "--mode", "full", "--epochs", "2", "--limit-train", "3000",
+        "train", "--task", "multimnist", "--method", "mtcool", "--mode", "full", "--epochs", "2", "--limit-train", "3000",
         "--limit-test", "1000", "--batch-size", "64", "--lr", "2e-3", "--device", "cpu", "--seed", "1",
         "--out", out.to_str().unwrap(), "--data", data.to_str().unwrap(),
     ];
@@ -46,7 +46,7 @@ fn mtcool_trains_above_chance_and_eval_reproduces_it() {
         assert!(out.join(f).exists(), "run folder lacks {f}");
     }
     let summary = read_json(&out.join("summary.json"));
-    let acc: Vec<f64> = (0..2).map(|t| summary["test_acc"][t].as_f64().unwrap()).collect();
+    let acc: Vec<f64> = (0..2).map(|t| summary["metrics"][t]["acc"].as_f64().unwrap()).collect();
     assert!(acc.iter().all(|&a| a > 0.5), "accuracy not clearly above chance (0.1): {acc:?}");
     assert!(summary["param_count"].as_u64().unwrap() > 10_000);
     let epochs = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
@@ -71,7 +71,7 @@ fn missing_or_corrupt_mnist_is_one_clear_error() {
     std::fs::write(gz.join("train-images-idx3-ubyte.gz"), b"\x1f\x8b\x08\x00broken").unwrap();
     for data in [&empty, &corrupt, &gz, &dir.path().join("does-not-exist")] {
         let out = dir.path().join("run");
-        let o = mtcool(&["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
+        let o = mtcool(&["train", "--task", "multimnist", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{}: succeeded", data.display());
         let lines: Vec<&str> = err.lines().collect();

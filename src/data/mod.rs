@@ -8,8 +8,11 @@
 //! Everything fallible returns [`DataError`], whose `Display` is a single line that starts with the file
 //! it is about.
 
+pub mod fundus;
+pub mod hrf_av;
 pub mod mnist;
 pub mod multimnist;
+pub mod refuge;
 
 use std::path::PathBuf;
 

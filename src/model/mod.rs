@@ -1,9 +1,11 @@
 //! Models: layers that own parameter handles (`layers.rs`), the MultiLeNet extractor and head
-//! (`lenet.rs`), and the two-task models built from them (`multitask.rs`).
+//! (`lenet.rs`), the U-Net extractor and its heads (`unet.rs`), and the two-task models built from them
+//! (`multitask.rs`).
 
 pub mod layers;
 pub mod lenet;
 pub mod multitask;
+pub mod unet;
 
 pub use layers::Read;
-pub use multitask::{Fusion, Method, MultiTaskModel, TaskId};
+pub use multitask::{Arch, Fusion, Method, ModelConfig, MultiTaskModel, TaskId, TaskSpec};

@@ -1,4 +1,4 @@
-//! Two-task models on MultiLeNet parts.
+//! Two-task models: MultiLeNet (classification pairs) or U-Net (pixel- and image-level tasks) parts.
 //! - Independent: two full nets (extractor + head each), nothing shared.
 //! - Joint (hard parameter sharing): one shared extractor, two heads, trained on the summed loss.
 //! - MT-CooL: one extractor per task; each head sees the fusion M(F1(x), F2(x)) of both extractors.
@@ -10,8 +10,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::layers::Read;
+use super::layers::{ParamGroup, Read};
 use super::lenet::{LeNetExtractor, LeNetHead};
+use super::unet::{PoolHead, SegHead, UNetExtractor};
 use crate::params::{ParamId, ParamStore};
 use crate::tape::{Tape, Var};
 
@@ -42,53 +43,181 @@ impl TaskId {
     }
 }
 
+/// The extractor family.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// MultiLeNet trunk, for 28×28 single-channel images (MultiMNIST).
+    Lenet,
+    /// The small U-Net of `unet.rs` with base width `base`.
+    Unet { base: usize },
+}
+
+/// What one task predicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskSpec {
+    /// One label per image.
+    Classify { classes: usize },
+    /// One label per pixel.
+    Segment { classes: usize },
+}
+
+impl TaskSpec {
+    pub fn classes(&self) -> usize {
+        match *self {
+            TaskSpec::Classify { classes } | TaskSpec::Segment { classes } => classes,
+        }
+    }
+}
+
 /// Everything needed to rebuild a model's structure (stored in checkpoints).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    pub arch: Arch,
     pub method: Method,
     pub fusion: Fusion,
     /// Multiplier on hidden widths (channels, fc sizes).
     pub width: f32,
-    pub classes: [usize; 2],
+    pub in_channels: usize,
+    pub tasks: [TaskSpec; 2],
+}
+
+impl ModelConfig {
+    /// The MultiMNIST model: MultiLeNet, two 10-way classifiers.
+    pub fn multimnist(method: Method, fusion: Fusion, width: f32) -> Self {
+        let cls = TaskSpec::Classify { classes: 10 };
+        ModelConfig { arch: Arch::Lenet, method, fusion, width, in_channels: 1, tasks: [cls, cls] }
+    }
+
+    /// Rejects structures this code cannot build (used on checkpoint metadata before building).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.width > 0.0 && self.width <= 64.0, "width {} out of (0, 64]", self.width);
+        anyhow::ensure!((1..=64).contains(&self.in_channels), "in_channels {} out of 1..=64", self.in_channels);
+        for t in &self.tasks {
+            anyhow::ensure!((1..=1 << 16).contains(&t.classes()), "task with {} classes", t.classes());
+            if self.arch == Arch::Lenet {
+                anyhow::ensure!(matches!(t, TaskSpec::Classify { .. }), "the LeNet extractor has no segmentation head");
+                anyhow::ensure!(self.in_channels == 1, "the LeNet extractor takes 1 input channel");
+            }
+        }
+        if let Arch::Unet { base } = self.arch {
+            anyhow::ensure!((1..=512).contains(&base), "U-Net base width {base} out of 1..=512");
+        }
+        Ok(())
+    }
+}
+
+enum Extractor {
+    Lenet(LeNetExtractor),
+    Unet(UNetExtractor),
+}
+
+impl Extractor {
+    fn new(cfg: &ModelConfig, store: &mut ParamStore, prefix: &str, rng: &mut StdRng) -> Self {
+        match cfg.arch {
+            Arch::Lenet => Extractor::Lenet(LeNetExtractor::new(store, prefix, cfg.width, rng)),
+            Arch::Unet { base } => {
+                let b = ((base as f32 * cfg.width).round() as usize).max(1);
+                Extractor::Unet(UNetExtractor::new(store, prefix, cfg.in_channels, b, rng))
+            }
+        }
+    }
+    fn group(&self) -> &ParamGroup {
+        match self {
+            Extractor::Lenet(e) => &e.group,
+            Extractor::Unet(e) => &e.group,
+        }
+    }
+    fn out_dim(&self) -> usize {
+        match self {
+            Extractor::Lenet(e) => e.out_dim,
+            Extractor::Unet(e) => e.out_dim,
+        }
+    }
+    fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var, read: Read) -> Var {
+        match self {
+            Extractor::Lenet(e) => e.forward(tape, store, x, read),
+            Extractor::Unet(e) => e.forward(tape, store, x, read),
+        }
+    }
+}
+
+enum Head {
+    Mlp(LeNetHead),
+    Seg(SegHead),
+    Pool(PoolHead),
+}
+
+impl Head {
+    fn new(cfg: &ModelConfig, store: &mut ParamStore, prefix: &str, in_dim: usize, spec: TaskSpec, rng: &mut StdRng) -> Self {
+        match (cfg.arch, spec) {
+            (Arch::Lenet, TaskSpec::Classify { classes }) => Head::Mlp(LeNetHead::new(store, prefix, in_dim, cfg.width, classes, rng)),
+            (Arch::Unet { .. }, TaskSpec::Segment { classes }) => Head::Seg(SegHead::new(store, prefix, in_dim, classes, rng)),
+            (Arch::Unet { .. }, TaskSpec::Classify { classes }) => {
+                let hidden = ((32.0 * cfg.width).round() as usize).max(1);
+                Head::Pool(PoolHead::new(store, prefix, in_dim, hidden, classes, rng))
+            }
+            (Arch::Lenet, TaskSpec::Segment { .. }) => unreachable!("rejected by ModelConfig::validate"),
+        }
+    }
+    fn group(&self) -> &ParamGroup {
+        match self {
+            Head::Mlp(h) => &h.group,
+            Head::Seg(h) => &h.group,
+            Head::Pool(h) => &h.group,
+        }
+    }
+    fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Var {
+        match self {
+            Head::Mlp(h) => h.forward(tape, store, z),
+            Head::Seg(h) => h.forward(tape, store, z),
+            Head::Pool(h) => h.forward(tape, store, z),
+        }
+    }
 }
 
 pub struct MultiTaskModel {
     pub cfg: ModelConfig,
     pub store: ParamStore,
     /// One (joint) or two (independent, MT-CooL) extractors.
-    extractors: Vec<LeNetExtractor>,
-    heads: Vec<LeNetHead>,
+    extractors: Vec<Extractor>,
+    heads: Vec<Head>,
 }
 
 impl MultiTaskModel {
-    /// Builds the model with PyTorch-style initialisation drawn from `seed`.
+    /// Builds the model with PyTorch-style initialisation drawn from `seed`. Panics on a config that
+    /// `ModelConfig::validate` rejects (checkpoint loading validates first).
     pub fn new(cfg: ModelConfig, seed: u64) -> Self {
+        if let Err(e) = cfg.validate() {
+            panic!("invalid model config: {e}");
+        }
         let mut rng = StdRng::seed_from_u64(seed);
         let mut store = ParamStore::new();
-        let extractors: Vec<LeNetExtractor> = match cfg.method {
-            Method::Joint => vec![LeNetExtractor::new(&mut store, "shared.extractor", cfg.width, &mut rng)],
-            Method::Independent | Method::Mtcool => (1..=2)
-                .map(|t| LeNetExtractor::new(&mut store, &format!("task{t}.extractor"), cfg.width, &mut rng))
-                .collect(),
+        let extractors: Vec<Extractor> = match cfg.method {
+            Method::Joint => vec![Extractor::new(&cfg, &mut store, "shared.extractor", &mut rng)],
+            Method::Independent | Method::Mtcool => {
+                (1..=2).map(|t| Extractor::new(&cfg, &mut store, &format!("task{t}.extractor"), &mut rng)).collect()
+            }
         };
-        let d = extractors[0].out_dim;
+        let d = extractors[0].out_dim();
         let head_in = match (cfg.method, cfg.fusion) {
             (Method::Mtcool, Fusion::Concat) => 2 * d,
             _ => d,
         };
         let heads = (0..2)
-            .map(|t| LeNetHead::new(&mut store, &format!("task{}.head", t + 1), head_in, cfg.width, cfg.classes[t], &mut rng))
+            .map(|t| Head::new(&cfg, &mut store, &format!("task{}.head", t + 1), head_in, cfg.tasks[t], &mut rng))
             .collect();
         MultiTaskModel { cfg, store, extractors, heads }
     }
 
     /// θ of the extractor task `t` trains (the shared one for Joint).
     pub fn extractor_params(&self, t: TaskId) -> &[ParamId] {
-        self.extractors[t.0.min(self.extractors.len() - 1)].group.ids()
+        self.extractors[t.0.min(self.extractors.len() - 1)].group().ids()
     }
     /// φ: task `t`'s head.
     pub fn head_params(&self, t: TaskId) -> &[ParamId] {
-        self.heads[t.0].group.ids()
+        self.heads[t.0].group().ids()
     }
     pub fn all_params(&self) -> Vec<ParamId> {
         self.store.ids().collect()
@@ -117,10 +246,12 @@ impl MultiTaskModel {
     /// Logits of both tasks, each extractor run once. `reads[i]` is how extractor i is read.
     pub fn forward_all(&self, tape: &mut Tape, x: Var, reads: [Read; 2]) -> [Var; 2] {
         let feats = self.features(tape, x, reads);
-        TaskId::BOTH.map(|t| {
-            let z = self.head_input(tape, &feats, t);
-            self.heads[t.0].forward(tape, &self.store, z)
-        })
+        let z = self.head_input(tape, &feats, TaskId(0));
+        let z2 = match self.cfg.method {
+            Method::Independent => self.head_input(tape, &feats, TaskId(1)),
+            _ => z, // both heads read the same (shared or fused) features
+        };
+        [self.heads[0].forward(tape, &self.store, z), self.heads[1].forward(tape, &self.store, z2)]
     }
 
     /// Logits of task `t` only (MT-CooL's sub-step: the other head is not evaluated).

@@ -13,7 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{count_correct, Batch, StepStats};
+use super::{Batch, Objective, StepStats};
+use crate::metrics::count_correct;
 use crate::model::{MultiTaskModel, Read, TaskId};
 use crate::noise::{stream, NoiseKey};
 use crate::optim::{BoxProjection, Optimizer};
@@ -49,16 +50,17 @@ fn noise_stream(t: TaskId) -> u32 {
 
 /// One MT-CooL outer iteration `step` on `batch`. Each task's loss is the mean over its last inner
 /// step's noise samples; its correct count is from the last sample's logits.
-pub fn mtcool_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, step: u32, cfg: &MtCoolConfig) -> StepStats {
+pub fn mtcool_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective, step: u32, cfg: &MtCoolConfig) -> StepStats {
     let mut stats = StepStats::default();
     for t in TaskId::BOTH {
-        (stats.loss[t.0], stats.correct[t.0]) = task_substep(model, opt, batch, step, cfg, t);
+        (stats.loss[t.0], stats.correct[t.0]) = task_substep(model, opt, batch, obj, step, cfg, t);
     }
     stats
 }
 
 /// Task `t`'s part of the step: its extractor and head train; the other extractor is frozen and noisy.
-pub fn task_substep(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, step: u32, cfg: &MtCoolConfig, t: TaskId) -> (f32, usize) {
+#[allow(clippy::too_many_arguments)]
+pub fn task_substep(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective, step: u32, cfg: &MtCoolConfig, t: TaskId) -> (f32, usize) {
     let own = model.extractor_params(t).to_vec();
     let trainable: Vec<_> = own.iter().chain(model.head_params(t)).copied().collect();
     let noisy = cfg.mode != Mode::Vanilla;
@@ -77,7 +79,7 @@ pub fn task_substep(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Bat
             let x = tape.constant(batch.x.clone());
             let logits = model.forward_task(&mut tape, x, t, reads);
             correct = count_correct(tape.value(logits), &batch.labels[t.0]);
-            let l = tape.softmax_cross_entropy(logits, &batch.labels[t.0], None);
+            let l = obj.loss(&mut tape, t, logits, &batch.labels[t.0]);
             let l = tape.scale(l, 1.0 / k_samples as f32);
             loss += tape.value(l).item();
             tape.backward(l).accumulate_into(&mut model.store);

@@ -1,9 +1,114 @@
-//! Parity cases for kernels/loss.cu (being written).
+//! Parity cases for kernels/loss.cu: softmax cross-entropy (plain and class-weighted; forward, backward
+//! and the fused pass), soft Dice (Binary and MultiClass), sum_all / mean_all. Losses via check_scalar.
 
 use anyhow::Result;
+use rand::Rng;
 
-use super::Ctx;
+use super::pool::nchw_shapes;
+use super::{Ctx, F32_TOL};
+use crate::backend::cpu::elementwise as cpu_ew;
+use crate::backend::cpu::loss::{self as cpu, DiceMode};
+use crate::Tensor;
 
-pub fn run(_c: &mut Ctx) -> Result<()> {
+const DLOSS: f32 = 0.7;
+const DICE_EPS: f32 = 1e-3;
+
+/// The NCHW shapes, [N, C] classification shapes, and one with more items than a reduction chunk.
+fn loss_shapes() -> Vec<Vec<usize>> {
+    let mut shapes: Vec<Vec<usize>> = nchw_shapes().iter().map(|s| s.to_vec()).collect();
+    shapes.extend([vec![3, 17], vec![1, 3], vec![64, 10], vec![2, 3, 128, 128]]);
+    shapes
+}
+
+fn labels(c: &mut Ctx, count: usize, classes: usize) -> Vec<u32> {
+    (0..count).map(|_| c.rng.random_range(0..classes as u32)).collect()
+}
+
+pub fn run(c: &mut Ctx) -> Result<()> {
+    for shape in loss_shapes() {
+        cross_entropy_cases(c, &shape)?;
+        dice_cases(c, &shape)?;
+    }
+    // Sizes around one chunk (4096), and one above 4096² (two chunked passes before the finish).
+    for n in [1, 7, 4096, 4097, 1_000_003, 17_000_003] {
+        let case = format!("n={n}");
+        let x = c.nonzero(&[n]);
+        let gx = c.upload(&x)?;
+        let mut out = c.poisoned(&[])?;
+        c.gpu.sum_all_into(&gx, &mut out)?;
+        c.check("sum_all", &case, &out, &cpu_ew::sum_all(&x), F32_TOL)?;
+        let mut out = c.poisoned(&[])?;
+        c.gpu.mean_all_into(&gx, &mut out)?;
+        c.check("mean_all", &case, &out, &cpu_ew::mean_all(&x), F32_TOL)?;
+    }
+    Ok(())
+}
+
+fn cross_entropy_cases(c: &mut Ctx, shape: &[usize]) -> Result<()> {
+    let (n, ch, inner) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
+    let logits = Tensor::uniform(shape, -4.0, 4.0, &mut c.rng);
+    let targets = labels(c, n * inner, ch);
+    let weights = Tensor::uniform(&[ch], 0.25, 2.0, &mut c.rng);
+    let (glogits, gtargets, gweights) = (c.upload(&logits)?, c.gpu.upload_labels(&targets)?, c.upload(&weights)?);
+    for weighted in [false, true] {
+        let case = format!("{shape:?} weighted={weighted}");
+        let w = weighted.then_some(weights.data());
+        let gw = weighted.then_some(&gweights);
+        let (want_loss, want_probs) = cpu::softmax_cross_entropy_forward(&logits, &targets, w);
+        let want_dx = cpu::softmax_cross_entropy_backward(&want_probs, &targets, w, DLOSS);
+
+        let (mut loss, mut probs) = (c.poisoned(&[])?, c.poisoned(shape)?);
+        c.gpu.softmax_cross_entropy_forward_into(&glogits, &gtargets, gw, &mut loss, &mut probs)?;
+        let got = c.gpu.download(&loss)?.data()[0];
+        c.check_scalar("softmax_cross_entropy_forward loss", &case, got, want_loss, F32_TOL);
+        c.check("softmax_cross_entropy_forward probs", &case, &probs, &want_probs, F32_TOL)?;
+
+        let mut dx = c.poisoned(shape)?;
+        c.gpu.softmax_cross_entropy_backward_into(&c.upload(&want_probs)?, &gtargets, gw, DLOSS, &mut dx)?;
+        c.check("softmax_cross_entropy_backward", &case, &dx, &want_dx, F32_TOL)?;
+
+        let (mut loss, mut dlogits) = (c.poisoned(&[])?, c.poisoned(shape)?);
+        c.gpu.softmax_cross_entropy_fused_into(&glogits, &gtargets, gw, DLOSS, &mut loss, &mut dlogits)?;
+        let got = c.gpu.download(&loss)?.data()[0];
+        c.check_scalar("softmax_cross_entropy_fused loss", &case, got, want_loss, F32_TOL);
+        c.check("softmax_cross_entropy_fused dlogits", &case, &dlogits, &want_dx, F32_TOL)?;
+    }
+    // The convenience form that downloads the loss.
+    let (got, _) = c.gpu.softmax_cross_entropy_forward_host(&glogits, &gtargets, None)?;
+    let (want, _) = cpu::softmax_cross_entropy_forward(&logits, &targets, None);
+    c.check_scalar("softmax_cross_entropy_forward_host", &format!("{shape:?}"), got, want, F32_TOL);
+    Ok(())
+}
+
+fn dice_cases(c: &mut Ctx, shape: &[usize]) -> Result<()> {
+    let (n, ch, inner) = (shape[0], shape[1], shape[2..].iter().product::<usize>());
+    let logits = Tensor::uniform(shape, -4.0, 4.0, &mut c.rng);
+    for mode in [DiceMode::Binary, DiceMode::MultiClass] {
+        let case = format!("{shape:?} {mode:?}");
+        let target = match mode {
+            DiceMode::Binary => {
+                let bits = (0..logits.numel()).map(|_| if c.rng.random_bool(0.4) { 1.0 } else { 0.0 }).collect();
+                Tensor::new(shape, bits)?
+            }
+            DiceMode::MultiClass => {
+                let mut nhw = vec![n];
+                nhw.extend_from_slice(&shape[2..]);
+                let y = labels(c, n * inner, ch);
+                cpu::one_hot(&y, ch, &nhw)
+            }
+        };
+        let (glogits, gtarget) = (c.upload(&logits)?, c.upload(&target)?);
+        let (want_loss, want_probs) = cpu::soft_dice_forward(&logits, &target, mode, DICE_EPS);
+        let (mut loss, mut probs) = (c.poisoned(&[])?, c.poisoned(shape)?);
+        c.gpu.soft_dice_forward_into(&glogits, &gtarget, mode, DICE_EPS, &mut loss, &mut probs)?;
+        let got = c.gpu.download(&loss)?.data()[0];
+        c.check_scalar("soft_dice_forward loss", &case, got, want_loss, F32_TOL);
+        c.check("soft_dice_forward probs", &case, &probs, &want_probs, F32_TOL)?;
+
+        let want_dx = cpu::soft_dice_backward(&logits, &want_probs, &target, mode, DICE_EPS, DLOSS);
+        let mut dx = c.poisoned(shape)?;
+        c.gpu.soft_dice_backward_into(&glogits, &c.upload(&want_probs)?, &gtarget, mode, DICE_EPS, DLOSS, &mut dx)?;
+        c.check("soft_dice_backward", &case, &dx, &want_dx, F32_TOL)?;
+    }
     Ok(())
 }

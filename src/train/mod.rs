@@ -1,8 +1,12 @@
-//! The training loop for MultiMNIST: data, model, method step, evaluation, and the run folder
-//! (`config.json`, `metrics.jsonl`, `model.safetensors`, `summary.json`, `curves.svg`).
+//! The training loop: data, model, method step, evaluation, and the run folder (`config.json`,
+//! `metrics.jsonl`, `model.safetensors`, `summary.json`, `curves.svg`, and for segmentation tasks
+//! `predictions.png`).
 
+pub mod data;
 pub mod plot;
+pub mod pictures;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,19 +18,23 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use self::data::{DataConfig, TaskData, TaskKind, TaskSetup};
 use crate::checkpoint;
-use crate::data::mnist::{load_mnist, Split};
-use crate::data::multimnist::{self, MultiMnist};
-use crate::model::multitask::ModelConfig;
-use crate::model::{Fusion, Method, MultiTaskModel, Read, TaskId};
+use crate::metrics::TaskMetrics;
+use crate::model::{Arch, Fusion, Method, ModelConfig, MultiTaskModel, Read, TaskId, TaskSpec};
 use crate::mtl::mtcool::{mtcool_step, Mode, MtCoolConfig};
-use crate::mtl::{count_correct, summed_step, Batch, StepStats};
+use crate::mtl::{balanced_class_weights, summed_step, Objective, StepStats};
 use crate::optim::{AdamConfig, Optimizer, SgdConfig};
 use crate::tape::Tape;
 
-/// Seeds of the MultiMNIST pairings: fixed, so every run and seed sees the same dataset.
-pub const DATA_SEED_TRAIN: u64 = 1;
-pub const DATA_SEED_TEST: u64 = 2;
+/// Base width of the U-Net extractor (before `--width`).
+pub const UNET_BASE: usize = 8;
+
+/// Evaluation batch size (only memory depends on it, not the result).
+pub const EVAL_BATCH: usize = 200;
+
+/// Named metrics of one task.
+pub type Metrics = BTreeMap<String, f64>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -35,17 +43,10 @@ pub enum OptimizerKind {
     Sgd,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskKind {
-    /// MultiMNIST: classify the upper-left and the lower-right digit.
-    Multimnist,
-}
-
 /// Everything that defines a run (written to `config.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    pub task: TaskKind,
+    pub data: DataConfig,
     pub method: Method,
     pub mode: Mode,
     pub epochs: u32,
@@ -60,9 +61,6 @@ pub struct TrainConfig {
     pub fusion: Fusion,
     pub width: f32,
     pub seed: u64,
-    pub limit_train: Option<usize>,
-    pub limit_test: Option<usize>,
-    pub data_dir: PathBuf,
 }
 
 impl TrainConfig {
@@ -93,14 +91,22 @@ impl TrainConfig {
         if self.noise_samples == 0 || self.inner_steps == 0 {
             bail!("--noise-samples and --inner-steps must be at least 1");
         }
-        if self.limit_train == Some(0) || self.limit_test == Some(0) {
+        if self.data.limit_train == Some(0) || self.data.limit_test == Some(0) {
             bail!("--limit-train and --limit-test must be at least 1");
+        }
+        if self.data.task != TaskKind::Multimnist && (self.data.size < 16 || self.data.size % 4 != 0 || self.data.size > 1024) {
+            bail!("--size must be a multiple of 4 in 16..=1024, got {}", self.data.size);
         }
         Ok(())
     }
 
     pub fn model_config(&self) -> ModelConfig {
-        ModelConfig { method: self.method, fusion: self.fusion, width: self.width, classes: [10, 10] }
+        let setup = data::setup(self.data.task);
+        let arch = match self.data.task {
+            TaskKind::Multimnist => Arch::Lenet,
+            TaskKind::Fundus | TaskKind::FundusAv => Arch::Unet { base: UNET_BASE },
+        };
+        ModelConfig { arch, method: self.method, fusion: self.fusion, width: self.width, in_channels: setup.in_channels, tasks: setup.specs }
     }
 
     pub fn mtcool_config(&self) -> MtCoolConfig {
@@ -120,8 +126,9 @@ impl TrainConfig {
 pub struct EpochMetrics {
     pub epoch: u32,
     pub train_loss: [f64; 2],
+    /// Accuracy of the training batches' own predictions (pixel accuracy for segmentation).
     pub train_acc: [f64; 2],
-    pub test_acc: [f64; 2],
+    pub test: [Metrics; 2],
     pub seconds: f64,
 }
 
@@ -131,7 +138,8 @@ pub struct Summary {
     pub task: TaskKind,
     pub method: Method,
     pub mode: Option<Mode>,
-    pub test_acc: [f64; 2],
+    /// Test metrics of each task after the last epoch.
+    pub metrics: [Metrics; 2],
     pub param_count: usize,
     pub epochs: u32,
     pub seed: u64,
@@ -140,31 +148,43 @@ pub struct Summary {
     pub test_examples: usize,
 }
 
-/// Loads MultiMNIST train and test sets as the config asks.
-pub fn load_data(cfg: &TrainConfig) -> Result<(MultiMnist, MultiMnist)> {
-    let train = load_mnist(&cfg.data_dir, Split::Train)?;
-    let test = load_mnist(&cfg.data_dir, Split::Test)?;
-    Ok((
-        multimnist::build(&train, DATA_SEED_TRAIN, cfg.limit_train),
-        multimnist::build(&test, DATA_SEED_TEST, cfg.limit_test),
-    ))
-}
-
-/// Test accuracy of both tasks (clean weights, no gradient).
-pub fn evaluate(model: &MultiTaskModel, data: &MultiMnist, batch_size: usize) -> [f64; 2] {
-    let mut correct = [0usize; 2];
+/// Test metrics of both tasks (clean weights, no gradient).
+pub fn evaluate(model: &MultiTaskModel, data: &dyn TaskData, setup: &TaskSetup, batch_size: usize) -> [Metrics; 2] {
+    let mut acc = [0, 1].map(|t| TaskMetrics::new(setup.metrics[t].clone(), setup.specs[t].classes()));
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
-        let (x, left, right) = data.batch(chunk);
+        let batch = data.batch(chunk);
         let mut tape = Tape::new();
         tape.set_grad_enabled(false);
-        let x = tape.constant(x);
+        let x = tape.constant(batch.x);
         let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train]);
-        for (t, labels) in TaskId::BOTH.iter().zip([&left, &right]) {
-            correct[t.0] += count_correct(tape.value(logits[t.0]), labels);
+        for t in TaskId::BOTH {
+            acc[t.0].update(tape.value(logits[t.0]), &batch.labels[t.0]);
         }
     }
-    correct.map(|c| c as f64 / data.len().max(1) as f64)
+    acc.map(|a| a.finish())
+}
+
+/// The training objective: binary classification tasks get inverse-frequency class weights from the
+/// training labels (glaucoma is ~10 % positive); everything else is unweighted.
+pub fn objective(cfg: &TrainConfig, setup: &TaskSetup, train: &dyn TaskData) -> Objective {
+    let mut obj = Objective::unweighted(setup.specs);
+    if cfg.data.task == TaskKind::Multimnist {
+        return obj;
+    }
+    for t in TaskId::BOTH {
+        if let TaskSpec::Classify { classes: 2 } = setup.specs[t.0] {
+            let all: Vec<usize> = (0..train.len()).collect();
+            let labels: Vec<u32> = all.chunks(EVAL_BATCH).flat_map(|c| train.batch(c).labels[t.0].clone()).collect();
+            obj.class_weights[t.0] = Some(balanced_class_weights(&labels, 2));
+        }
+    }
+    obj
+}
+
+/// "name value, name value" for a log line.
+pub fn describe(m: &Metrics) -> String {
+    m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
@@ -174,7 +194,8 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// Trains as `cfg` says, writing the run folder `out`; `device` is the line describing where it runs.
 pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
     cfg.validate()?;
-    let (train_set, test_set) = load_data(cfg)?;
+    let (train_set, test_set) = data::load(&cfg.data)?;
+    let setup = data::setup(cfg.data.task);
     fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
     write_json(&out.join("config.json"), cfg)?;
     let metrics_path = out.join("metrics.jsonl");
@@ -183,10 +204,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
     let mut model = MultiTaskModel::new(cfg.model_config(), cfg.seed);
     let mut opt = cfg.optimizer();
     let mt_cfg = cfg.mtcool_config();
+    let objective = objective(cfg, &setup, train_set.as_ref());
     let param_count = model.param_count();
     eprintln!(
-        "{device}; {:?} on MultiMNIST ({} train / {} test); {param_count} parameters",
+        "{device}; {:?} on {:?} ({} train / {} test); {param_count} parameters",
         cfg.method,
+        cfg.data.task,
         train_set.len(),
         test_set.len()
     );
@@ -206,13 +229,13 @@ pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
         let epoch_start = Instant::now();
         let mut order: Vec<usize> = (0..train_set.len()).collect();
         order.shuffle(&mut rng);
-        let (mut loss_sum, mut correct, mut seen) = ([0f64; 2], [0usize; 2], 0usize);
+        let (mut loss_sum, mut correct, mut seen, mut items_seen) = ([0f64; 2], [0usize; 2], 0usize, [0usize; 2]);
         for chunk in order.chunks(cfg.batch_size) {
-            let (x, left, right) = train_set.batch(chunk);
-            let batch = Batch { x, labels: [left, right] };
+            let batch = train_set.batch(chunk);
+            let items = [0, 1].map(|t| batch.labels[t].len());
             let s: StepStats = match cfg.method {
-                Method::Mtcool => mtcool_step(&mut model, &mut opt, &batch, step, &mt_cfg),
-                Method::Independent | Method::Joint => summed_step(&mut model, &mut opt, &batch),
+                Method::Mtcool => mtcool_step(&mut model, &mut opt, &batch, &objective, step, &mt_cfg),
+                Method::Independent | Method::Joint => summed_step(&mut model, &mut opt, &batch, &objective),
             };
             if let Some(t) = s.loss.iter().position(|l| !l.is_finite()) {
                 bar.abandon();
@@ -221,6 +244,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
             for t in 0..2 {
                 loss_sum[t] += s.loss[t] as f64 * chunk.len() as f64;
                 correct[t] += s.correct[t];
+                items_seen[t] += items[t];
             }
             seen += chunk.len();
             step += 1;
@@ -229,30 +253,32 @@ pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
                 "epoch {epoch} loss {:.3}/{:.3} acc {:.3}/{:.3}",
                 loss_sum[0] / seen as f64,
                 loss_sum[1] / seen as f64,
-                correct[0] as f64 / seen as f64,
-                correct[1] as f64 / seen as f64
+                correct[0] as f64 / items_seen[0] as f64,
+                correct[1] as f64 / items_seen[1] as f64
             ));
         }
-        let test_acc = evaluate(&model, &test_set, 500);
+        let test = evaluate(&model, test_set.as_ref(), &setup, EVAL_BATCH);
         let m = EpochMetrics {
             epoch,
             train_loss: loss_sum.map(|l| l / seen as f64),
-            train_acc: correct.map(|c| c as f64 / seen as f64),
-            test_acc,
+            train_acc: [0, 1].map(|t| correct[t] as f64 / items_seen[t] as f64),
+            test,
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
         writeln!(metrics_file, "{}", serde_json::to_string(&m)?)?;
         metrics_file.sync_data()?;
         checkpoint::save(&model, &out.join("model.safetensors"))?;
-        bar.suspend(|| eprintln!("epoch {epoch}: test accuracy task1 {:.4} task2 {:.4} ({:.1}s)", test_acc[0], test_acc[1], m.seconds));
+        bar.suspend(|| {
+            eprintln!("epoch {epoch} ({:.1}s): {}: {}; {}: {}", m.seconds, setup.names[0], describe(&m.test[0]), setup.names[1], describe(&m.test[1]))
+        });
         history.push(m);
     }
     bar.finish_and_clear();
     let summary = Summary {
-        task: cfg.task,
+        task: cfg.data.task,
         method: cfg.method,
         mode: (cfg.method == Method::Mtcool).then_some(cfg.mode),
-        test_acc: history.last().map(|m| m.test_acc).unwrap_or_default(),
+        metrics: history.last().map(|m| m.test.clone()).unwrap_or_default(),
         param_count,
         epochs: cfg.epochs,
         seed: cfg.seed,
@@ -262,25 +288,28 @@ pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
     };
     write_json(&out.join("summary.json"), &summary)?;
     checkpoint::write_atomic(&out.join("curves.svg"), plot::curves_svg(&history).as_bytes())?;
+    if cfg.data.task != TaskKind::Multimnist {
+        pictures::write_predictions(&model, test_set.as_ref(), cfg.data.task, &out.join("predictions.png"))?;
+    }
     Ok(summary)
 }
 
-/// Re-evaluates a finished run from its folder: reloads `model.safetensors`, rebuilds the test set
+/// Re-evaluates a finished run from its folder: reloads `model.safetensors`, rebuilds the test split
 /// from `config.json` (with `data_dir` overriding where MNIST lives, if given).
-pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, [f64; 2])> {
+pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, [Metrics; 2])> {
     let read = |name: &str| -> Result<String> {
         let p = run.join(name);
         fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))
     };
     let mut cfg: TrainConfig = serde_json::from_str(&read("config.json")?).context("config.json is not a valid run config")?;
     let summary: Summary = serde_json::from_str(&read("summary.json")?).context("summary.json is not a valid summary")?;
-    if let Some(d) = data_dir {
-        cfg.data_dir = d;
+    if data_dir.is_some() {
+        cfg.data.data_dir = data_dir;
     }
     let model = checkpoint::load(&run.join("model.safetensors"))?;
     if model.cfg != cfg.model_config() {
         bail!("model.safetensors does not match config.json in {}", run.display());
     }
-    let test = multimnist::build(&load_mnist(&cfg.data_dir, Split::Test)?, DATA_SEED_TEST, cfg.limit_test);
-    Ok((summary, evaluate(&model, &test, 500)))
+    let (_, test) = data::load(&DataConfig { limit_train: Some(1), ..cfg.data.clone() })?;
+    Ok((summary, evaluate(&model, test.as_ref(), &data::setup(cfg.data.task), EVAL_BATCH)))
 }

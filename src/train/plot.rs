@@ -1,7 +1,15 @@
-//! Training curves as a small self-contained SVG: per-task train loss (left) and test accuracy (right)
-//! against the epoch.
+//! Training curves as a small self-contained SVG: per-task train loss (left) and each task's headline
+//! test metric (right: accuracy, or the first Dice for segmentation) against the epoch.
 
-use super::EpochMetrics;
+use super::{EpochMetrics, Metrics};
+
+/// The metric a curve shows for a task: "acc" if present, else the first Dice.
+pub fn headline(m: &Metrics) -> (String, f64) {
+    m.get_key_value("acc")
+        .or_else(|| m.iter().find(|(k, _)| k.starts_with("dice_")))
+        .map(|(k, v)| (k.clone(), *v))
+        .unwrap_or_else(|| ("none".into(), f64::NAN))
+}
 
 const COLORS: [&str; 2] = ["#1f77b4", "#d62728"];
 
@@ -43,10 +51,11 @@ fn panel(x0: f64, title: &str, series: [Vec<f64>; 2]) -> String {
 
 pub fn curves_svg(history: &[EpochMetrics]) -> String {
     let loss = [0, 1].map(|t| history.iter().map(|m| m.train_loss[t]).collect());
-    let acc = [0, 1].map(|t| history.iter().map(|m| m.test_acc[t]).collect());
+    let acc = [0, 1].map(|t| history.iter().map(|m| headline(&m.test[t]).1).collect());
+    let names: Vec<String> = (0..2).map(|t| history.first().map(|m| headline(&m.test[t]).0).unwrap_or_default()).collect();
     format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='740' height='240' font-family='sans-serif'>{}{}</svg>\n",
         panel(0.0, "train loss", loss),
-        panel(380.0, "test accuracy", acc)
+        panel(380.0, &format!("test {} / {}", names[0], names[1]), acc)
     )
 }

@@ -97,12 +97,16 @@ fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {
 
 // ---------------------------------------------------------------- fast path: im2col + sgemm
 
-/// Images whose weight gradients are summed into one partial before the partials are added up in
-/// order. Fixed, not tied to the thread count, so that dw is the same for every thread count.
-const IMAGES_PER_PARTIAL: usize = 8;
+/// Most floats a column matrix may have (1 MiB, about half an L2): larger images are unrolled in
+/// bands of output rows, smaller ones several images at a time for the weight gradient.
+const COL_BUDGET: usize = 1 << 18;
+/// Most images whose weight-gradient columns are put side by side in one GEMM.
+const MAX_GROUP: usize = 8;
 
 /// One image's convolution geometry: input [ci, h, w], kernel kh×kw, output ho×wo, stride s,
 /// padding p, and for each tap ky (kx) the output rows (columns) [lo, hi) that read inside the input.
+/// Everything here, the bands and groups included, follows from the shapes alone (never from the
+/// thread count), so the results are the same for every thread count.
 #[derive(Clone, Debug)]
 struct Geom {
     ci: usize,
@@ -138,13 +142,19 @@ impl Geom {
     fn in_len(&self) -> usize {
         self.ci * self.h * self.w
     }
-    /// A 1×1, stride-1, unpadded convolution: the column matrix is the image itself.
+    /// The bands [oy0, oy1) of output rows unrolled at a time: the whole image unless its column
+    /// matrix exceeds COL_BUDGET.
+    fn bands(&self) -> impl Iterator<Item = (usize, usize)> {
+        let (ho, band) = (self.ho, (COL_BUDGET / (self.rows() * self.wo)).clamp(1, self.ho));
+        (0..ho).step_by(band).map(move |oy0| (oy0, (oy0 + band).min(ho)))
+    }
+    /// Images per weight-gradient GEMM: as many whole column matrices as fit COL_BUDGET (1 if banded).
+    fn group(&self) -> usize {
+        (COL_BUDGET / (self.rows() * self.pix())).clamp(1, MAX_GROUP)
+    }
+    /// A 1×1, stride-1, unpadded convolution: the image is its own column matrix.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.s == 1 && self.p == 0
-    }
-    /// A column buffer for one image (empty when the image itself serves as the column matrix).
-    fn col_buffer(&self) -> Vec<f32> {
-        vec![0f32; if self.pointwise() { 0 } else { self.rows() * self.pix() }]
     }
     /// Calls f(col row, input row, ky, kx) for every (c, ky, kx), col row = (c·kh + ky)·kw + kx and
     /// input row = the first row of channel c, c·h (in units of rows of w floats).
@@ -168,33 +178,31 @@ fn valid_outputs(k: usize, s: usize, p: usize, len: usize, out: usize) -> (usize
     (lo, hi.max(lo))
 }
 
-/// im2col for one image: col[(c·kh + ky)·kw + kx, oy·wo + ox] = x[c, oy·s + ky − p, ox·s + kx − p],
-/// zero where that falls into the padding. Rows of col are `ld` floats apart (ld ≥ ho·wo).
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize) {
-    let (pix, wo, s) = (g.pix(), g.wo, g.s);
+/// im2col of output rows oy0..oy1 of one image: col[(c·kh + ky)·kw + kx, (oy − oy0)·wo + ox] =
+/// x[c, oy·s + ky − p, ox·s + kx − p], zero where that falls into the padding. Col rows are `ld` apart.
+fn im2col(g: &Geom, x: &[f32], (oy0, oy1): (usize, usize), col: &mut [f32], ld: usize) {
+    let (w, wo, s, p) = (g.w, g.wo, g.s, g.p);
     g.for_each_tap(|r, row0, ky, kx| {
-        let dst = &mut col[r * ld..][..pix];
-        let ((y_lo, y_hi), (x_lo, x_hi)) = (g.rows_in[ky], g.cols_in[kx]);
-        // Output rows whose tap falls into the top/bottom padding are contiguous runs of zeros.
+        let dst = &mut col[r * ld..][..(oy1 - oy0) * wo];
+        // Band rows [y_lo, y_hi) read inside the input; the rest (top/bottom padding) are zeros.
+        let (y_lo, y_hi) = (g.rows_in[ky].0.clamp(oy0, oy1) - oy0, g.rows_in[ky].1.clamp(oy0, oy1) - oy0);
+        let (x_lo, x_hi) = g.cols_in[kx];
+        if x_lo == x_hi || y_lo == y_hi {
+            return dst.fill(0.0);
+        }
         dst[..y_lo * wo].fill(0.0);
         dst[y_hi * wo..].fill(0.0);
+        // Input row and column read by output (oy0 + y_lo, x_lo); input rows are w·s apart.
+        let src = &x[(row0 + (oy0 + y_lo) * s + ky - p) * w + x_lo * s + kx - p..];
+        let rows = dst[y_lo * wo..y_hi * wo].chunks_exact_mut(wo).zip(src.chunks(w * s));
         if s == 1 && x_lo == 0 && x_hi == wo {
-            // The common case (no horizontal padding for this tap): whole rows, w floats apart.
-            let src = &x[(row0 + y_lo + ky - g.p) * g.w + kx - g.p..];
-            for (d, srow) in dst[y_lo * wo..y_hi * wo].chunks_exact_mut(wo).zip(src.chunks(g.w)) {
-                copy_row(d, &srow[..wo]);
-            }
+            // The common case (no horizontal padding for this tap): whole rows.
+            rows.for_each(|(d, src)| copy_row(d, &src[..wo]));
             return;
         }
-        for oy in y_lo..y_hi {
-            let d = &mut dst[oy * wo..][..wo];
+        for (d, src) in rows {
             d[..x_lo].fill(0.0);
             d[x_hi..].fill(0.0);
-            if x_lo == x_hi {
-                continue;
-            }
-            let (iy, ix0) = (oy * s + ky - g.p, x_lo * s + kx - g.p); // input read by (oy, x_lo)
-            let src = &x[(row0 + iy) * g.w + ix0..(row0 + iy + 1) * g.w];
             if s == 1 {
                 copy_row(&mut d[x_lo..x_hi], &src[..x_hi - x_lo]);
             } else {
@@ -204,32 +212,24 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize) {
     });
 }
 
-/// col2im for one image, the adjoint of `im2col`: dx[c, iy, ix] = Σ of the col entries copied from there.
-fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
-    dx.fill(0.0);
-    let (pix, wo, s) = (g.pix(), g.wo, g.s);
+/// The adjoint of `im2col` for output rows oy0..oy1: dx[c, iy, ix] += Σ of the col entries that
+/// im2col copied from there.
+fn col2im(g: &Geom, col: &[f32], ld: usize, (oy0, oy1): (usize, usize), dx: &mut [f32]) {
+    let (w, wo, s, p) = (g.w, g.wo, g.s, g.p);
     g.for_each_tap(|r, row0, ky, kx| {
-        let src = &col[r * pix..][..pix];
-        let ((y_lo, y_hi), (x_lo, x_hi)) = (g.rows_in[ky], g.cols_in[kx]);
-        if x_lo == x_hi {
+        let src = &col[r * ld..][..(oy1 - oy0) * wo];
+        let (y_lo, y_hi) = (g.rows_in[ky].0.clamp(oy0, oy1) - oy0, g.rows_in[ky].1.clamp(oy0, oy1) - oy0);
+        let (x_lo, x_hi) = g.cols_in[kx];
+        if x_lo == x_hi || y_lo == y_hi {
             return;
         }
-        if s == 1 && x_lo == 0 && x_hi == wo {
-            // The common case (no horizontal padding for this tap): whole rows, w floats apart.
-            let dst = &mut dx[(row0 + y_lo + ky - g.p) * g.w + kx - g.p..];
-            for (drow, srow) in dst.chunks_mut(g.w).zip(src[y_lo * wo..y_hi * wo].chunks_exact(wo)) {
-                add_row(&mut drow[..wo], srow);
-            }
-            return;
-        }
-        for oy in y_lo..y_hi {
-            let srow = &src[oy * wo + x_lo..oy * wo + x_hi];
-            let (iy, ix0) = (oy * s + ky - g.p, x_lo * s + kx - g.p);
-            let drow = &mut dx[(row0 + iy) * g.w + ix0..(row0 + iy + 1) * g.w];
+        let dst = &mut dx[(row0 + (oy0 + y_lo) * s + ky - p) * w + x_lo * s + kx - p..];
+        for (d, src) in dst.chunks_mut(w * s).zip(src[y_lo * wo..y_hi * wo].chunks_exact(wo)) {
+            let src = &src[x_lo..x_hi];
             if s == 1 {
-                add_row(&mut drow[..srow.len()], srow);
+                add_row(&mut d[..src.len()], src);
             } else {
-                drow.iter_mut().step_by(s).zip(srow).for_each(|(d, &v)| *d += v);
+                d.iter_mut().step_by(s).zip(src).for_each(|(d, &v)| *d += v);
             }
         }
     });
@@ -286,7 +286,7 @@ where
     });
 }
 
-/// (threads over images, threads inside each GEMM) for `items` independent items and `macs` total
+/// (threads over items, threads inside each GEMM) for `items` independent items and `macs` total
 /// multiply-adds: items across threads when there are enough of them, else threaded GEMMs.
 fn thread_split(items: usize, macs: usize) -> (usize, usize) {
     let t = gemm::threads_for(macs);
@@ -298,7 +298,8 @@ fn thread_split(items: usize, macs: usize) -> (usize, usize) {
 }
 
 /// y = conv(x, w) + b. x: [N, Ci, H, W], w: [Co, Ci, kh, kw], b: [Co] → y: [N, Co, Ho, Wo].
-/// Per image: y_n [Co, Ho·Wo] = w [Co, Ci·kh·kw] · im2col(x_n) [Ci·kh·kw, Ho·Wo] (+ b, as β = 1 onto b).
+/// Per image and band of output rows: y_n[:, band] = w [Co, Ci·kh·kw] · im2col(x_n, band)
+/// (+ b, which y is filled with first, as β = 1).
 pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg) -> Tensor {
     let (n, ci, h, wd) = x.dims4();
     let (co, wci, kh, kw) = w.dims4();
@@ -312,28 +313,40 @@ pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg
     if y.is_empty() {
         return Tensor::from_parts(vec![n, co, g.ho, g.wo], y);
     }
-    let (xd, wdat, bias) = (x.data(), w.data(), b.map(|b| b.data()));
+    let (xd, wdat) = (x.data(), w.data());
     let (outer, inner) = thread_split(n, n * co * rows * pix);
     parallel_items(&mut y, co * pix, outer, |n0, ys| {
-        let mut col = g.col_buffer();
+        let mut col = Vec::new();
         for (i, yn) in ys.chunks_exact_mut(co * pix).enumerate() {
             let xn = &xd[(n0 + i) * g.in_len()..][..g.in_len()];
-            let cols = if g.pointwise() { xn } else { im2col(&g, xn, &mut col, pix); &col[..] };
-            let beta = match bias {
-                Some(bd) => {
-                    yn.chunks_exact_mut(pix).zip(bd).for_each(|(row, &bv)| row.fill(bv));
+            let beta = match b {
+                Some(b) => {
+                    yn.chunks_exact_mut(pix).zip(b.data()).for_each(|(row, &bv)| row.fill(bv));
                     1.0
                 }
                 None => 0.0,
             };
-            gemm::sgemm_with_threads(inner, false, false, co, pix, rows, 1.0, wdat, rows, cols, pix, beta, yn, pix);
+            for band in g.bands() {
+                let (first, cols) = (band.0 * g.wo, (band.1 - band.0) * g.wo);
+                let b_mat = if g.pointwise() {
+                    &xn[first..] // rows pix apart
+                } else {
+                    col.resize(rows * cols, 0.0);
+                    im2col(&g, xn, band, &mut col, cols);
+                    &col[..]
+                };
+                let ldb = if g.pointwise() { pix } else { cols };
+                let y_band = &mut yn[first..];
+                gemm::sgemm_with_threads(inner, false, false, co, cols, rows, 1.0, wdat, rows, b_mat, ldb, beta, y_band, pix);
+            }
         }
     });
     Tensor::from_parts(vec![n, co, g.ho, g.wo], y)
 }
 
 /// dx of the convolution (see `conv2d_backward_data_naive` for the formula).
-/// Per image: dcol [Ci·kh·kw, Ho·Wo] = wᵀ · dy_n, then dx_n = col2im(dcol).
+/// Per image and band of output rows: dcol = wᵀ [Ci·kh·kw, Co] · dy_n[:, band], then col2im adds
+/// dcol into dx_n.
 pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
     let (n, ci, h, wd) = shape4(x_shape, "conv input");
     let (co, wci, kh, kw) = w.dims4();
@@ -348,53 +361,75 @@ pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Con
     let (dyd, wdat) = (dy.data(), w.data());
     let (outer, inner) = thread_split(n, n * co * rows * pix);
     parallel_items(&mut dx, g.in_len(), outer, |n0, dxs| {
-        let mut col = g.col_buffer();
+        let mut col = Vec::new();
         for (i, dxn) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
             let dyn_ = &dyd[(n0 + i) * co * pix..][..co * pix];
-            // w is [Co, rows] row-major, so wᵀ is the transposed operand with lda = rows.
-            let dcol = if g.pointwise() { &mut dxn[..] } else { &mut col[..] };
-            gemm::sgemm_with_threads(inner, true, false, rows, pix, co, 1.0, wdat, rows, dyn_, pix, 0.0, dcol, pix);
-            if !g.pointwise() {
-                col2im(&g, &col, dxn);
+            if g.pointwise() {
+                // dx_n is dcol itself. w is [Co, rows] row-major: wᵀ is the transposed operand.
+                gemm::sgemm_with_threads(inner, true, false, rows, pix, co, 1.0, wdat, rows, dyn_, pix, 0.0, dxn, pix);
+                continue;
+            }
+            for band in g.bands() {
+                let (first, cols) = (band.0 * g.wo, (band.1 - band.0) * g.wo);
+                col.resize(rows * cols, 0.0);
+                let dy_band = &dyn_[first..];
+                gemm::sgemm_with_threads(inner, true, false, rows, cols, co, 1.0, wdat, rows, dy_band, pix, 0.0, &mut col, cols);
+                col2im(&g, &col, cols, band, dxn);
             }
         }
     });
     Tensor::from_parts(x_shape.to_vec(), dx)
 }
 
-/// dw of the convolution (see `conv2d_backward_weight_naive` for the formula).
-/// Per group of IMAGES_PER_PARTIAL images, side by side as columns: partial = dy_g [Co, G·Ho·Wo] ·
-/// im2col(x_g)ᵀ [G·Ho·Wo, Ci·kh·kw] (one long-k GEMM, which sgemm runs as row dot products).
-/// The groups spread over threads; their partials are added up in order.
+/// dw of the convolution (see `conv2d_backward_weight_naive` for the formula): Σ_n dy_n · im2col(x_n)ᵀ.
+/// Small images go `Geom::group()` at a time, side by side as columns: partial = dy_g [Co, G·Ho·Wo]
+/// · im2col(x_g)ᵀ, one long-k GEMM that sgemm runs as row dot products; large ones one band of
+/// output rows at a time, accumulated. The groups spread over threads; their partials are added up
+/// in order.
 pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg) -> Tensor {
     let (n, ci, h, wd) = x.dims4();
     let (co, wci, kh, kw) = shape4(w_shape, "conv weight");
     assert_eq!(wci, ci, "conv w_shape {w_shape:?} expects {wci} input channels, x {:?} has {ci}", x.shape());
     let g = Geom::new(ci, h, wd, kh, kw, cfg);
     assert_eq!(dy.shape(), [n, co, g.ho, g.wo], "conv dy shape {:?} for x {:?}", dy.shape(), x.shape());
-    let (rows, pix, wlen) = (g.rows(), g.pix(), co * g.rows());
-    let groups = n.div_ceil(IMAGES_PER_PARTIAL);
+    let (rows, pix, wlen, group) = (g.rows(), g.pix(), co * g.rows(), g.group());
+    let groups = n.div_ceil(group);
     if groups == 0 || wlen == 0 {
         return Tensor::zeros(w_shape);
     }
     let mut partials = vec![0f32; groups * wlen];
     let (dyd, xd) = (dy.data(), x.data());
     let (outer, inner) = thread_split(groups, n * co * rows * pix);
-    let ld = IMAGES_PER_PARTIAL * pix; // row length of the group's column matrices
     parallel_items(&mut partials, wlen, outer, |g0, parts| {
-        let (mut cols, mut dys) = (vec![0f32; rows * ld], vec![0f32; co * ld]);
+        let (mut cols, mut dys) = (Vec::new(), Vec::new());
         for (gi, part) in parts.chunks_exact_mut(wlen).enumerate() {
-            let first = (g0 + gi) * IMAGES_PER_PARTIAL;
-            let images = IMAGES_PER_PARTIAL.min(n - first);
-            for j in 0..images {
-                let ni = first + j;
-                im2col(&g, &xd[ni * g.in_len()..][..g.in_len()], &mut cols[j * pix..], ld);
-                for (o, dy_row) in dyd[ni * co * pix..][..co * pix].chunks_exact(pix).enumerate() {
-                    dys[o * ld + j * pix..][..pix].copy_from_slice(dy_row);
+            let first = (g0 + gi) * group;
+            let images = group.min(n - first);
+            let image = |j: usize| &xd[(first + j) * g.in_len()..][..g.in_len()];
+            let grads = |j: usize| &dyd[(first + j) * co * pix..][..co * pix];
+            if group > 1 || g.bands().nth(1).is_none() {
+                // Whole images side by side: row r of cols is [col_0 row r | col_1 row r | ...].
+                let ld = images * pix;
+                cols.resize(rows * ld, 0.0);
+                dys.resize(co * ld, 0.0);
+                for j in 0..images {
+                    im2col(&g, image(j), (0, g.ho), &mut cols[j * pix..], ld);
+                    for (o, dy_row) in grads(j).chunks_exact(pix).enumerate() {
+                        dys[o * ld + j * pix..][..pix].copy_from_slice(dy_row);
+                    }
+                }
+                gemm::sgemm_with_threads(inner, false, true, co, rows, ld, 1.0, &dys, ld, &cols, ld, 0.0, part, rows);
+            } else {
+                // One large image, a band at a time: part += dy_n[:, band] · im2col(x_n, band)ᵀ.
+                for (bi, band) in g.bands().enumerate() {
+                    let (first_px, k) = (band.0 * g.wo, (band.1 - band.0) * g.wo);
+                    cols.resize(rows * k, 0.0);
+                    im2col(&g, image(0), band, &mut cols, k);
+                    let beta = if bi == 0 { 0.0 } else { 1.0 };
+                    let dy_band = &grads(0)[first_px..];
+                    gemm::sgemm_with_threads(inner, false, true, co, rows, k, 1.0, dy_band, pix, &cols, k, beta, part, rows);
                 }
             }
-            let k = images * pix;
-            gemm::sgemm_with_threads(inner, false, true, co, rows, k, 1.0, &dys, ld, &cols, ld, 0.0, part, rows);
         }
     });
     let (dw, rest) = partials.split_at_mut(wlen);

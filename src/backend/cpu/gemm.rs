@@ -9,7 +9,7 @@
 //!   does one rank-1 update per k. It is plain Rust that LLVM unrolls and vectorises; a copy compiled
 //!   with `avx2,fma` is chosen at run time when the CPU has them.
 //! - A·Bᵀ with C small and k long (conv weight gradients) skips packing, which would be a transpose
-//!   costing as much as the product, and takes dot products of the rows as they lie (`dot_serial`).
+//!   costing as much as the product, and takes dot products of the rows as they lie (`run_dots`).
 //! - Threads (std::thread::scope) split C into disjoint row blocks, or column blocks when C has too
 //!   few row tiles. `MTCOOL_THREADS` overrides the thread count (1 = single thread).
 //!
@@ -81,7 +81,10 @@ pub fn sgemm_with_threads(
         }
         return;
     }
-    let job = Job { k, alpha, beta, a: View::new(a, trans_a, lda, m, k, "A"), b: View::new(b, trans_b, ldb, k, n, "B") };
+    let (a, b) = (View::new(a, trans_a, lda, m, k, "A"), View::new(b, trans_b, ldb, k, n, "B"));
+    // Decided on the whole problem, never per thread block, so that every block takes the same path.
+    let dots = !trans_a && trans_b && k >= 128 && m.min(n) <= 64;
+    let job = Job { k, alpha, beta, a, b, dots };
     let kernels = Kernels::select();
     let (m_tiles, n_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
     let threads = if m * n * k < PAR_MIN_MACS { 1 } else { threads.clamp(1, m_tiles.max(n_tiles)) };
@@ -161,7 +164,8 @@ impl<'a> View<'a> {
     }
 }
 
-/// The shape-independent part of a product: C_block = α·op(A)·op(B) + β·C_block over depth k.
+/// A product, less the block of C it writes: C_block = α·op(A)·op(B) + β·C_block over depth k,
+/// by row dot products (`dots`) or by packed tiles.
 #[derive(Clone, Copy)]
 struct Job<'a> {
     k: usize,
@@ -169,6 +173,7 @@ struct Job<'a> {
     beta: f32,
     a: View<'a>,
     b: View<'a>,
+    dots: bool,
 }
 
 thread_local! {
@@ -180,7 +185,7 @@ impl Job<'_> {
     /// One thread's share: the m×n block of C in `c` (rows `ldc` apart).
     fn run(&self, m: usize, n: usize, c: &mut [f32], ldc: usize, kernels: Kernels) {
         let Job { k, alpha, a, b, .. } = *self;
-        if a.cs == 1 && b.rs == 1 && k >= 128 && m.min(n) <= 64 {
+        if self.dots {
             return self.run_dots(m, n, c, ldc, kernels.dot);
         }
         PACK.with(|bufs| {
@@ -234,7 +239,7 @@ impl Job<'_> {
     /// C = α·A·Bᵀ + β·C with the rows of A (m×k) and of Bᵀ (n×k) contiguous: DM×DN tiles of row
     /// dot products, no packing. Tiles hanging over the edge repeat the last row (results dropped).
     fn run_dots(&self, m: usize, n: usize, c: &mut [f32], ldc: usize, kernel: DotKernel) {
-        let Job { k, alpha, beta, a, b } = *self;
+        let Job { k, alpha, beta, a, b, .. } = *self;
         for i0 in (0..m).step_by(DM) {
             let a_rows: [&[f32]; DM] = std::array::from_fn(|i| &a.data[(i0 + i).min(m - 1) * a.rs..][..k]);
             for j0 in (0..n).step_by(DN) {

@@ -27,6 +27,10 @@ mod optim;
 mod pool;
 mod upsample;
 
+pub use loss::REDUCE_CHUNK;
+pub use norm::{GpuBatchNormGrads, GpuBatchNormStats};
+pub use pool::GpuArgmax;
+
 use crate::kernels;
 use crate::Tensor;
 

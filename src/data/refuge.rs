@@ -1,0 +1,330 @@
+//! REFUGE (Orlando et al., "REFUGE Challenge", MedIA 2020): optic disc / cup segmentation and glaucoma
+//! classification on fundus photographs, read from a folder the user already has (the data set is not
+//! redistributable).
+//!
+//! Layout under `root`:
+//! * `Images/` — fundus photographs (`.jpg`, `.jpeg` or `.png`, any letter case), either directly in
+//!   `Images/` or in `Images/Glaucoma/` and `Images/Non-Glaucoma/` (the training-release layout, which
+//!   also gives the glaucoma label, 1 and 0);
+//! * `Masks/` or `Disc_Cup_Masks/` — one mask per image with the same stem (`.bmp` or `.png`), looked for
+//!   first in the subfolder named like the image's (`Masks/Glaucoma/…`), then in the folder itself; grey
+//!   values 0 = cup, 128 = disc rim, 255 = background (the REFUGE convention; colour masks are read as
+//!   luma). Each grey value is mapped to the nearest of {0, 128, 255} so lossy re-saves still load;
+//! * `labels.csv` — needed only for images directly in `Images/`: rows `image,label` (image by file name
+//!   or stem, label 0 or 1; an optional header row, blank lines and `#` comments are skipped).
+//!
+//! Output — the conventions of the synthetic [`FundusSet`](super::fundus::FundusSet), shared with
+//! [`super::hrf_av`]: images resized to `size × size` (bilinear, `FilterType::Triangle`, which widens its
+//! support when shrinking), normalised per channel as `(byte/255 − MEAN[c]) / STD[c]` with the synthetic
+//! set's fixed constants [`fundus::MEAN`] / [`fundus::STD`] (fixed, so train and test folders and the
+//! synthetic data all get one transform; they were measured on fundus-like images with black corners, as
+//! real photographs have), stored n·3·H·W. Label maps are computed at full resolution and resized by
+//! nearest neighbour, `src = floor((dst + 0.5) · in / out)`, stored n·H·W as u8 with the synthetic set's
+//! classes. Images come in file-name order: `Glaucoma/`, `Non-Glaucoma/`, then loose ones. Every failure
+//! is a [`DataError`] naming the file or folder; nothing panics on bad input.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageReader, RgbImage};
+
+use super::fundus::{self, Mask};
+use super::DataError;
+use crate::Tensor;
+
+pub use super::fundus::{CUP, DISC_RIM};
+/// Background class of the cup/disc map (1 = [`DISC_RIM`], 2 = [`CUP`]).
+pub const BACKGROUND: u8 = 0;
+/// The largest `size` accepted.
+pub const MAX_SIZE: usize = 4096;
+
+pub(crate) const IMAGE_EXTS: &[&str] = &["jpg", "jpeg", "png"];
+const MASK_EXTS: &[&str] = &["bmp", "png"];
+/// Class subfolders of the training release, indexed by glaucoma label.
+const CLASS_DIRS: [&str; 2] = ["Non-Glaucoma", "Glaucoma"];
+
+/// A loaded REFUGE folder: `len()` images of `size × size` with a cup/disc map and a glaucoma label each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefugeSet {
+    pub size: usize,
+    /// n·3·size·size, normalised with [`fundus::MEAN`] / [`fundus::STD`].
+    pub images: Vec<f32>,
+    /// n·size·size classes: [`BACKGROUND`], [`DISC_RIM`], [`CUP`] (see [`Mask::CupDisc`]).
+    pub cup_disc: Vec<u8>,
+    /// n labels: 1 = glaucoma, 0 = not.
+    pub glaucoma: Vec<u8>,
+    /// n vertical cup-to-disc ratios from the full-resolution mask (cup rows / disc rows; 0 if no disc).
+    pub vcdr: Vec<f32>,
+    /// The image file names (stems), in load order.
+    pub names: Vec<String>,
+}
+
+impl RefugeSet {
+    pub fn len(&self) -> usize {
+        self.glaucoma.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.glaucoma.is_empty()
+    }
+
+    /// The images at `idx` as `[B, 3, size, size]`. Panics on an out-of-range index (a caller bug).
+    pub fn image_batch(&self, idx: &[usize]) -> Tensor {
+        image_batch(&self.images, idx, self.size)
+    }
+
+    /// The `H·W` cup/disc map of image `i`. Panics unless `which` is [`Mask::CupDisc`] (a caller bug).
+    pub fn mask(&self, which: Mask, i: usize) -> &[u8] {
+        assert_eq!(which, Mask::CupDisc, "REFUGE has only the cup/disc mask");
+        &self.cup_disc[i * self.size * self.size..(i + 1) * self.size * self.size]
+    }
+
+    /// The cup/disc maps at `idx`, B·H·W classes in (n, h, w) order (as [`RefugeSet::mask`]).
+    pub fn mask_batch(&self, which: Mask, idx: &[usize]) -> Vec<u32> {
+        idx.iter().flat_map(|&i| self.mask(which, i).iter().map(|&v| v as u32)).collect()
+    }
+
+    /// The glaucoma labels at `idx`.
+    pub fn glaucoma_batch(&self, idx: &[usize]) -> Vec<u32> {
+        idx.iter().map(|&i| self.glaucoma[i] as u32).collect()
+    }
+
+    /// Image `i` as 8-bit RGB, interleaved (`H·W·3`), after resizing: the normalisation inverted.
+    pub fn raw_rgb(&self, i: usize) -> Vec<u8> {
+        raw_rgb(&self.images, i, self.size)
+    }
+}
+
+/// Loads a REFUGE folder (see the module doc) at `size × size`.
+pub fn load_refuge(root: &Path, size: usize) -> Result<RefugeSet, DataError> {
+    check_size(root, size)?;
+    let img_dir = find_dir(root, &["Images"], "the fundus photographs")?;
+    let mask_dir = find_dir(root, &["Masks", "Disc_Cup_Masks"], "the disc/cup masks")?;
+    let mut entries = Vec::new(); // (image, label given by its folder)
+    for (label, sub) in CLASS_DIRS.iter().enumerate().rev() {
+        if img_dir.join(sub).is_dir() {
+            let files = list_files(&img_dir.join(sub), IMAGE_EXTS)?;
+            entries.extend(files.into_iter().map(|p| (p, Some(label as u8))));
+        }
+    }
+    entries.extend(list_files(&img_dir, IMAGE_EXTS)?.into_iter().map(|p| (p, None)));
+    if entries.is_empty() {
+        return Err(fmt_err(&img_dir, "no images (.jpg/.jpeg/.png) here or in Glaucoma/, Non-Glaucoma/"));
+    }
+    let csv_path = root.join("labels.csv");
+    let csv = match entries.iter().any(|e| e.1.is_none()) {
+        true => read_labels_csv(&csv_path)?,
+        false => HashMap::new(),
+    };
+    // Mask indices (stem → file) of Masks/ and its class subfolders; `.bmp` wins over `.png`.
+    let index = |dir: PathBuf| -> Result<HashMap<String, PathBuf>, DataError> {
+        Ok(if dir.is_dir() { index_dir(&dir, MASK_EXTS)?.into_iter().rev().collect() } else { HashMap::new() })
+    };
+    let flat = index(mask_dir.clone())?;
+    let by_class = [index(mask_dir.join(CLASS_DIRS[0]))?, index(mask_dir.join(CLASS_DIRS[1]))?];
+    let n = entries.len();
+    let mut set = RefugeSet {
+        size,
+        images: Vec::with_capacity(n * 3 * size * size),
+        cup_disc: Vec::with_capacity(n * size * size),
+        glaucoma: Vec::with_capacity(n),
+        vcdr: Vec::with_capacity(n),
+        names: Vec::with_capacity(n),
+    };
+    for (path, folder_label) in entries {
+        let name = stem(&path);
+        let label = match folder_label.or_else(|| csv.get(&name).copied()) {
+            Some(l) => l,
+            None => return Err(fmt_err(&csv_path, format!("no label row for image {}", path.display()))),
+        };
+        let in_class = folder_label.and_then(|l| by_class[l as usize].get(&name));
+        let Some(mask_path) = in_class.or_else(|| flat.get(&name)) else {
+            let msg = format!("no mask {name}.bmp or {name}.png for this image in {}", mask_dir.display());
+            return Err(fmt_err(&path, msg));
+        };
+        let img = open_image(&path)?.to_rgb8();
+        let mask = open_image(mask_path)?.to_luma8();
+        check_same_size(mask_path, mask.dimensions(), &path, img.dimensions())?;
+        let classes: Vec<u8> = mask.as_raw().iter().map(|&v| grey_class(v)).collect();
+        set.images.extend(normalise(&img, size));
+        set.cup_disc.extend(resize_nearest(&classes, img.width() as usize, img.height() as usize, size));
+        set.vcdr.push(vertical_cdr(&classes, img.width() as usize));
+        set.glaucoma.push(label);
+        set.names.push(name);
+    }
+    Ok(set)
+}
+
+/// The class of a REFUGE mask grey value: nearest of 0 (cup), 128 (rim), 255 (background).
+pub fn grey_class(v: u8) -> u8 {
+    match v {
+        0..=63 => CUP,
+        64..=191 => DISC_RIM,
+        _ => BACKGROUND,
+    }
+}
+
+/// Vertical cup-to-disc ratio of a `w`-wide class map: rows spanned by the cup / rows spanned by the disc.
+pub fn vertical_cdr(classes: &[u8], w: usize) -> f32 {
+    let span = |inside: fn(u8) -> bool| {
+        let rows: Vec<bool> = classes.chunks(w).map(|r| r.iter().any(|&c| inside(c))).collect();
+        match (rows.iter().position(|&b| b), rows.iter().rposition(|&b| b)) {
+            (Some(a), Some(b)) => (b - a + 1) as f32,
+            _ => 0.0,
+        }
+    };
+    let disc = span(|c| c != BACKGROUND);
+    if disc == 0.0 {
+        0.0
+    } else {
+        span(|c| c == CUP) / disc
+    }
+}
+
+/// Reads `labels.csv`: image stem → label.
+fn read_labels_csv(path: &Path) -> Result<HashMap<String, u8>, DataError> {
+    if !path.is_file() {
+        let msg = "label file not found; images directly in Images/ need labels.csv with rows \
+                   `image,label` (or put them in Images/Glaucoma and Images/Non-Glaucoma)";
+        return Err(fmt_err(path, msg));
+    }
+    let text = std::fs::read(path).map_err(|err| DataError::Io { path: path.to_path_buf(), err })?;
+    let text = String::from_utf8(text).map_err(|_| fmt_err(path, "not UTF-8 text"))?;
+    let (mut labels, mut first) = (HashMap::new(), true);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let header = std::mem::replace(&mut first, false);
+        let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"').trim()).collect();
+        let [image, label] = fields[..] else {
+            return Err(fmt_err(path, format!("line {}: expected `image,label`, got {line:?}", i + 1)));
+        };
+        let label = match label {
+            "0" => 0,
+            "1" => 1,
+            _ if header => continue,
+            _ => return Err(fmt_err(path, format!("line {}: label {label:?} is not 0 or 1", i + 1))),
+        };
+        let key = stem(Path::new(image));
+        if labels.insert(key, label).is_some() {
+            return Err(fmt_err(path, format!("line {}: image {image:?} is listed twice", i + 1)));
+        }
+    }
+    Ok(labels)
+}
+
+// ---- helpers shared with hrf_av -------------------------------------------------------------------
+
+/// A one-line format error about `path`.
+pub(crate) fn fmt_err(path: &Path, msg: impl Into<String>) -> DataError {
+    DataError::Format { path: path.to_path_buf(), msg: msg.into().replace('\n', " ") }
+}
+
+pub(crate) fn check_size(root: &Path, size: usize) -> Result<(), DataError> {
+    match size {
+        1..=MAX_SIZE => Ok(()),
+        _ => Err(fmt_err(root, format!("output size {size} must be in 1..={MAX_SIZE}"))),
+    }
+}
+
+/// The first of `root/names[i]` that is a folder, else an error naming the first.
+pub(crate) fn find_dir(root: &Path, names: &[&str], what: &str) -> Result<PathBuf, DataError> {
+    if !root.is_dir() {
+        return Err(fmt_err(root, "data set folder not found"));
+    }
+    if let Some(d) = names.iter().map(|n| root.join(n)).find(|d| d.is_dir()) {
+        return Ok(d);
+    }
+    Err(fmt_err(&root.join(names[0]), format!("folder not found (looked for {} holding {what})", names.join(" or "))))
+}
+
+/// Lower-case extension of `path` ("" if none).
+pub(crate) fn ext(path: &Path) -> String {
+    path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default()
+}
+
+/// File name without its extension.
+pub(crate) fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The files directly in `dir` whose extension is one of `exts` (any case), sorted by name.
+pub(crate) fn list_files(dir: &Path, exts: &[&str]) -> Result<Vec<PathBuf>, DataError> {
+    let io = |err| DataError::Io { path: dir.to_path_buf(), err };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_file() && exts.contains(&ext(&path).as_str()) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// [`list_files`] as (stem, path) pairs.
+pub(crate) fn index_dir(dir: &Path, exts: &[&str]) -> Result<Vec<(String, PathBuf)>, DataError> {
+    Ok(list_files(dir, exts)?.into_iter().map(|p| (stem(&p), p)).collect())
+}
+
+/// Decodes an image, recognising the format by its content (then by its extension).
+pub(crate) fn open_image(path: &Path) -> Result<DynamicImage, DataError> {
+    let io = |err| DataError::Io { path: path.to_path_buf(), err };
+    let reader = ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
+    let img = reader.decode().map_err(|e| fmt_err(path, format!("cannot decode image: {e}")))?;
+    match img.width() == 0 || img.height() == 0 {
+        true => Err(fmt_err(path, "image has zero width or height")),
+        false => Ok(img),
+    }
+}
+
+/// Errors unless the label image at `label` has the same width × height as the image at `image`.
+pub(crate) fn check_same_size(label: &Path, ld: (u32, u32), image: &Path, id: (u32, u32)) -> Result<(), DataError> {
+    if ld == id {
+        return Ok(());
+    }
+    let msg = format!("size {}x{} differs from its image {} ({}x{})", ld.0, ld.1, image.display(), id.0, id.1);
+    Err(fmt_err(label, msg))
+}
+
+/// Bilinear resize to `size × size`, then `(v/255 − MEAN[c]) / STD[c]`, as 3·size·size (CHW).
+pub(crate) fn normalise(img: &RgbImage, size: usize) -> Vec<f32> {
+    let resized = image::imageops::resize(img, size as u32, size as u32, FilterType::Triangle);
+    let px = size * size;
+    let mut out = vec![0.0f32; 3 * px];
+    for (i, p) in resized.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * px + i] = (p.0[c] as f32 / 255.0 - fundus::MEAN[c]) / fundus::STD[c];
+        }
+    }
+    out
+}
+
+/// Nearest-neighbour resize of a `w × h` label map to `size × size`: `src = floor((dst + 0.5) · in / out)`.
+pub(crate) fn resize_nearest(src: &[u8], w: usize, h: usize, size: usize) -> Vec<u8> {
+    let xs: Vec<usize> = (0..size).map(|x| (2 * x + 1) * w / (2 * size)).collect();
+    let mut out = Vec::with_capacity(size * size);
+    for y in 0..size {
+        let row = &src[(2 * y + 1) * h / (2 * size) * w..];
+        out.extend(xs.iter().map(|&x| row[x]));
+    }
+    out
+}
+
+/// Stacks images `idx` of a n·3·size·size buffer into `[B, 3, size, size]`.
+pub(crate) fn image_batch(images: &[f32], idx: &[usize], size: usize) -> Tensor {
+    let sz = 3 * size * size;
+    let data = idx.iter().flat_map(|&i| images[i * sz..(i + 1) * sz].iter().copied()).collect();
+    Tensor::new(&[idx.len(), 3, size, size], data).expect("batch shape agrees by construction")
+}
+
+/// Image `i` of a n·3·size·size normalised buffer as interleaved 8-bit RGB (`size·size·3`).
+pub(crate) fn raw_rgb(images: &[f32], i: usize, size: usize) -> Vec<u8> {
+    let px = size * size;
+    let img = &images[i * 3 * px..(i + 1) * 3 * px];
+    let byte = |p: usize, c: usize| ((img[c * px + p] * fundus::STD[c] + fundus::MEAN[c]) * 255.0).round();
+    (0..3 * px).map(|k| byte(k / 3, k % 3).clamp(0.0, 255.0) as u8).collect()
+}

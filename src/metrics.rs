@@ -1,0 +1,162 @@
+//! Evaluation metrics, accumulated batch by batch.
+//! - classification: accuracy; for two classes also AUROC (of the softmax probability of class 1),
+//!   sensitivity and specificity (at the arg-max decision);
+//! - segmentation: pixel accuracy, and per named region Dice (= F1) and one-vs-rest pixel accuracy.
+//!   Regions are either nested (REFUGE: "disc" = label ≥ 1 includes the cup, "cup" = label ≥ 2) or
+//!   per class ("artery" = label 1, "vein" = label 2).
+
+use std::collections::BTreeMap;
+
+use crate::Tensor;
+
+/// How a segmentation task's labels form the regions that are scored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Regions {
+    /// Region k (k ≥ 1) is every pixel with label ≥ k; names[k − 1] names it.
+    Nested(Vec<&'static str>),
+    /// Region k (k ≥ 1) is every pixel with label k.
+    PerClass(Vec<&'static str>),
+}
+
+/// What one task's metrics are.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricKind {
+    Classify,
+    Segment(Regions),
+}
+
+/// Arg-max over dim 1 of [N, C] or [N, C, H, W] logits, one class per item in (n, h, w) order, with
+/// the softmax probability of class 1 (for binary AUROC).
+pub fn argmax_dim1(logits: &Tensor) -> (Vec<u32>, Vec<f32>) {
+    let s = logits.shape();
+    let (n, c, inner) = (s[0], s[1], s[2..].iter().product::<usize>());
+    let d = logits.data();
+    let mut pred = Vec::with_capacity(n * inner);
+    let mut p1 = Vec::with_capacity(n * inner);
+    for b in 0..n {
+        for i in 0..inner {
+            let at = |k: usize| d[(b * c + k) * inner + i];
+            let best = (0..c).fold(0, |best, k| if at(k) > at(best) { k } else { best });
+            pred.push(best as u32);
+            if c >= 2 {
+                let m = at(best);
+                let z: f32 = (0..c).map(|k| (at(k) - m).exp()).sum();
+                p1.push((at(1) - m).exp() / z);
+            }
+        }
+    }
+    (pred, p1)
+}
+
+/// Number of items whose arg-max over dim 1 equals the label ([N, C] or [N, C, H, W] logits).
+pub fn count_correct(logits: &Tensor, labels: &[u32]) -> usize {
+    argmax_dim1(logits).0.iter().zip(labels).filter(|(p, l)| p == l).count()
+}
+
+/// Area under the ROC curve of scores for positives (label 1) vs negatives, ties counted half.
+pub fn auroc(scores: &[(f32, u32)]) -> f64 {
+    let mut s: Vec<(f32, u32)> = scores.to_vec();
+    s.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let pos = s.iter().filter(|x| x.1 == 1).count() as f64;
+    let neg = s.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return f64::NAN;
+    }
+    // Sum of positive ranks (average rank for ties), Mann-Whitney U.
+    let (mut rank_sum, mut i) = (0.0, 0);
+    while i < s.len() {
+        let mut j = i;
+        while j < s.len() && s[j].0 == s[i].0 {
+            j += 1;
+        }
+        let avg_rank = (i + 1 + j) as f64 / 2.0;
+        rank_sum += avg_rank * s[i..j].iter().filter(|x| x.1 == 1).count() as f64;
+        i = j;
+    }
+    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// Accumulates one task's predictions over an evaluation pass.
+#[derive(Clone, Debug)]
+pub struct TaskMetrics {
+    kind: MetricKind,
+    classes: usize,
+    /// confusion[true][pred] counts (items or pixels).
+    confusion: Vec<Vec<u64>>,
+    /// (P(class 1), label) per item, binary classification only.
+    scores: Vec<(f32, u32)>,
+}
+
+impl TaskMetrics {
+    pub fn new(kind: MetricKind, classes: usize) -> Self {
+        TaskMetrics { kind, classes, confusion: vec![vec![0; classes]; classes], scores: vec![] }
+    }
+
+    pub fn update(&mut self, logits: &Tensor, labels: &[u32]) {
+        let (pred, p1) = argmax_dim1(logits);
+        assert_eq!(pred.len(), labels.len(), "one label per item");
+        for (&p, &l) in pred.iter().zip(labels) {
+            self.confusion[l as usize][p as usize] += 1;
+        }
+        if self.kind == MetricKind::Classify && self.classes == 2 {
+            self.scores.extend(p1.iter().copied().zip(labels.iter().copied()));
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.confusion.iter().flatten().sum()
+    }
+
+    fn accuracy(&self) -> f64 {
+        (0..self.classes).map(|k| self.confusion[k][k]).sum::<u64>() as f64 / self.total().max(1) as f64
+    }
+
+    /// (tp, fp, fn) of the region given by a predicate on labels.
+    fn region_counts(&self, inside: impl Fn(usize) -> bool) -> (u64, u64, u64) {
+        let (mut tp, mut fp, mut fn_) = (0, 0, 0);
+        for t in 0..self.classes {
+            for p in 0..self.classes {
+                let n = self.confusion[t][p];
+                match (inside(t), inside(p)) {
+                    (true, true) => tp += n,
+                    (false, true) => fp += n,
+                    (true, false) => fn_ += n,
+                    _ => {}
+                }
+            }
+        }
+        (tp, fp, fn_)
+    }
+
+    /// The finished metrics by name.
+    pub fn finish(&self) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::new();
+        let total = self.total() as f64;
+        match &self.kind {
+            MetricKind::Classify => {
+                m.insert("acc".into(), self.accuracy());
+                if self.classes == 2 {
+                    let c = &self.confusion;
+                    let ratio = |a: u64, b: u64| if a + b == 0 { f64::NAN } else { a as f64 / (a + b) as f64 };
+                    m.insert("sensitivity".into(), ratio(c[1][1], c[1][0]));
+                    m.insert("specificity".into(), ratio(c[0][0], c[0][1]));
+                    m.insert("auroc".into(), auroc(&self.scores));
+                }
+            }
+            MetricKind::Segment(regions) => {
+                m.insert("pixel_acc".into(), self.accuracy());
+                let (names, nested) = match regions {
+                    Regions::Nested(n) => (n, true),
+                    Regions::PerClass(n) => (n, false),
+                };
+                for (k, name) in names.iter().enumerate().map(|(i, n)| (i + 1, n)) {
+                    let (tp, fp, fn_) = self.region_counts(|label| if nested { label >= k } else { label == k });
+                    let dice = if tp + fp + fn_ == 0 { 1.0 } else { 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64 };
+                    m.insert(format!("dice_{name}"), dice);
+                    m.insert(format!("acc_{name}"), (total - (fp + fn_) as f64) / total.max(1.0));
+                }
+            }
+        }
+        m
+    }
+}

@@ -1,0 +1,102 @@
+//! A small U-Net extractor for fundus images, and the pixel-level and image-level heads.
+//!
+//! Extractor (base width b, scaled by `width`), input [B, C, H, W] with H, W divisible by 4:
+//! ```text
+//! e0 = relu(conv3×3 C→b)                              [b,  H,   W]
+//! e1 = relu(conv3×3 b→2b (maxpool e0))                [2b, H/2, W/2]
+//! m  = relu(conv3×3 4b→4b (relu(conv3×3 2b→4b (maxpool e1))))   [4b, H/4, W/4]
+//! d1 = relu(conv3×3 6b→2b (concat(up2(m), e1)))       [2b, H/2, W/2]
+//! d0 = relu(conv3×3 3b→b  (concat(up2(d1), e0)))      [b,  H,   W]   ← features
+//! ```
+//! Heads: segmentation = conv1×1 d→classes per pixel; classification = global average pool, fc d→h,
+//! relu, fc h→classes.
+
+use rand::Rng;
+
+use super::layers::{Conv2d, Linear, ParamGroup, Read};
+use crate::backend::cpu::conv::Conv2dCfg;
+use crate::params::ParamStore;
+use crate::tape::{Tape, Var};
+
+const SAME3: Conv2dCfg = Conv2dCfg { stride: 1, padding: 1 };
+
+pub struct UNetExtractor {
+    convs: Vec<Conv2d>,
+    pub group: ParamGroup,
+    pub out_dim: usize,
+}
+
+impl UNetExtractor {
+    pub fn new(store: &mut ParamStore, prefix: &str, in_channels: usize, base: usize, rng: &mut impl Rng) -> Self {
+        let b = base.max(1);
+        let mut group = ParamGroup::default();
+        let specs = [("enc0", in_channels, b), ("enc1", b, 2 * b), ("mid0", 2 * b, 4 * b), ("mid1", 4 * b, 4 * b), ("dec1", 6 * b, 2 * b), ("dec0", 3 * b, b)];
+        let convs = specs
+            .iter()
+            .map(|&(name, cin, cout)| Conv2d::new(store, &mut group, &format!("{prefix}.{name}"), cin, cout, 3, SAME3, rng))
+            .collect();
+        UNetExtractor { convs, group, out_dim: b }
+    }
+
+    /// x: [B, C, H, W] → features [B, b, H, W].
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var, read: Read) -> Var {
+        let g = &self.group;
+        let conv_relu = |tape: &mut Tape, i: usize, h: Var| {
+            let h = self.convs[i].forward(tape, store, g, h, read);
+            tape.relu(h)
+        };
+        let e0 = conv_relu(tape, 0, x);
+        let p0 = tape.max_pool2d(e0, 2, 2);
+        let e1 = conv_relu(tape, 1, p0);
+        let p1 = tape.max_pool2d(e1, 2, 2);
+        let m = conv_relu(tape, 2, p1);
+        let m = conv_relu(tape, 3, m);
+        let u1 = tape.upsample_nearest(m, 2);
+        let c1 = tape.concat_channels(&[u1, e1]);
+        let d1 = conv_relu(tape, 4, c1);
+        let u0 = tape.upsample_nearest(d1, 2);
+        let c0 = tape.concat_channels(&[u0, e0]);
+        conv_relu(tape, 5, c0)
+    }
+}
+
+/// Per-pixel logits: conv1×1 features → classes.
+pub struct SegHead {
+    conv: Conv2d,
+    pub group: ParamGroup,
+}
+
+impl SegHead {
+    pub fn new(store: &mut ParamStore, prefix: &str, in_dim: usize, classes: usize, rng: &mut impl Rng) -> Self {
+        let mut group = ParamGroup::default();
+        let conv = Conv2d::new(store, &mut group, &format!("{prefix}.conv"), in_dim, classes, 1, Conv2dCfg { stride: 1, padding: 0 }, rng);
+        SegHead { conv, group }
+    }
+
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Var {
+        self.conv.forward(tape, store, &self.group, z, Read::Train)
+    }
+}
+
+/// Image-level logits: global average pool, fc, relu, fc.
+pub struct PoolHead {
+    fc1: Linear,
+    fc2: Linear,
+    pub group: ParamGroup,
+}
+
+impl PoolHead {
+    pub fn new(store: &mut ParamStore, prefix: &str, in_dim: usize, hidden: usize, classes: usize, rng: &mut impl Rng) -> Self {
+        let mut group = ParamGroup::default();
+        let fc1 = Linear::new(store, &mut group, &format!("{prefix}.fc1"), in_dim, hidden, rng);
+        let fc2 = Linear::new(store, &mut group, &format!("{prefix}.fc2"), hidden, classes, rng);
+        PoolHead { fc1, fc2, group }
+    }
+
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Var {
+        let h = tape.global_avg_pool(z);
+        let h = self.fc1.forward(tape, store, &self.group, h, Read::Train);
+        let h = tape.relu(h);
+        self.fc2.forward(tape, store, &self.group, h, Read::Train)
+    }
+}
