@@ -105,7 +105,9 @@ pub struct TrainArgs {
     /// Side of the synthetic fundus images (a multiple of 4).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
-    /// Folder with the MNIST IDX files (raw or .gz); default $MTCOOL_MNIST_DIR or ../shared/data/mnist.
+    /// multimnist: folder with the MNIST IDX files (raw or .gz; default $MTCOOL_MNIST_DIR or
+    /// ../shared/data/mnist). fundus / fundus-av: a REFUGE / HRF-AV folder to use instead of the
+    /// synthetic images (with train/ and test/ inside, or split: every 5th image is test).
     #[arg(long)]
     pub data: Option<PathBuf>,
 }

@@ -128,8 +128,14 @@ impl TaskMetrics {
         (tp, fp, fn_)
     }
 
-    /// The finished metrics by name.
+    /// The finished metrics by name. Undefined ones (e.g. AUROC of a split with one class) are left out.
     pub fn finish(&self) -> BTreeMap<String, f64> {
+        let mut m = self.all_metrics();
+        m.retain(|_, v| v.is_finite());
+        m
+    }
+
+    fn all_metrics(&self) -> BTreeMap<String, f64> {
         let mut m = BTreeMap::new();
         let total = self.total() as f64;
         match &self.kind {

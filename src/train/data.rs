@@ -1,12 +1,14 @@
 //! The datasets a run trains on, seen through one interface: a split of examples that yields
 //! mini-batches (`TaskData`), plus what the tasks are (`TaskSetup`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::data::fundus::{FundusConfig, FundusSet, Mask};
+use crate::data::hrf_av::{load_hrf_av, HrfAvSet};
+use crate::data::refuge::{load_refuge, RefugeSet};
 use crate::data::mnist::{default_mnist_dir, load_mnist, Split};
 use crate::data::multimnist::{self, MultiMnist};
 use crate::metrics::{MetricKind, Regions};
@@ -49,27 +51,129 @@ impl TaskData for MultiMnist {
     }
 }
 
-/// A synthetic fundus set with the two label maps/labels its task pair uses.
-pub struct FundusTasks {
-    pub set: FundusSet,
+/// What the fundus task pairs need from a set of fundus images: the synthetic set, or a REFUGE or
+/// HRF-AV folder (same conventions: images [B, 3, H, W], label maps in (n, h, w) order).
+pub trait FundusSource {
+    fn count(&self) -> usize;
+    fn side(&self) -> usize;
+    fn images(&self, idx: &[usize]) -> Tensor;
+    fn masks(&self, which: Mask, idx: &[usize]) -> Vec<u32>;
+    /// Glaucoma labels (REFUGE-style sets only).
+    fn glaucoma(&self, idx: &[usize]) -> Vec<u32>;
+    fn rgb_bytes(&self, i: usize) -> Vec<u8>;
+}
+
+impl FundusSource for FundusSet {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn side(&self) -> usize {
+        self.size
+    }
+    fn images(&self, idx: &[usize]) -> Tensor {
+        self.image_batch(idx)
+    }
+    fn masks(&self, which: Mask, idx: &[usize]) -> Vec<u32> {
+        self.mask_batch(which, idx)
+    }
+    fn glaucoma(&self, idx: &[usize]) -> Vec<u32> {
+        idx.iter().map(|&i| self.glaucoma[i] as u32).collect()
+    }
+    fn rgb_bytes(&self, i: usize) -> Vec<u8> {
+        self.raw_rgb(i)
+    }
+}
+
+impl FundusSource for RefugeSet {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn side(&self) -> usize {
+        self.size
+    }
+    fn images(&self, idx: &[usize]) -> Tensor {
+        self.image_batch(idx)
+    }
+    fn masks(&self, which: Mask, idx: &[usize]) -> Vec<u32> {
+        self.mask_batch(which, idx)
+    }
+    fn glaucoma(&self, idx: &[usize]) -> Vec<u32> {
+        self.glaucoma_batch(idx)
+    }
+    fn rgb_bytes(&self, i: usize) -> Vec<u8> {
+        self.raw_rgb(i)
+    }
+}
+
+impl FundusSource for HrfAvSet {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn side(&self) -> usize {
+        self.size
+    }
+    fn images(&self, idx: &[usize]) -> Tensor {
+        self.image_batch(idx)
+    }
+    fn masks(&self, which: Mask, idx: &[usize]) -> Vec<u32> {
+        self.mask_batch(which, idx)
+    }
+    fn glaucoma(&self, _idx: &[usize]) -> Vec<u32> {
+        unreachable!("HRF-AV has no glaucoma labels; load() pairs it with fundus-av only")
+    }
+    fn rgb_bytes(&self, i: usize) -> Vec<u8> {
+        self.raw_rgb(i)
+    }
+}
+
+/// A fundus set (or the `subset` of it that forms one split) with the labels its task pair uses.
+pub struct FundusTasks<S: FundusSource> {
+    pub set: std::sync::Arc<S>,
+    pub subset: Vec<usize>,
     pub pair: TaskKind,
 }
 
-impl TaskData for FundusTasks {
+impl<S: FundusSource> FundusTasks<S> {
+    pub fn all(set: S, pair: TaskKind) -> Self {
+        let subset = (0..set.count()).collect();
+        FundusTasks { set: std::sync::Arc::new(set), subset, pair }
+    }
+}
+
+impl<S: FundusSource> TaskData for FundusTasks<S> {
     fn len(&self) -> usize {
-        self.set.len()
+        self.subset.len()
     }
     fn batch(&self, idx: &[usize]) -> Batch {
-        let x: Tensor = self.set.image_batch(idx);
+        let idx: Vec<usize> = idx.iter().map(|&i| self.subset[i]).collect();
         let labels = match self.pair {
-            TaskKind::FundusAv => [self.set.mask_batch(Mask::ArteryVein, idx), self.set.mask_batch(Mask::Vessel, idx)],
-            _ => [self.set.mask_batch(Mask::CupDisc, idx), idx.iter().map(|&i| self.set.glaucoma[i] as u32).collect()],
+            TaskKind::FundusAv => [self.set.masks(Mask::ArteryVein, &idx), self.set.masks(Mask::Vessel, &idx)],
+            _ => [self.set.masks(Mask::CupDisc, &idx), self.set.glaucoma(&idx)],
         };
-        Batch { x, labels }
+        Batch { x: self.set.images(&idx), labels }
     }
     fn rgb(&self, i: usize) -> Option<(Vec<u8>, usize)> {
-        Some((self.set.raw_rgb(i), self.set.size))
+        Some((self.set.rgb_bytes(self.subset[i]), self.set.side()))
     }
+}
+
+/// Splits a loaded folder: DIR/train and DIR/test when both exist, else every 5th example is test.
+fn folder_splits<S: FundusSource + 'static>(
+    dir: &Path,
+    pair: TaskKind,
+    load: impl Fn(&Path) -> Result<S, crate::data::DataError>,
+) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> {
+    let (train, test) = (dir.join("train"), dir.join("test"));
+    if train.is_dir() && test.is_dir() {
+        return Ok((Box::new(FundusTasks::all(load(&train)?, pair)), Box::new(FundusTasks::all(load(&test)?, pair))));
+    }
+    let set = std::sync::Arc::new(load(dir)?);
+    anyhow::ensure!(set.count() >= 2, "{}: need at least 2 examples to split into train and test", dir.display());
+    let (test_idx, train_idx): (Vec<usize>, Vec<usize>) = (0..set.count()).partition(|i| i % 5 == 4);
+    Ok((
+        Box::new(FundusTasks { set: set.clone(), subset: train_idx, pair }),
+        Box::new(FundusTasks { set, subset: test_idx, pair }),
+    ))
 }
 
 /// What the two tasks of a `TaskKind` are.
@@ -110,11 +214,12 @@ pub fn setup(kind: TaskKind) -> TaskSetup {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataConfig {
     pub task: TaskKind,
-    /// MNIST folder (MultiMNIST); ignored by the synthetic tasks.
+    /// MNIST folder (multimnist; default ../shared/data/mnist), or a REFUGE-layout folder (fundus) or
+    /// HRF-AV-layout folder (fundus-av) instead of the built-in synthetic images.
     pub data_dir: Option<PathBuf>,
     pub limit_train: Option<usize>,
     pub limit_test: Option<usize>,
-    /// Side of the synthetic fundus images.
+    /// Side of the fundus images (synthetic, or real ones resized on load).
     pub size: usize,
 }
 
@@ -134,14 +239,25 @@ pub fn load(cfg: &DataConfig) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> 
                 Box::new(multimnist::build(&test, DATA_SEED_TEST, cfg.limit_test)),
             )
         }
+        TaskKind::Fundus if cfg.data_dir.is_some() => {
+            let dir = cfg.data_dir.as_deref().expect("checked");
+            folder_splits(dir, TaskKind::Fundus, |d| load_refuge(d, cfg.size))?
+        }
+        TaskKind::FundusAv if cfg.data_dir.is_some() => {
+            let dir = cfg.data_dir.as_deref().expect("checked");
+            folder_splits(dir, TaskKind::FundusAv, |d| load_hrf_av(d, cfg.size))?
+        }
         pair @ (TaskKind::Fundus | TaskKind::FundusAv) => {
-            let make = |n: usize, seed: u64| {
-                let set = FundusSet::generate(&FundusConfig { size: cfg.size, n, seed, ..FundusConfig::default() });
-                Box::new(FundusTasks { set, pair }) as Box<dyn TaskData>
+            // Training labels carry the generator's label noise; the test split is scored against the
+            // true condition (vCDR above threshold), as a clinical reference standard would be.
+            let make = |n: usize, seed: u64, label_noise: f32| {
+                let set = FundusSet::generate(&FundusConfig { size: cfg.size, n, seed, label_noise, ..FundusConfig::default() });
+                Box::new(FundusTasks::all(set, pair)) as Box<dyn TaskData>
             };
+            let noise = FundusConfig::default().label_noise;
             (
-                make(cfg.limit_train.unwrap_or(SYNTH_TRAIN), DATA_SEED_TRAIN),
-                make(cfg.limit_test.unwrap_or(SYNTH_TEST), DATA_SEED_TEST),
+                make(cfg.limit_train.unwrap_or(SYNTH_TRAIN), DATA_SEED_TRAIN, noise),
+                make(cfg.limit_test.unwrap_or(SYNTH_TEST), DATA_SEED_TEST, 0.0),
             )
         }
     })
