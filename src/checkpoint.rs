@@ -1,17 +1,19 @@
 //! Model checkpoints as safetensors: one f32 tensor per parameter under its PyTorch-style name, and the
 //! model's structure (`ModelConfig`, JSON) in the header metadata under `mtcool.model`, so a checkpoint
-//! file alone is enough to rebuild and run the model (see `predict`). Writes are atomic: a temporary file
-//! in the same folder is written, fsynced, then renamed over the target.
+//! file alone is enough to rebuild and run the model (see `predict`). Training checkpoints
+//! (`train::resume`) add optimiser tensors under the `optim.` prefix and more metadata; `from_bytes`
+//! reads the model out of either. Writes are atomic: a temporary file in the same folder is written,
+//! fsynced, then renamed over the target.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::model::multitask::{ModelConfig, MultiTaskModel};
+use crate::model::multitask::{Arch, ModelConfig, MultiTaskModel};
 
 const CONFIG_KEY: &str = "mtcool.model";
 
@@ -37,20 +39,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Tensors under this prefix are not model parameters (training checkpoints keep optimiser state there).
+pub const STATE_PREFIX: &str = "optim.";
+
 /// Serialises every parameter and the model config.
 pub fn to_bytes(model: &MultiTaskModel) -> Result<Vec<u8>> {
-    let views: Vec<(String, TensorView)> = model
-        .store
-        .iter()
-        .map(|p| {
-            let bytes: &[u8] = bytemuck::cast_slice(p.value.data());
-            Ok((p.name.clone(), TensorView::new(Dtype::F32, p.value.shape().to_vec(), bytes)?))
-        })
+    to_bytes_with(model, &[], &[])
+}
+
+/// `to_bytes` plus `extra` f32 tensors (name, shape, values; names must start with [`STATE_PREFIX`])
+/// and `meta` header entries.
+pub fn to_bytes_with(model: &MultiTaskModel, extra: &[(String, Vec<usize>, &[f32])], meta: &[(&str, String)]) -> Result<Vec<u8>> {
+    let params = model.store.iter().map(|p| (p.name.clone(), p.value.shape().to_vec(), p.value.data()));
+    let views: Vec<(String, TensorView)> = params
+        .chain(extra.iter().map(|(n, s, d)| (n.clone(), s.clone(), *d)))
+        .map(|(name, shape, data)| Ok((name, TensorView::new(Dtype::F32, shape, bytemuck::cast_slice(data))?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let mut meta = HashMap::new();
-    meta.insert(CONFIG_KEY.to_string(), serde_json::to_string(&model.cfg)?);
-    meta.insert("format".to_string(), "pt".to_string());
-    Ok(safetensors::serialize(views, Some(meta))?)
+    let mut header = HashMap::new();
+    header.insert(CONFIG_KEY.to_string(), serde_json::to_string(&model.cfg)?);
+    header.insert("format".to_string(), "pt".to_string());
+    header.extend(meta.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    sorted_header(safetensors::serialize(views, Some(header))?)
+}
+
+/// Rewrites the JSON header with its keys sorted: safetensors writes the metadata map in `HashMap`
+/// order, which differs between runs, and equal models must give byte-identical files.
+fn sorted_header(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut top: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n])?;
+    if let Some(meta) = top.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, String> = serde_json::from_value(meta.take())?;
+        *meta = serde_json::to_value(sorted)?;
+    }
+    let mut json = serde_json::to_vec(&top)?;
+    ensure!(json.len() <= n, "safetensors header grew when sorted");
+    json.resize(n, b' ');
+    bytes[8..8 + n].copy_from_slice(&json);
+    Ok(bytes)
 }
 
 pub fn save(model: &MultiTaskModel, path: &Path) -> Result<()> {
@@ -63,34 +88,53 @@ pub fn load(path: &Path) -> Result<MultiTaskModel> {
     from_bytes(&bytes).with_context(|| format!("checkpoint {}", path.display()))
 }
 
-pub fn from_bytes(bytes: &[u8]) -> Result<MultiTaskModel> {
+/// The header metadata of a safetensors file (empty if it has none).
+pub fn metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| anyhow!("not a safetensors file: {e}"))?;
-    let cfg_json = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(CONFIG_KEY))
-        .ok_or_else(|| anyhow!("no `{CONFIG_KEY}` metadata: not written by mtcool"))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// A lower bound on the parameter bytes of `cfg` (its largest weight), so that a damaged header cannot
+/// make us build a model far bigger than the file.
+fn min_param_bytes(cfg: &ModelConfig) -> u64 {
+    let scaled = |base: f32| ((base * cfg.width).round() as u64).max(1);
+    4 * match cfg.arch {
+        Arch::Lenet => scaled(20.0) * 16 * scaled(50.0),
+        Arch::Unet { base } => 144 * scaled(base as f32).pow(2),
+    }
+}
+
+pub fn from_bytes(bytes: &[u8]) -> Result<MultiTaskModel> {
+    let meta = metadata(bytes)?;
+    let cfg_json = meta.get(CONFIG_KEY).ok_or_else(|| anyhow!("no `{CONFIG_KEY}` metadata: not written by mtcool"))?;
     let cfg: ModelConfig = serde_json::from_str(cfg_json).map_err(|e| anyhow!("bad `{CONFIG_KEY}` metadata: {e}"))?;
     cfg.validate().map_err(|e| anyhow!("implausible model config in metadata ({e}): {cfg_json}"))?;
+    if min_param_bytes(&cfg) > bytes.len() as u64 {
+        bail!("metadata describes a model of at least {} bytes, the file has {}", min_param_bytes(&cfg), bytes.len());
+    }
     let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("corrupt safetensors: {e}"))?;
     let mut model = MultiTaskModel::new(cfg, 0);
     let expected = model.store.len();
-    if st.len() != expected {
-        bail!("has {} tensors, the model needs {expected}", st.len());
+    let found = st.names().iter().filter(|n| !n.starts_with(STATE_PREFIX)).count();
+    if found != expected {
+        bail!("has {found} parameter tensors, the model needs {expected}");
     }
     for id in model.all_params() {
         let p = model.store.get_mut(id);
-        let view = st.tensor(&p.name).map_err(|_| anyhow!("missing tensor {}", p.name))?;
-        if view.dtype() != Dtype::F32 {
-            bail!("tensor {} has dtype {:?}, expected F32", p.name, view.dtype());
-        }
-        if view.shape() != p.value.shape() {
-            bail!("tensor {} has shape {:?}, expected {:?}", p.name, view.shape(), p.value.shape());
-        }
-        let dst = p.value.data_mut();
-        for (d, chunk) in dst.iter_mut().zip(view.data().chunks_exact(4)) {
-            *d = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        }
+        let values = read_f32(&st, &p.name, p.value.shape())?;
+        p.value.data_mut().copy_from_slice(&values);
     }
     Ok(model)
+}
+
+/// Tensor `name` of `st`, which must exist, be F32 and have shape `shape`.
+pub fn read_f32(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let view = st.tensor(name).map_err(|_| anyhow!("missing tensor {name}"))?;
+    if view.dtype() != Dtype::F32 {
+        bail!("tensor {name} has dtype {:?}, expected F32", view.dtype());
+    }
+    if view.shape() != shape {
+        bail!("tensor {name} has shape {:?}, expected {shape:?}", view.shape());
+    }
+    Ok(view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }

@@ -106,7 +106,7 @@ pub enum Optimizer {
     Adam { cfg: AdamConfig, state: HashMap<ParamId, AdamState> },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AdamState {
     pub m: Vec<f32>,
     pub v: Vec<f32>,
@@ -146,5 +146,48 @@ impl Optimizer {
                 }
             }
         }
+    }
+}
+
+/// One parameter's optimiser state, as exported to and imported from training checkpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ParamState {
+    Sgd { velocity: Vec<f32> },
+    Adam(AdamState),
+}
+
+impl Optimizer {
+    /// The per-parameter state (only parameters stepped at least once), sorted by parameter.
+    pub fn export_state(&self) -> Vec<(ParamId, ParamState)> {
+        let mut out: Vec<(ParamId, ParamState)> = match self {
+            Optimizer::Sgd { velocity, .. } => {
+                velocity.iter().map(|(&id, v)| (id, ParamState::Sgd { velocity: v.clone() })).collect()
+            }
+            Optimizer::Adam { state, .. } => state.iter().map(|(&id, s)| (id, ParamState::Adam(s.clone()))).collect(),
+        };
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Replaces the per-parameter state with `entries` (as `export_state` gave them); every entry must be
+    /// of this optimiser's kind. Parameters absent from `entries` start from zero state, as new ones do.
+    pub fn import_state(&mut self, entries: Vec<(ParamId, ParamState)>) -> anyhow::Result<()> {
+        match self {
+            Optimizer::Sgd { velocity, .. } => {
+                velocity.clear();
+                for (id, s) in entries {
+                    let ParamState::Sgd { velocity: v } = s else { anyhow::bail!("Adam state given to an SGD optimiser") };
+                    velocity.insert(id, v);
+                }
+            }
+            Optimizer::Adam { state, .. } => {
+                state.clear();
+                for (id, s) in entries {
+                    let ParamState::Adam(a) = s else { anyhow::bail!("SGD state given to an Adam optimiser") };
+                    state.insert(id, a);
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -114,6 +114,7 @@ impl Gpu {
         noise: Option<NoiseArgs>, y: &mut GpuTensor,
     ) -> Result<()> {
         check_bias(op, bias, g.co as usize)?;
+        ensure!(x.shape == g.in_shape(), "{op}: input shape {:?}, expected {:?}", x.shape, g.in_shape());
         ensure!(y.shape == g.out_shape(), "{op}: output shape {:?}, expected {:?}", y.shape, g.out_shape());
         if y.numel() == 0 {
             return Ok(());
@@ -138,6 +139,7 @@ impl Gpu {
     ) -> Result<()> {
         check_bias(op, bias, g.ci as usize)?;
         ensure!(dy.shape == g.out_shape(), "{op}: gradient shape {:?}, expected {:?}", dy.shape, g.out_shape());
+        ensure!(dx.shape == g.in_shape(), "{op}: output shape {:?}, expected {:?}", dx.shape, g.in_shape());
         if dx.numel() == 0 {
             return Ok(());
         }
