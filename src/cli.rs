@@ -110,7 +110,32 @@ pub struct TrainArgs {
     /// synthetic images (with train/ and test/ inside, or split: every 5th image is test).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Go on with the run in DIR from its newest usable checkpoint, with DIR's config.json (flags that
+    /// would change the run are refused).
+    #[arg(long, value_name = "DIR", conflicts_with_all = RESUME_CONFLICTS)]
+    pub resume: Option<PathBuf>,
+    /// Also write a checkpoint every N steps [default: at each epoch end only].
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u32>,
+    /// Checkpoints kept in the run's ckpt/ folder (the newest K).
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    pub keep_checkpoints: usize,
+    /// Skip a step whose loss or gradient is not finite (no update; counted in summary.json) instead of
+    /// stopping the run.
+    #[arg(long)]
+    pub skip_nonfinite: bool,
+    /// Recorded in config.json. CPU runs are always bit-reproducible; the GPU kernels reduce without
+    /// float atomics, so they are deterministic by construction too.
+    #[arg(long)]
+    pub deterministic: bool,
 }
+
+/// The flags that define a run: with --resume the run folder's config.json does.
+const RESUME_CONFLICTS: [&str; 21] = [
+    "task", "method", "mode", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "b",
+    "noise_samples", "inner_steps", "fusion", "width", "seed", "out", "limit_train", "limit_test", "size", "data",
+    "deterministic",
+];
 
 /// Default epochs of the fundus tasks: the default job fits in about 3 minutes on a 2-core CPU.
 pub const FUNDUS_EPOCHS: u32 = 8;
@@ -140,6 +165,16 @@ impl TrainArgs {
             fusion: self.fusion,
             width: self.width,
             seed: self.seed,
+            deterministic: self.deterministic,
+        }
+    }
+
+    pub fn run_options(&self) -> train::RunOptions {
+        train::RunOptions {
+            checkpoint_every: self.checkpoint_every,
+            keep_checkpoints: self.keep_checkpoints,
+            skip_nonfinite: self.skip_nonfinite,
+            resume: self.resume.is_some(),
         }
     }
 
@@ -213,7 +248,12 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn train_cmd(args: &TrainArgs) -> Result<()> {
-    let cfg = args.config();
+    let opts = args.run_options();
+    opts.validate()?;
+    let (cfg, out) = match &args.resume {
+        Some(dir) => (train::resume::read_config(dir)?, dir.clone()),
+        None => (args.config(), args.out_dir()),
+    };
     cfg.validate()?;
     let (device, msg) = device::select(args.device)?;
     let device_line = match device {
@@ -223,8 +263,7 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         }
         Device::Cuda(_) => format!("{msg}; training runs on the CPU: the GPU tape is not built yet"),
     };
-    let out = args.out_dir();
-    let s = train::train(&cfg, &out, &device_line)?;
+    let s = train::train_with(&cfg, &out, &device_line, &opts)?;
     let setup = train::data::setup(cfg.data.task);
     println!(
         "{:?}{} on {:?}: {} parameters, {:.1}s, run folder {}",
@@ -237,6 +276,9 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
     );
     for t in 0..2 {
         println!("  task {} ({}): {}", t + 1, setup.names[t], train::describe(&s.metrics[t]));
+    }
+    if opts.skip_nonfinite {
+        println!("  {} step(s) skipped for a non-finite loss or gradient", s.skipped_steps);
     }
     Ok(())
 }

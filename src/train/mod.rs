@@ -1,10 +1,12 @@
 //! The training loop: data, model, method step, evaluation, and the run folder (`config.json`,
-//! `metrics.jsonl`, `model.safetensors`, `summary.json`, `curves.svg`, and for segmentation tasks
-//! `predictions.png`).
+//! `metrics.jsonl`, `model.safetensors`, `summary.json`, `curves.svg`, for segmentation tasks
+//! `predictions.png`, and the training checkpoints `ckpt/step-<N>.safetensors` that `--resume` goes on
+//! from, see `resume`).
 
 pub mod data;
-pub mod plot;
 pub mod pictures;
+pub mod plot;
+pub mod resume;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -61,6 +63,9 @@ pub struct TrainConfig {
     pub fusion: Fusion,
     pub width: f32,
     pub seed: u64,
+    /// `--deterministic`, recorded: CPU runs are always bit-reproducible (see README, Reliability).
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 impl TrainConfig {
@@ -121,13 +126,46 @@ impl TrainConfig {
     }
 }
 
+/// JSON has no NaN: serde_json writes it as `null`; this reads `null` back as NaN (a metric can be
+/// undefined, e.g. AUROC on a test split with one class), so run files round-trip.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub trait NanNull: Sized {
+        type Raw: for<'de> Deserialize<'de>;
+        fn from_raw(raw: Self::Raw) -> Self;
+    }
+    impl NanNull for [f64; 2] {
+        type Raw = [Option<f64>; 2];
+        fn from_raw(raw: Self::Raw) -> Self {
+            raw.map(|v| v.unwrap_or(f64::NAN))
+        }
+    }
+    impl NanNull for [super::Metrics; 2] {
+        type Raw = [BTreeMap<String, Option<f64>>; 2];
+        fn from_raw(raw: Self::Raw) -> Self {
+            raw.map(|m| m.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
+        }
+    }
+    pub fn serialize<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+    pub fn deserialize<'de, T: NanNull, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        T::Raw::deserialize(d).map(T::from_raw)
+    }
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: u32,
+    #[serde(with = "nan_as_null")]
     pub train_loss: [f64; 2],
     /// Accuracy of the training batches' own predictions (pixel accuracy for segmentation).
+    #[serde(with = "nan_as_null")]
     pub train_acc: [f64; 2],
+    #[serde(with = "nan_as_null")]
     pub test: [Metrics; 2],
     pub seconds: f64,
 }
@@ -139,6 +177,7 @@ pub struct Summary {
     pub method: Method,
     pub mode: Option<Mode>,
     /// Test metrics of each task after the last epoch.
+    #[serde(with = "nan_as_null")]
     pub metrics: [Metrics; 2],
     pub param_count: usize,
     pub epochs: u32,
@@ -146,6 +185,9 @@ pub struct Summary {
     pub seconds: f64,
     pub device: String,
     pub test_examples: usize,
+    /// Steps skipped for a non-finite loss or gradient (`--skip-nonfinite`).
+    #[serde(default)]
+    pub skipped_steps: u64,
 }
 
 /// Test metrics of both tasks (clean weights, no gradient).
@@ -191,18 +233,120 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     checkpoint::write_atomic(path, (serde_json::to_string_pretty(value)? + "\n").as_bytes())
 }
 
+/// How a run is carried out, beyond what it computes (not part of `config.json`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOptions {
+    /// Also checkpoint every N global steps (there is always one at each epoch end).
+    pub checkpoint_every: Option<u32>,
+    /// How many checkpoints `ckpt/` keeps (the newest).
+    pub keep_checkpoints: usize,
+    /// Skip a step whose loss or gradients are not finite (undoing its update) instead of stopping.
+    pub skip_nonfinite: bool,
+    /// Go on from the newest usable checkpoint in the run folder instead of starting over.
+    pub resume: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { checkpoint_every: None, keep_checkpoints: 3, skip_nonfinite: false, resume: false }
+    }
+}
+
+impl RunOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.checkpoint_every == Some(0) {
+            bail!("--checkpoint-every must be at least 1");
+        }
+        if self.keep_checkpoints == 0 {
+            bail!("--keep-checkpoints must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Test hook: `MTCOOL_INJECT_NAN_AT_STEP=N` fills the input batch of global step N (1-based, as in the
+/// non-finite error message) with NaN, so the loss and every gradient of that step are NaN.
+pub const INJECT_NAN_ENV: &str = "MTCOOL_INJECT_NAN_AT_STEP";
+
+/// The order of the training examples in `epoch`: a function of (seed, epoch) only, so a resumed run
+/// sees the same batches as an uninterrupted one.
+pub fn epoch_order(seed: u64, epoch: u32, n: usize) -> Vec<usize> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_da7a ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Running sums over one epoch's steps.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EpochAcc {
+    pub loss_sum: [f64; 2],
+    pub correct: [usize; 2],
+    /// Examples of the steps counted (skipped steps are not).
+    pub seen: usize,
+    pub items_seen: [usize; 2],
+    /// Seconds spent in this epoch before this process.
+    pub seconds: f64,
+}
+
+/// What is wrong with a step's result, if anything is not finite: its loss, a gradient or a parameter.
+fn nonfinite(s: &StepStats, model: &MultiTaskModel) -> Option<String> {
+    if let Some(t) = s.loss.iter().position(|l| !l.is_finite()) {
+        return Some(format!("non-finite loss ({}) in task {}", s.loss[t], t + 1));
+    }
+    let task = |name: &str| match name.split('.').next() {
+        Some("task1") => "task 1".to_string(),
+        Some("task2") => "task 2".to_string(),
+        _ => "both tasks' shared extractor".to_string(),
+    };
+    let bad = |t: &crate::Tensor| t.data().iter().any(|v| !v.is_finite());
+    model.store.iter().find_map(|p| {
+        let what = if bad(&p.grad) { "gradient" } else if bad(&p.value) { "updated value" } else { return None };
+        Some(format!("non-finite {what} of {} in {}", p.name, task(&p.name)))
+    })
+}
+
 /// Trains as `cfg` says, writing the run folder `out`; `device` is the line describing where it runs.
 pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
+    train_with(cfg, out, device, &RunOptions::default())
+}
+
+/// [`train`] with checkpointing, resuming and non-finite handling as `opts` say. Everything that can be
+/// checked (flags, data, a checkpoint to resume from) is checked before anything is written.
+pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions) -> Result<Summary> {
     cfg.validate()?;
+    opts.validate()?;
     let (train_set, test_set) = data::load(&cfg.data)?;
     let setup = data::setup(cfg.data.task);
-    fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
-    write_json(&out.join("config.json"), cfg)?;
+    let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size) as u32;
+    let (mut model, mut opt, mut pos, mut last_ckpt) = if opts.resume {
+        let (r, warnings) = resume::latest(out, cfg, steps_per_epoch)?;
+        warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+        resume::clean_temp(out);
+        eprintln!(
+            "resuming from {} (epoch {}, step {} of {}, global step {})",
+            r.path.display(),
+            r.pos.epoch,
+            r.pos.step_in_epoch,
+            steps_per_epoch,
+            r.pos.global_step
+        );
+        (r.model, r.opt, r.pos, Some(r.path))
+    } else {
+        fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
+        resume::clear(out)?;
+        write_json(&out.join("config.json"), cfg)?;
+        (MultiTaskModel::new(cfg.model_config(), cfg.seed), cfg.optimizer(), resume::Position::start(), None)
+    };
+    // metrics.jsonl holds the finished epochs so far (a resumed run drops lines written after its checkpoint).
     let metrics_path = out.join("metrics.jsonl");
-    let mut metrics_file = fs::File::create(&metrics_path).with_context(|| format!("cannot write {}", metrics_path.display()))?;
+    let lines: String = pos.history.iter().map(|m| Ok(serde_json::to_string(m)? + "\n")).collect::<Result<_>>()?;
+    checkpoint::write_atomic(&metrics_path, lines.as_bytes())?;
+    let mut metrics_file = fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .with_context(|| format!("cannot write {}", metrics_path.display()))?;
 
-    let mut model = MultiTaskModel::new(cfg.model_config(), cfg.seed);
-    let mut opt = cfg.optimizer();
     let mt_cfg = cfg.mtcool_config();
     let objective = objective(cfg, &setup, train_set.as_ref());
     let param_count = model.param_count();
@@ -213,57 +357,86 @@ pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
         train_set.len(),
         test_set.len()
     );
-
-    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x5eed_da7a);
-    let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size);
+    let inject_nan: Option<u32> = std::env::var(INJECT_NAN_ENV).ok().and_then(|v| v.trim().parse().ok());
     let bar = indicatif::ProgressBar::new(cfg.epochs as u64 * steps_per_epoch as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
             .expect("static template")
             .progress_chars("=> "),
     );
+    bar.set_position(pos.global_step as u64);
     let start = Instant::now();
-    let mut history: Vec<EpochMetrics> = vec![];
-    let mut step: u32 = 0;
-    for epoch in 1..=cfg.epochs {
+    while pos.epoch <= cfg.epochs {
+        let epoch = pos.epoch;
         let epoch_start = Instant::now();
-        let mut order: Vec<usize> = (0..train_set.len()).collect();
-        order.shuffle(&mut rng);
-        let (mut loss_sum, mut correct, mut seen, mut items_seen) = ([0f64; 2], [0usize; 2], 0usize, [0usize; 2]);
-        for chunk in order.chunks(cfg.batch_size) {
-            let batch = train_set.batch(chunk);
+        let order = epoch_order(cfg.seed, epoch, train_set.len());
+        for chunk in order.chunks(cfg.batch_size).skip(pos.step_in_epoch as usize) {
+            let mut batch = train_set.batch(chunk);
+            if inject_nan == Some(pos.global_step + 1) {
+                batch.x.data_mut().fill(f32::NAN);
+            }
             let items = [0, 1].map(|t| batch.labels[t].len());
+            let backup = opts.skip_nonfinite.then(|| (model.store.iter().map(|p| p.value.clone()).collect::<Vec<_>>(), opt.clone()));
             let s: StepStats = match cfg.method {
-                Method::Mtcool => mtcool_step(&mut model, &mut opt, &batch, &objective, step, &mt_cfg),
+                Method::Mtcool => mtcool_step(&mut model, &mut opt, &batch, &objective, pos.global_step, &mt_cfg),
                 Method::Independent | Method::Joint => summed_step(&mut model, &mut opt, &batch, &objective),
             };
-            if let Some(t) = s.loss.iter().position(|l| !l.is_finite()) {
-                bar.abandon();
-                bail!("non-finite loss at epoch {epoch}, step {step}, task {}: stopping (the last checkpoint, if any, is kept)", t + 1);
+            if let Some(bad) = nonfinite(&s, &model) {
+                let at = format!(
+                    "{bad} at epoch {epoch}, step {} of {steps_per_epoch} (global step {})",
+                    pos.step_in_epoch + 1,
+                    pos.global_step + 1
+                );
+                let Some((values, old_opt)) = backup else {
+                    bar.abandon();
+                    let kept = match &last_ckpt {
+                        Some(p) => format!("the last good checkpoint {} is kept (resume with --resume)", p.display()),
+                        None => "no checkpoint had been written yet".to_string(),
+                    };
+                    bail!("{at}: stopping; {kept}; --skip-nonfinite skips such steps instead");
+                };
+                for (id, v) in model.all_params().into_iter().zip(values) {
+                    model.store.get_mut(id).value = v;
+                }
+                opt = old_opt;
+                pos.skipped += 1;
+                bar.suspend(|| eprintln!("warning: {at}: step skipped, parameters unchanged ({} skipped so far)", pos.skipped));
+            } else {
+                for t in 0..2 {
+                    pos.acc.loss_sum[t] += s.loss[t] as f64 * chunk.len() as f64;
+                    pos.acc.correct[t] += s.correct[t];
+                    pos.acc.items_seen[t] += items[t];
+                }
+                pos.acc.seen += chunk.len();
             }
-            for t in 0..2 {
-                loss_sum[t] += s.loss[t] as f64 * chunk.len() as f64;
-                correct[t] += s.correct[t];
-                items_seen[t] += items[t];
-            }
-            seen += chunk.len();
-            step += 1;
+            pos.step_in_epoch += 1;
+            pos.global_step += 1;
             bar.inc(1);
+            let a = &pos.acc;
+            let ratio = |x: f64, n: usize| x / n.max(1) as f64;
             bar.set_message(format!(
                 "epoch {epoch} loss {:.3}/{:.3} acc {:.3}/{:.3}",
-                loss_sum[0] / seen as f64,
-                loss_sum[1] / seen as f64,
-                correct[0] as f64 / items_seen[0] as f64,
-                correct[1] as f64 / items_seen[1] as f64
+                ratio(a.loss_sum[0], a.seen),
+                ratio(a.loss_sum[1], a.seen),
+                ratio(a.correct[0] as f64, a.items_seen[0]),
+                ratio(a.correct[1] as f64, a.items_seen[1])
             ));
+            let due = opts.checkpoint_every.is_some_and(|n| pos.global_step % n == 0);
+            if due && pos.step_in_epoch < steps_per_epoch {
+                let mut at = pos.clone();
+                at.acc.seconds += epoch_start.elapsed().as_secs_f64();
+                at.seconds += start.elapsed().as_secs_f64();
+                last_ckpt = Some(resume::save(out, &model, &opt, cfg, &at, opts.keep_checkpoints)?);
+            }
         }
         let test = evaluate(&model, test_set.as_ref(), &setup, EVAL_BATCH);
+        let a = &pos.acc;
         let m = EpochMetrics {
             epoch,
-            train_loss: loss_sum.map(|l| l / seen as f64),
-            train_acc: [0, 1].map(|t| correct[t] as f64 / items_seen[t] as f64),
+            train_loss: a.loss_sum.map(|l| l / a.seen as f64),
+            train_acc: [0, 1].map(|t| a.correct[t] as f64 / a.items_seen[t] as f64),
             test,
-            seconds: epoch_start.elapsed().as_secs_f64(),
+            seconds: a.seconds + epoch_start.elapsed().as_secs_f64(),
         };
         writeln!(metrics_file, "{}", serde_json::to_string(&m)?)?;
         metrics_file.sync_data()?;
@@ -271,23 +444,31 @@ pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
         bar.suspend(|| {
             eprintln!("epoch {epoch} ({:.1}s): {}: {}; {}: {}", m.seconds, setup.names[0], describe(&m.test[0]), setup.names[1], describe(&m.test[1]))
         });
-        history.push(m);
+        pos.history.push(m);
+        pos.epoch += 1;
+        pos.step_in_epoch = 0;
+        pos.acc = EpochAcc::default();
+        let mut at = pos.clone();
+        at.seconds += start.elapsed().as_secs_f64();
+        last_ckpt = Some(resume::save(out, &model, &opt, cfg, &at, opts.keep_checkpoints)?);
     }
     bar.finish_and_clear();
+    checkpoint::save(&model, &out.join("model.safetensors"))?;
     let summary = Summary {
         task: cfg.data.task,
         method: cfg.method,
         mode: (cfg.method == Method::Mtcool).then_some(cfg.mode),
-        metrics: history.last().map(|m| m.test.clone()).unwrap_or_default(),
+        metrics: pos.history.last().map(|m| m.test.clone()).unwrap_or_default(),
         param_count,
         epochs: cfg.epochs,
         seed: cfg.seed,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds: pos.seconds + start.elapsed().as_secs_f64(),
         device: device.to_string(),
         test_examples: test_set.len(),
+        skipped_steps: pos.skipped,
     };
     write_json(&out.join("summary.json"), &summary)?;
-    checkpoint::write_atomic(&out.join("curves.svg"), plot::curves_svg(&history).as_bytes())?;
+    checkpoint::write_atomic(&out.join("curves.svg"), plot::curves_svg(&pos.history).as_bytes())?;
     if cfg.data.task != TaskKind::Multimnist {
         pictures::write_predictions(&model, test_set.as_ref(), cfg.data.task, &out.join("predictions.png"))?;
     }

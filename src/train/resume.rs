@@ -81,14 +81,14 @@ pub fn to_bytes(model: &MultiTaskModel, opt: &Optimizer, cfg: &TrainConfig, pos:
     let mut tensors: Vec<(String, Vec<usize>, &[f32])> = vec![];
     let mut adam_steps = BTreeMap::new();
     for (id, s) in &state {
-        let shape = model.store.value(*id).shape().to_vec();
-        let mut add = |kind: &str, v: &'_ [f32]| (format!("{STATE_PREFIX}{kind}.{}", name(*id)), shape.clone(), v);
+        let (pname, shape) = (name(*id), model.store.value(*id).shape());
+        let key = |kind: &str| format!("{STATE_PREFIX}{kind}.{pname}");
         match s {
-            ParamState::Sgd { velocity } => tensors.push(add("velocity", velocity)),
+            ParamState::Sgd { velocity } => tensors.push((key("velocity"), shape.to_vec(), velocity)),
             ParamState::Adam(a) => {
-                tensors.push(add("m", &a.m));
-                tensors.push(add("v", &a.v));
-                adam_steps.insert(name(*id).to_string(), a.step);
+                tensors.push((key("m"), shape.to_vec(), &a.m));
+                tensors.push((key("v"), shape.to_vec(), &a.v));
+                adam_steps.insert(pname.to_string(), a.step);
             }
         }
     }
