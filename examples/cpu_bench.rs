@@ -3,8 +3,9 @@
 //!
 //!   cargo run --release --example cpu_bench [-- --batch 256 --runs 9 --fast-only --only conv1]
 //!
-//! Each timing is the median of several runs after one warm-up run. `MTCOOL_THREADS` sets the
-//! threads of the fast path (the naive loops are single-threaded).
+//! Each timing is the median of several runs after one warm-up run (the fastest run is shown too,
+//! for noisy machines). `MTCOOL_THREADS` sets the threads of the fast path (the naive loops are
+//! single-threaded).
 
 use std::time::Instant;
 
@@ -14,8 +15,8 @@ use mtcool::Tensor;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-/// Median wall time of `runs` calls of `f`, in seconds, after one warm-up call.
-fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
+/// (median, fastest) wall time of `runs` calls of `f`, in seconds, after one warm-up call.
+fn time_secs(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
     f();
     let mut times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
@@ -25,14 +26,15 @@ fn median_secs(runs: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    (times[times.len() / 2], times[0])
 }
 
 struct Row {
     name: String,
     flops: f64,
-    fast: f64,
-    naive: Option<f64>,
+    /// (median, fastest) seconds.
+    fast: (f64, f64),
+    naive: Option<(f64, f64)>,
 }
 
 fn main() {
@@ -66,8 +68,8 @@ fn main() {
             rows.push(Row {
                 name,
                 flops,
-                fast: median_secs(runs, || drop(fast())),
-                naive: (!fast_only).then(|| median_secs(naive_runs, || drop(naive()))),
+                fast: time_secs(runs, || drop(fast())),
+                naive: (!fast_only).then(|| time_secs(naive_runs, || drop(naive()))),
             });
         };
         bench("fwd", &|| conv2d_forward(&x, &w, Some(&b), cfg), &|| conv2d_forward_naive(&x, &w, Some(&b), cfg));
@@ -95,37 +97,42 @@ fn main() {
         rows.push(Row {
             name: format!("{name} fwd"),
             flops: 2.0 * macs,
-            fast: median_secs(runs, || drop(linear_forward(&x, &w, Some(&b)))),
-            naive: (!fast_only).then(|| median_secs(naive_runs, || drop(linear_forward_naive(&x, &w, Some(&b))))),
+            fast: time_secs(runs, || drop(linear_forward(&x, &w, Some(&b)))),
+            naive: (!fast_only).then(|| time_secs(naive_runs, || drop(linear_forward_naive(&x, &w, Some(&b))))),
         });
         rows.push(Row {
             name: format!("{name} bwd (dx+dw+db)"),
             flops: 4.0 * macs,
-            fast: median_secs(runs, || drop(linear_backward(&x, &w, &dy))),
-            naive: (!fast_only).then(|| median_secs(naive_runs, || drop(linear_backward_naive(&x, &w, &dy)))),
+            fast: time_secs(runs, || drop(linear_backward(&x, &w, &dy))),
+            naive: (!fast_only).then(|| time_secs(naive_runs, || drop(linear_backward_naive(&x, &w, &dy)))),
         });
     }
 
     let threads = mtcool::backend::cpu::gemm::num_threads();
     println!("MultiLeNet layers, batch {batch}, fast path on {threads} thread(s), median of {runs} (naive: {naive_runs})");
-    println!("{:<34} {:>9} {:>10} {:>9} {:>10} {:>9} {:>8}", "layer", "MFLOP", "fast ms", "GFLOP/s", "naive ms", "GFLOP/s", "speedup");
+    println!(
+        "{:<30} {:>7} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8}",
+        "layer", "MFLOP", "fast ms", "GFLOP/s", "(best ms)", "naive ms", "GFLOP/s", "speedup"
+    );
     let (mut fast_total, mut naive_total) = (0.0, 0.0);
     for r in &rows {
-        fast_total += r.fast;
+        let (fast, best) = r.fast;
+        fast_total += fast;
         let gf = |t: f64| r.flops / t / 1e9;
         let (naive_ms, naive_gf, speedup) = match r.naive {
-            Some(t) => {
+            Some((t, _)) => {
                 naive_total += t;
-                (format!("{:.2}", t * 1e3), format!("{:.2}", gf(t)), format!("{:.1}x", t / r.fast))
+                (format!("{:.2}", t * 1e3), format!("{:.2}", gf(t)), format!("{:.1}x", t / fast))
             }
             None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:<34} {:>9.1} {:>10.3} {:>9.2} {:>10} {:>9} {:>8}",
+            "{:<30} {:>7.1} {:>9.3} {:>8.2} {:>9.3} {:>10} {:>8} {:>8}",
             r.name,
             r.flops / 1e6,
-            r.fast * 1e3,
-            gf(r.fast),
+            fast * 1e3,
+            gf(fast),
+            best * 1e3,
             naive_ms,
             naive_gf,
             speedup

@@ -5,11 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 task="$1"; epochs="$2"; runs="$3"; shift 3
-cargo build --release -q
 mkdir -p "$runs"
 # A private copy: rebuilding the project while the table runs must not change the binary mid-table.
-cp target/release/mtcool "$runs/mtcool-bin"
-git rev-parse --short HEAD > "$runs/commit" 2>/dev/null || true
+# MTCOOL_BIN (with MTCOOL_COMMIT) uses a binary built elsewhere, e.g. from a clean worktree.
+if [ -n "${MTCOOL_BIN:-}" ]; then
+  cp "$MTCOOL_BIN" "$runs/mtcool-bin"
+  echo "${MTCOOL_COMMIT:-unknown}" > "$runs/commit"
+else
+  cargo build --release -q
+  cp target/release/mtcool "$runs/mtcool-bin"
+  git rev-parse --short HEAD > "$runs/commit" 2>/dev/null || true
+fi
 rows=(
   "independent|--method independent"
   "joint|--method joint"

@@ -1,35 +1,12 @@
 //! Channel concat / split (CPU reference).
 
+mod common;
+
+use common::{dot, fd_grad, nonzero};
 use mtcool::backend::cpu::concat::*;
 use mtcool::Tensor;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-fn nonzero(shape: &[usize], rng: &mut StdRng) -> Tensor {
-    let data = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            let v: f32 = rng.random_range(0.5..1.5);
-            if rng.random_bool(0.5) { v } else { -v }
-        })
-        .collect();
-    Tensor::new(shape, data).unwrap()
-}
-
-fn weighted_sum(y: &Tensor, r: &Tensor) -> f64 {
-    y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
-}
-
-fn finite_diff(x: &Tensor, h: f32, f: impl Fn(&Tensor) -> f64) -> Tensor {
-    let mut g = Tensor::zeros(x.shape());
-    for i in 0..x.numel() {
-        let (mut xp, mut xm) = (x.clone(), x.clone());
-        xp.data_mut()[i] += h;
-        xm.data_mut()[i] -= h;
-        let step = xp.data()[i] as f64 - xm.data()[i] as f64;
-        g.data_mut()[i] = ((f(&xp) - f(&xm)) / step) as f32;
-    }
-    g
-}
+use rand::SeedableRng;
 
 #[test]
 fn concat_hand() {
@@ -73,8 +50,8 @@ fn split_matches_finite_difference() {
     let b = Tensor::randn(&[2, 3, 3, 2], 1.0, &mut rng);
     let r = nonzero(&[2, 5, 3, 2], &mut rng);
     let grads = split_channels(&r, &[2, 3]);
-    let fa = finite_diff(&a, 1e-2, |a| weighted_sum(&concat_channels(&[a, &b]), &r));
-    let fb = finite_diff(&b, 1e-2, |b| weighted_sum(&concat_channels(&[&a, b]), &r));
+    let fa = fd_grad(&a, 1e-2, |a| dot(&concat_channels(&[a, &b]), &r));
+    let fb = fd_grad(&b, 1e-2, |b| dot(&concat_channels(&[&a, b]), &r));
     assert!(grads[0].rel_err(&fa) < 1e-2, "da rel err {}", grads[0].rel_err(&fa));
     assert!(grads[1].rel_err(&fb) < 1e-2, "db rel err {}", grads[1].rel_err(&fb));
 }

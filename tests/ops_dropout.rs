@@ -1,39 +1,16 @@
 //! Inverted dropout (CPU reference): counter-based masks, forward, backward.
 
+mod common;
+
+use common::{dot, fd_grad, nonzero};
 use mtcool::backend::cpu::dropout::*;
 use mtcool::noise::{stream, NoiseKey};
 use mtcool::Tensor;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 fn key(step: u32) -> NoiseKey {
     NoiseKey { seed: 0x1234_5678_9abc, step, stream: stream::DROPOUT, sample: 0 }
-}
-
-fn nonzero(shape: &[usize], rng: &mut StdRng) -> Tensor {
-    let data = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            let v: f32 = rng.random_range(0.5..1.5);
-            if rng.random_bool(0.5) { v } else { -v }
-        })
-        .collect();
-    Tensor::new(shape, data).unwrap()
-}
-
-fn weighted_sum(y: &Tensor, r: &Tensor) -> f64 {
-    y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
-}
-
-fn finite_diff(x: &Tensor, h: f32, f: impl Fn(&Tensor) -> f64) -> Tensor {
-    let mut g = Tensor::zeros(x.shape());
-    for i in 0..x.numel() {
-        let (mut xp, mut xm) = (x.clone(), x.clone());
-        xp.data_mut()[i] += h;
-        xm.data_mut()[i] -= h;
-        let step = xp.data()[i] as f64 - xm.data()[i] as f64;
-        g.data_mut()[i] = ((f(&xp) - f(&xm)) / step) as f32;
-    }
-    g
 }
 
 #[test]
@@ -103,7 +80,7 @@ fn backward_matches_finite_difference() {
     let r = nonzero(&shape, &mut rng);
     let mask = dropout_mask(&shape, 0.4, key(7));
     let dx = dropout_backward(&r, &mask);
-    let fx = finite_diff(&x, 1e-2, |x| weighted_sum(&dropout_forward(x, &mask), &r));
+    let fx = fd_grad(&x, 1e-2, |x| dot(&dropout_forward(x, &mask), &r));
     assert!(dx.rel_err(&fx) < 1e-2, "dx rel err {}", dx.rel_err(&fx));
 }
 

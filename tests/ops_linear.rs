@@ -1,51 +1,13 @@
 //! CPU reference matmul / linear: hand-computed forwards and backwards, finite-difference gradient
 //! checks and adjoint identities.
 
+mod common;
+
+use common::{assert_close, dot, fd_grad, nonzero, t};
 use mtcool::backend::cpu::linear::*;
 use mtcool::Tensor;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-fn t(shape: &[usize], data: &[f32]) -> Tensor {
-    Tensor::new(shape, data.to_vec()).unwrap()
-}
-
-fn assert_close(got: &Tensor, want: &Tensor, tol: f64) {
-    assert_eq!(got.shape(), want.shape());
-    let e = got.rel_err(want);
-    assert!(e <= tol, "rel err {e:e} > {tol:e}\n got  {:?}\n want {:?}", got.data(), want.data());
-}
-
-/// Random entries with |v| in [0.5, 1.5) and a random sign: never zero.
-fn nonzero(shape: &[usize], rng: &mut StdRng) -> Tensor {
-    let n = shape.iter().product();
-    let data = (0..n)
-        .map(|_| {
-            let m: f32 = rng.random_range(0.5..1.5);
-            if rng.random_bool(0.5) { m } else { -m }
-        })
-        .collect();
-    Tensor::new(shape, data).unwrap()
-}
-
-/// ⟨a, b⟩ accumulated in f64.
-fn dot(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.shape(), b.shape());
-    a.data().iter().zip(b.data()).map(|(&x, &y)| x as f64 * y as f64).sum()
-}
-
-/// Central finite-difference gradient of the scalar `f` at `x`.
-fn fd_grad(x: &Tensor, eps: f32, f: impl Fn(&Tensor) -> f64) -> Tensor {
-    let mut g = Tensor::zeros(x.shape());
-    for i in 0..x.numel() {
-        let (mut xp, mut xm) = (x.clone(), x.clone());
-        xp.data_mut()[i] += eps;
-        xm.data_mut()[i] -= eps;
-        let h = xp.data()[i] as f64 - xm.data()[i] as f64;
-        g.data_mut()[i] = ((f(&xp) - f(&xm)) / h) as f32;
-    }
-    g
-}
+use rand::SeedableRng;
 
 // ---------------------------------------------------------------- hand-computed
 

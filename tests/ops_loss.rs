@@ -1,33 +1,12 @@
 //! Losses (CPU reference): softmax cross-entropy, soft Dice, one-hot.
 
+mod common;
+
+use common::{assert_close_abs, fd_grad, t};
 use mtcool::backend::cpu::loss::*;
 use mtcool::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn t(shape: &[usize], data: &[f32]) -> Tensor {
-    Tensor::new(shape, data.to_vec()).unwrap()
-}
-
-/// Central finite difference of the scalar f with respect to every element of x.
-fn finite_diff(x: &Tensor, h: f32, f: impl Fn(&Tensor) -> f64) -> Tensor {
-    let mut g = Tensor::zeros(x.shape());
-    for i in 0..x.numel() {
-        let (mut xp, mut xm) = (x.clone(), x.clone());
-        xp.data_mut()[i] += h;
-        xm.data_mut()[i] -= h;
-        let step = xp.data()[i] as f64 - xm.data()[i] as f64;
-        g.data_mut()[i] = ((f(&xp) - f(&xm)) / step) as f32;
-    }
-    g
-}
-
-fn assert_close(a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len());
-    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol, "element {i}: {x} vs {y} (got {a:?}, want {b:?})");
-    }
-}
 
 const LN2: f32 = std::f32::consts::LN_2;
 
@@ -38,7 +17,7 @@ fn ce_hand_single() {
     // logits [0, ln 2] → softmax [1, 2] / 3 = [1/3, 2/3]; target 1 → loss −ln(2/3) = ln 1.5.
     let (loss, probs) = softmax_cross_entropy_forward(&t(&[1, 2], &[0.0, LN2]), &[1], None);
     assert!((loss - 1.5f32.ln()).abs() < 1e-6, "loss {loss}");
-    assert_close(probs.data(), &[1.0 / 3.0, 2.0 / 3.0], 1e-6);
+    assert_close_abs(probs.data(), &[1.0 / 3.0, 2.0 / 3.0], 1e-6);
 }
 
 #[test]
@@ -64,7 +43,7 @@ fn ce_hand_spatial() {
     let logits = t(&[1, 2, 1, 2], &[0.0, 3f32.ln(), LN2, 0.0]);
     let (loss, probs) = softmax_cross_entropy_forward(&logits, &[1, 0], None);
     assert!((loss - LN2 / 2.0).abs() < 1e-6, "loss {loss}");
-    assert_close(probs.data(), &[1.0 / 3.0, 0.75, 2.0 / 3.0, 0.25], 1e-6);
+    assert_close_abs(probs.data(), &[1.0 / 3.0, 0.75, 2.0 / 3.0, 0.25], 1e-6);
 }
 
 #[test]
@@ -83,7 +62,7 @@ fn check_ce_backward(shape: &[usize], weights: Option<&[f32]>, seed: u64) {
     let targets: Vec<u32> = (0..n * inner).map(|_| rng.random_range(0..c as u32)).collect();
     let (_, probs) = softmax_cross_entropy_forward(&logits, &targets, weights);
     let dx = softmax_cross_entropy_backward(&probs, &targets, weights, 1.0);
-    let fd = finite_diff(&logits, 1e-2, |z| softmax_cross_entropy_forward(z, &targets, weights).0 as f64);
+    let fd = fd_grad(&logits, 1e-2, |z| softmax_cross_entropy_forward(z, &targets, weights).0 as f64);
     assert!(dx.rel_err(&fd) < 1e-2, "dlogits rel err {} for {shape:?}", dx.rel_err(&fd));
 
     // dloss scales the gradient linearly.
@@ -135,7 +114,7 @@ fn dice_binary_hand() {
     let logits = t(&[1, 1, 2, 2], &mask_logits());
     let target = t(&[1, 1, 2, 2], &[1.0, 0.0, 0.0, 1.0]);
     let (loss, probs) = soft_dice_forward(&logits, &target, DiceMode::Binary, 0.0);
-    assert_close(probs.data(), &[0.75, 0.25, 0.5, 0.5], 1e-6);
+    assert_close_abs(probs.data(), &[0.75, 0.25, 0.5, 0.5], 1e-6);
     assert!((loss - 0.375).abs() < 1e-6, "loss {loss}");
     let (loss, _) = soft_dice_forward(&logits, &target, DiceMode::Binary, 1.0);
     assert!((loss - 0.3).abs() < 1e-6, "loss {loss}");
@@ -164,7 +143,7 @@ fn dice_multiclass_hand() {
     let logits = t(&[1, 2, 2, 2], &l);
     let target = one_hot(&[1, 0, 0, 1], 2, &[1, 2, 2]);
     let (loss, probs) = soft_dice_forward(&logits, &target, DiceMode::MultiClass, 0.0);
-    assert_close(probs.data(), &[0.25, 0.75, 0.5, 0.5, 0.75, 0.25, 0.5, 0.5], 1e-6);
+    assert_close_abs(probs.data(), &[0.25, 0.75, 0.5, 0.5, 0.75, 0.25, 0.5, 0.5], 1e-6);
     assert!((loss - 0.375).abs() < 1e-6, "loss {loss}");
 }
 
@@ -191,7 +170,7 @@ fn check_dice_backward(shape: &[usize], mode: DiceMode, eps: f32, seed: u64) {
     };
     let (_, probs) = soft_dice_forward(&logits, &target, mode, eps);
     let dx = soft_dice_backward(&logits, &probs, &target, mode, eps, 1.0);
-    let fd = finite_diff(&logits, 1e-2, |z| soft_dice_forward(z, &target, mode, eps).0 as f64);
+    let fd = fd_grad(&logits, 1e-2, |z| soft_dice_forward(z, &target, mode, eps).0 as f64);
     assert!(dx.rel_err(&fd) < 1e-2, "dlogits rel err {} for {shape:?} {mode:?}", dx.rel_err(&fd));
 
     let dx2 = soft_dice_backward(&logits, &probs, &target, mode, eps, -2.0);

@@ -1,49 +1,12 @@
 //! Batch norm (CPU reference): hand-computed forwards, finite-difference backwards, running stats.
 
+mod common;
+
+use common::{assert_close_abs, dot, fd_grad, nonzero, t};
 use mtcool::backend::cpu::norm::*;
 use mtcool::Tensor;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-/// Entries with |v| in [0.5, 1.5) and a random sign: never zero.
-fn nonzero(shape: &[usize], rng: &mut StdRng) -> Tensor {
-    let data = (0..shape.iter().product::<usize>())
-        .map(|_| {
-            let v: f32 = rng.random_range(0.5..1.5);
-            if rng.random_bool(0.5) { v } else { -v }
-        })
-        .collect();
-    Tensor::new(shape, data).unwrap()
-}
-
-fn t(shape: &[usize], data: &[f32]) -> Tensor {
-    Tensor::new(shape, data.to_vec()).unwrap()
-}
-
-/// Σ r·y in f64.
-fn weighted_sum(y: &Tensor, r: &Tensor) -> f64 {
-    y.data().iter().zip(r.data()).map(|(&a, &b)| a as f64 * b as f64).sum()
-}
-
-/// Central finite difference of the scalar f with respect to every element of x.
-fn finite_diff(x: &Tensor, h: f32, f: impl Fn(&Tensor) -> f64) -> Tensor {
-    let mut g = Tensor::zeros(x.shape());
-    for i in 0..x.numel() {
-        let (mut xp, mut xm) = (x.clone(), x.clone());
-        xp.data_mut()[i] += h;
-        xm.data_mut()[i] -= h;
-        let step = xp.data()[i] as f64 - xm.data()[i] as f64;
-        g.data_mut()[i] = ((f(&xp) - f(&xm)) / step) as f32;
-    }
-    g
-}
-
-fn assert_close(a: &[f32], b: &[f32], tol: f32) {
-    assert_eq!(a.len(), b.len());
-    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol, "element {i}: {x} vs {y} (got {a:?}, want {b:?})");
-    }
-}
+use rand::SeedableRng;
 
 #[test]
 fn train_forward_hand_2d() {
@@ -55,10 +18,10 @@ fn train_forward_hand_2d() {
     let x = t(&[2, 2], &[1.0, 2.0, 3.0, 6.0]);
     let (y, stats) = batch_norm_train_forward(&x, &t(&[2], &[2.0, 0.5]), &t(&[2], &[0.5, -1.0]), 0.0);
     assert_eq!(y.shape(), [2, 2]);
-    assert_close(y.data(), &[-1.5, -1.5, 2.5, -0.5], 1e-6);
-    assert_close(&stats.mean, &[2.0, 4.0], 1e-6);
-    assert_close(&stats.var, &[1.0, 4.0], 1e-6);
-    assert_close(&stats.invstd, &[1.0, 0.5], 1e-6);
+    assert_close_abs(y.data(), &[-1.5, -1.5, 2.5, -0.5], 1e-6);
+    assert_close_abs(&stats.mean, &[2.0, 4.0], 1e-6);
+    assert_close_abs(&stats.var, &[1.0, 4.0], 1e-6);
+    assert_close_abs(&stats.invstd, &[1.0, 0.5], 1e-6);
 }
 
 #[test]
@@ -71,13 +34,13 @@ fn train_forward_hand_4d() {
     let x = t(&[2, 2, 1, 2], &[1.0, 3.0, 0.0, 0.0, 1.0, 3.0, 4.0, 4.0]);
     let (ones, zeros) = (Tensor::full(&[2], 1.0), Tensor::zeros(&[2]));
     let (y, stats) = batch_norm_train_forward(&x, &ones, &zeros, 0.0);
-    assert_close(y.data(), &[-1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0], 1e-6);
-    assert_close(&stats.var, &[1.0, 4.0], 1e-6);
+    assert_close_abs(y.data(), &[-1.0, 1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0], 1e-6);
+    assert_close_abs(&stats.var, &[1.0, 4.0], 1e-6);
 
     let (y, stats) = batch_norm_train_forward(&x, &ones, &zeros, 1.0);
     let (a, b) = (1.0 / 2f32.sqrt(), 2.0 / 5f32.sqrt());
-    assert_close(&stats.invstd, &[a, 1.0 / 5f32.sqrt()], 1e-6);
-    assert_close(y.data(), &[-a, a, -b, -b, -a, a, b, b], 1e-6);
+    assert_close_abs(&stats.invstd, &[a, 1.0 / 5f32.sqrt()], 1e-6);
+    assert_close_abs(y.data(), &[-a, a, -b, -b, -a, a, b, b], 1e-6);
 }
 
 fn check_train_backward(shape: &[usize], seed: u64) {
@@ -93,9 +56,9 @@ fn check_train_backward(shape: &[usize], seed: u64) {
     let (dx, dgamma, dbeta) = batch_norm_train_backward(&r, &x, &gamma, &stats);
 
     let h = 1e-2;
-    let fx = finite_diff(&x, h, |x| weighted_sum(&batch_norm_train_forward(x, &gamma, &beta, eps).0, &r));
-    let fg = finite_diff(&gamma, h, |g| weighted_sum(&batch_norm_train_forward(&x, g, &beta, eps).0, &r));
-    let fb = finite_diff(&beta, h, |b| weighted_sum(&batch_norm_train_forward(&x, &gamma, b, eps).0, &r));
+    let fx = fd_grad(&x, h, |x| dot(&batch_norm_train_forward(x, &gamma, &beta, eps).0, &r));
+    let fg = fd_grad(&gamma, h, |g| dot(&batch_norm_train_forward(&x, g, &beta, eps).0, &r));
+    let fb = fd_grad(&beta, h, |b| dot(&batch_norm_train_forward(&x, &gamma, b, eps).0, &r));
     assert!(dx.rel_err(&fx) < 1e-2, "dx rel err {} for shape {shape:?}", dx.rel_err(&fx));
     assert!(dgamma.rel_err(&fg) < 1e-2, "dgamma rel err {}", dgamma.rel_err(&fg));
     assert!(dbeta.rel_err(&fb) < 1e-2, "dbeta rel err {}", dbeta.rel_err(&fb));
@@ -121,10 +84,10 @@ fn eval_backward_matches_finite_difference() {
 
     let (dx, dgamma, dbeta) = batch_norm_eval_backward(&r, &x, &gamma, &rm, &rv, eps);
     let h = 1e-2;
-    let f = |x: &Tensor, g: &Tensor, b: &Tensor| weighted_sum(&batch_norm_eval_forward(x, g, b, &rm, &rv, eps), &r);
-    let fx = finite_diff(&x, h, |x| f(x, &gamma, &beta));
-    let fg = finite_diff(&gamma, h, |g| f(&x, g, &beta));
-    let fb = finite_diff(&beta, h, |b| f(&x, &gamma, b));
+    let f = |x: &Tensor, g: &Tensor, b: &Tensor| dot(&batch_norm_eval_forward(x, g, b, &rm, &rv, eps), &r);
+    let fx = fd_grad(&x, h, |x| f(x, &gamma, &beta));
+    let fg = fd_grad(&gamma, h, |g| f(&x, g, &beta));
+    let fb = fd_grad(&beta, h, |b| f(&x, &gamma, b));
     assert!(dx.rel_err(&fx) < 1e-2, "dx rel err {}", dx.rel_err(&fx));
     assert!(dgamma.rel_err(&fg) < 1e-2, "dgamma rel err {}", dgamma.rel_err(&fg));
     assert!(dbeta.rel_err(&fb) < 1e-2, "dbeta rel err {}", dbeta.rel_err(&fb));
@@ -142,7 +105,7 @@ fn eval_forward_hand() {
         &t(&[1], &[3.0]),
         1.0,
     );
-    assert_close(y.data(), &[-3.0, 5.0], 1e-6);
+    assert_close_abs(y.data(), &[-3.0, 5.0], 1e-6);
 }
 
 #[test]
@@ -172,6 +135,6 @@ fn running_stats_update_hand() {
     let mut rm = t(&[2], &[0.0, 1.0]);
     let mut rv = t(&[2], &[1.0, 1.0]);
     update_running_stats(&mut rm, &mut rv, &stats, 2, 0.1);
-    assert_close(rm.data(), &[0.2, 1.3], 1e-6);
-    assert_close(rv.data(), &[1.1, 1.7], 1e-6);
+    assert_close_abs(rm.data(), &[0.2, 1.3], 1e-6);
+    assert_close_abs(rv.data(), &[1.1, 1.7], 1e-6);
 }

@@ -1,33 +1,14 @@
 //! CPU reference max / average / global average pooling: hand-computed forwards and backwards,
 //! output-size formula, finite-difference gradient checks and adjoint identities.
 
+mod common;
+
+use common::{assert_close, dot, fd_grad, nonzero, t};
 use mtcool::backend::cpu::pool::*;
 use mtcool::Tensor;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-
-fn t(shape: &[usize], data: &[f32]) -> Tensor {
-    Tensor::new(shape, data.to_vec()).unwrap()
-}
-
-fn assert_close(got: &Tensor, want: &Tensor, tol: f64) {
-    assert_eq!(got.shape(), want.shape());
-    let e = got.rel_err(want);
-    assert!(e <= tol, "rel err {e:e} > {tol:e}\n got  {:?}\n want {:?}", got.data(), want.data());
-}
-
-/// Random entries with |v| in [0.5, 1.5) and a random sign: never zero.
-fn nonzero(shape: &[usize], rng: &mut StdRng) -> Tensor {
-    let n = shape.iter().product();
-    let data = (0..n)
-        .map(|_| {
-            let m: f32 = rng.random_range(0.5..1.5);
-            if rng.random_bool(0.5) { m } else { -m }
-        })
-        .collect();
-    Tensor::new(shape, data).unwrap()
-}
+use rand::SeedableRng;
 
 /// Distinct values 0.1 apart in random order (shifted off zero): no ties, and a ±1e-2 perturbation
 /// never changes which element is a window's maximum.
@@ -36,25 +17,6 @@ fn well_separated(shape: &[usize], rng: &mut StdRng) -> Tensor {
     let mut data: Vec<f32> = (0..n).map(|i| 0.1 * i as f32 - 0.05 * n as f32 + 0.033).collect();
     data.shuffle(rng);
     Tensor::new(shape, data).unwrap()
-}
-
-/// ⟨a, b⟩ accumulated in f64.
-fn dot(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.shape(), b.shape());
-    a.data().iter().zip(b.data()).map(|(&x, &y)| x as f64 * y as f64).sum()
-}
-
-/// Central finite-difference gradient of the scalar `f` at `x`.
-fn fd_grad(x: &Tensor, eps: f32, f: impl Fn(&Tensor) -> f64) -> Tensor {
-    let mut g = Tensor::zeros(x.shape());
-    for i in 0..x.numel() {
-        let (mut xp, mut xm) = (x.clone(), x.clone());
-        xp.data_mut()[i] += eps;
-        xm.data_mut()[i] -= eps;
-        let h = xp.data()[i] as f64 - xm.data()[i] as f64;
-        g.data_mut()[i] = ((f(&xp) - f(&xm)) / h) as f32;
-    }
-    g
 }
 
 /// (N, C, H, W, k, stride) combinations for the gradient checks: non-overlapping, overlapping

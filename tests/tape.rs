@@ -110,3 +110,18 @@ fn set_grad_enabled_false_makes_constants() {
     assert!(!tape.needs_grad(x) && !tape.needs_grad(y));
     assert_eq!(tape.value(y).data(), &[3.0]);
 }
+
+#[test]
+fn conv_backward_skips_inputs_without_gradient() {
+    use mtcool::backend::cpu::conv::Conv2dCfg;
+    // A constant image into a trainable conv: the weight gets a gradient, the image none.
+    let mut tape = Tape::new();
+    let x = tape.constant(Tensor::full(&[1, 1, 4, 4], 0.5));
+    let w = tape.input(Tensor::full(&[2, 1, 3, 3], 0.1));
+    let y = tape.conv2d(x, w, None, Conv2dCfg { stride: 1, padding: 1 });
+    let l = tape.sum_all(y);
+    let g = tape.backward(l);
+    assert!(g.get(x).is_none());
+    // dL/dw[c,0,i,j] = Σ over outputs of the input under tap (i, j): corner taps see 3×3 inputs of 0.5.
+    assert_eq!(g.get(w).unwrap().data()[0], 9.0 * 0.5);
+}

@@ -78,20 +78,27 @@ pub(super) fn backward(t: &Tape, op: &Op, y: &Tensor, dy: &Tensor) -> Vec<(Var, 
         SumAll(x) => vec![(*x, Tensor::full(v(x).shape(), dy.item()))],
         MeanAll(x) => vec![(*x, Tensor::full(v(x).shape(), dy.item() / v(x).numel() as f32))],
         Reshape(x) => vec![(*x, Tensor::from_parts(v(x).shape().to_vec(), dy.data().to_vec()))],
+        // Convolutions skip the gradients nobody needs (e.g. dx of a network's input image).
         Conv2d { x, w, b, cfg } => {
-            let mut g = vec![
-                (*x, conv::conv2d_backward_data(dy, v(w), v(x).shape(), *cfg)),
-                (*w, conv::conv2d_backward_weight(dy, v(x), v(w).shape(), *cfg)),
-            ];
-            g.extend(b.map(|b| (b, ew::add_channel_bias_backward(dy))));
+            let mut g = vec![];
+            if t.needs_grad(*x) {
+                g.push((*x, conv::conv2d_backward_data(dy, v(w), v(x).shape(), *cfg)));
+            }
+            if t.needs_grad(*w) {
+                g.push((*w, conv::conv2d_backward_weight(dy, v(x), v(w).shape(), *cfg)));
+            }
+            g.extend(b.filter(|&b| t.needs_grad(b)).map(|b| (b, ew::add_channel_bias_backward(dy))));
             g
         }
         ConvTranspose2d { x, w, b, cfg } => {
-            let mut g = vec![
-                (*x, conv::conv_transpose2d_backward_data(dy, v(w), v(x).shape(), *cfg)),
-                (*w, conv::conv_transpose2d_backward_weight(dy, v(x), v(w).shape(), *cfg)),
-            ];
-            g.extend(b.map(|b| (b, ew::add_channel_bias_backward(dy))));
+            let mut g = vec![];
+            if t.needs_grad(*x) {
+                g.push((*x, conv::conv_transpose2d_backward_data(dy, v(w), v(x).shape(), *cfg)));
+            }
+            if t.needs_grad(*w) {
+                g.push((*w, conv::conv_transpose2d_backward_weight(dy, v(x), v(w).shape(), *cfg)));
+            }
+            g.extend(b.filter(|&b| t.needs_grad(b)).map(|b| (b, ew::add_channel_bias_backward(dy))));
             g
         }
         Matmul(a, b) => {

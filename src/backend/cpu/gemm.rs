@@ -36,11 +36,13 @@ const LANES: usize = 8;
 /// Below this many multiply-adds one thread is used: a spawn + join costs ~50 µs.
 const PAR_MIN_MACS: usize = 1 << 24;
 
-/// Worker threads to use: `MTCOOL_THREADS` if set to a positive integer, else the available parallelism.
+/// Worker threads to use: `MTCOOL_THREADS` if set to a positive integer, else the available
+/// parallelism (looked up once: on Linux it reads cgroup files, tens of microseconds).
 pub fn num_threads() -> usize {
+    static AVAILABLE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     match std::env::var("MTCOOL_THREADS").ok().and_then(|s| s.trim().parse::<usize>().ok()) {
         Some(t) if t >= 1 => t,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        _ => *AVAILABLE.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }
 

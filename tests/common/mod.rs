@@ -1,0 +1,64 @@
+//! Helpers shared by the `ops_*` CPU reference tests (`mod common;` in each). Not every test file
+//! uses every helper, hence the `#[allow(dead_code)]`s.
+
+use mtcool::Tensor;
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// A tensor of `shape` holding a copy of `data`.
+#[allow(dead_code)]
+pub fn t(shape: &[usize], data: &[f32]) -> Tensor {
+    Tensor::new(shape, data.to_vec()).unwrap()
+}
+
+/// Random entries with |v| in [0.5, 1.5) and a random sign: never zero.
+#[allow(dead_code)]
+pub fn nonzero(shape: &[usize], rng: &mut StdRng) -> Tensor {
+    let n = shape.iter().product();
+    let data = (0..n)
+        .map(|_| {
+            let m: f32 = rng.random_range(0.5..1.5);
+            if rng.random_bool(0.5) { m } else { -m }
+        })
+        .collect();
+    Tensor::new(shape, data).unwrap()
+}
+
+/// ⟨a, b⟩ (e.g. Σ r·y) accumulated in f64; the shapes must match.
+#[allow(dead_code)]
+pub fn dot(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.data().iter().zip(b.data()).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+/// Central finite-difference gradient of the scalar `f` at `x`, one element at a time. Divides by
+/// the step actually taken in f32 (x + eps) − (x − eps), not by 2·eps.
+#[allow(dead_code)]
+pub fn fd_grad(x: &Tensor, eps: f32, f: impl Fn(&Tensor) -> f64) -> Tensor {
+    let mut g = Tensor::zeros(x.shape());
+    for i in 0..x.numel() {
+        let (mut xp, mut xm) = (x.clone(), x.clone());
+        xp.data_mut()[i] += eps;
+        xm.data_mut()[i] -= eps;
+        let h = xp.data()[i] as f64 - xm.data()[i] as f64;
+        g.data_mut()[i] = ((f(&xp) - f(&xm)) / h) as f32;
+    }
+    g
+}
+
+/// Same shape and relative error `got.rel_err(want)` ≤ `tol`.
+#[allow(dead_code)]
+pub fn assert_close(got: &Tensor, want: &Tensor, tol: f64) {
+    assert_eq!(got.shape(), want.shape());
+    let e = got.rel_err(want);
+    assert!(e <= tol, "rel err {e:e} > {tol:e}\n got  {:?}\n want {:?}", got.data(), want.data());
+}
+
+/// Same length and every element within `tol` absolutely: |a[i] − b[i]| ≤ tol.
+#[allow(dead_code)]
+pub fn assert_close_abs(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol, "element {i}: {x} vs {y} (got {a:?}, want {b:?})");
+    }
+}
