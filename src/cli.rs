@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::device::{self, Device, DeviceChoice};
 use crate::model::{Fusion, Method};
+use crate::mtl::combiners::{MgdaNorm, CAGRAD_DEFAULT_C, GRADDROP_DEFAULT_LEAK};
 use crate::mtl::mtcool::Mode;
 use crate::train::data::{DataConfig, TaskKind};
 use crate::train::{self, OptimizerKind, TrainConfig};
@@ -128,13 +129,22 @@ pub struct TrainArgs {
     /// float atomics, so they are deterministic by construction too.
     #[arg(long)]
     pub deterministic: bool,
+    /// CAGrad's c in [0, 1): the radius of the ball around the average gradient, relative to its norm.
+    #[arg(long, default_value_t = CAGRAD_DEFAULT_C)]
+    pub cagrad_c: f32,
+    /// MGDA-UB's gradient normalisation before the min-norm solve: none | l2 | loss | loss+ (loss·l2).
+    #[arg(long, value_enum, default_value_t = MgdaNorm::LossPlus)]
+    pub mgda_norm: MgdaNorm,
+    /// GradDrop's leak in [0, 1]: the fraction of each dropped gradient that is kept (0: pure GradDrop).
+    #[arg(long, default_value_t = GRADDROP_DEFAULT_LEAK)]
+    pub graddrop_leak: f32,
 }
 
 /// The flags that define a run: with --resume the run folder's config.json does.
-const RESUME_CONFLICTS: [&str; 21] = [
+const RESUME_CONFLICTS: [&str; 24] = [
     "task", "method", "mode", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "b",
     "noise_samples", "inner_steps", "fusion", "width", "seed", "out", "limit_train", "limit_test", "size", "data",
-    "deterministic",
+    "deterministic", "cagrad_c", "mgda_norm", "graddrop_leak",
 ];
 
 /// Default epochs of the fundus tasks: the default job fits in about 3 minutes on a 2-core CPU.
@@ -166,6 +176,9 @@ impl TrainArgs {
             width: self.width,
             seed: self.seed,
             deterministic: self.deterministic,
+            cagrad_c: self.cagrad_c,
+            mgda_norm: self.mgda_norm,
+            graddrop_leak: self.graddrop_leak,
         }
     }
 

@@ -92,6 +92,17 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
     Ok(read_idx(path, 1)?.0)
 }
 
+/// Parses IDX3 unsigned-byte bytes (raw or gzip) as `read_idx_images` does a file: (pixels, n, rows, cols).
+pub fn parse_idx_images(bytes: &[u8]) -> Result<(Vec<u8>, usize, usize, usize), DataError> {
+    let (data, dims) = read_idx_from(Path::new("<bytes>"), std::io::Cursor::new(bytes), 3)?;
+    Ok((data, dims[0], dims[1], dims[2]))
+}
+
+/// Parses IDX1 unsigned-byte bytes (raw or gzip) as `read_idx_labels` does a file.
+pub fn parse_idx_labels(bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+    Ok(read_idx_from(Path::new("<bytes>"), std::io::Cursor::new(bytes), 1)?.0)
+}
+
 /// Loads one split from `dir`, accepting each file with or without `.gz`, and checks that it looks like
 /// MNIST: 28×28 images, labels 0..=9, as many labels as images.
 pub fn load_mnist(dir: &Path, split: Split) -> Result<MnistSplit, DataError> {
@@ -142,21 +153,25 @@ fn read_upto(r: &mut impl Read, n: u64, buf: &mut Vec<u8>) -> std::io::Result<()
 
 /// Reads an unsigned-byte IDX file with `ndims` dimensions: (data, sizes).
 fn read_idx(path: &Path, ndims: u8) -> Result<(Vec<u8>, Vec<usize>), DataError> {
-    let io_err = |err| DataError::Io { path: path.to_path_buf(), err };
-    let fmt = |msg: String| DataError::Format { path: path.to_path_buf(), msg };
-
-    let mut file = File::open(path).map_err(|err| {
+    let file = File::open(path).map_err(|err| {
         if err.kind() == std::io::ErrorKind::NotFound {
             DataError::NotFound { path: path.to_path_buf() }
         } else {
-            io_err(err)
+            DataError::Io { path: path.to_path_buf(), err }
         }
     })?;
+    read_idx_from(path, file, ndims)
+}
+
+/// `read_idx` on an open `file` (messages name `path`).
+fn read_idx_from<'a, R: Read + Seek + 'a>(path: &Path, mut file: R, ndims: u8) -> Result<(Vec<u8>, Vec<usize>), DataError> {
+    let io_err = |err| DataError::Io { path: path.to_path_buf(), err };
+    let fmt = |msg: String| DataError::Format { path: path.to_path_buf(), msg };
     let mut head = Vec::with_capacity(2);
     read_upto(&mut file, 2, &mut head).map_err(io_err)?;
     file.rewind().map_err(io_err)?;
     let gzip = head == [0x1f, 0x8b];
-    let mut reader: Box<dyn Read> = if gzip {
+    let mut reader: Box<dyn Read + 'a> = if gzip {
         Box::new(MultiGzDecoder::new(BufReader::new(file)))
     } else {
         Box::new(BufReader::new(file))

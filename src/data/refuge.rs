@@ -274,6 +274,17 @@ pub(crate) fn index_dir(dir: &Path, exts: &[&str]) -> Result<Vec<(String, PathBu
 pub(crate) fn open_image(path: &Path) -> Result<DynamicImage, DataError> {
     let io = |err| DataError::Io { path: path.to_path_buf(), err };
     let reader = ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
+    checked_decode(path, reader)
+}
+
+/// Decodes an image (or mask) held in memory as the folder loaders decode files (fuzzing entry point).
+pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, DataError> {
+    let path = Path::new("<bytes>");
+    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format();
+    checked_decode(path, reader.map_err(|err| DataError::Io { path: path.to_path_buf(), err })?)
+}
+
+fn checked_decode<R: std::io::BufRead + std::io::Seek>(path: &Path, reader: ImageReader<R>) -> Result<DynamicImage, DataError> {
     let img = reader.decode().map_err(|e| fmt_err(path, format!("cannot decode image: {e}")))?;
     match img.width() == 0 || img.height() == 0 {
         true => Err(fmt_err(path, "image has zero width or height")),

@@ -1,6 +1,8 @@
 //! Two-task models: MultiLeNet (classification pairs) or U-Net (pixel- and image-level tasks) parts.
 //! - Independent: two full nets (extractor + head each), nothing shared.
 //! - Joint (hard parameter sharing): one shared extractor, two heads, trained on the summed loss.
+//!   PCGrad, CAGrad, MGDA(-UB) and GradDrop use the same architecture and combine the tasks' gradients
+//!   instead (`mtl::gradient_step`).
 //! - MT-CooL: one extractor per task; each head sees the fusion M(F1(x), F2(x)) of both extractors.
 //!
 //! Parameter names follow PyTorch conventions (`task1.extractor.conv1.weight`, `shared.extractor...`,
@@ -22,6 +24,25 @@ pub enum Method {
     Independent,
     Joint,
     Mtcool,
+    /// Joint, shared-extractor gradients combined by PCGrad (Yu et al. 2020)
+    Pcgrad,
+    /// Joint, shared-extractor gradients combined by CAGrad (Liu et al. 2021; --cagrad-c)
+    Cagrad,
+    /// Joint, tasks weighted by MGDA-UB (Sener & Koltun 2018; --mgda-norm)
+    Mgda,
+    /// Joint, shared-feature gradients combined by GradDrop (Chen et al. 2020; --graddrop-leak)
+    Graddrop,
+}
+
+impl Method {
+    /// Whether the model has one extractor shared by both heads (Joint and the gradient-combination
+    /// methods, which differ from Joint only in how they combine the two tasks' gradients).
+    pub fn shares_extractor(self) -> bool {
+        match self {
+            Method::Joint | Method::Pcgrad | Method::Cagrad | Method::Mgda | Method::Graddrop => true,
+            Method::Independent | Method::Mtcool => false,
+        }
+    }
 }
 
 /// How MT-CooL fuses the two extractors' features.
@@ -194,11 +215,10 @@ impl MultiTaskModel {
         }
         let mut rng = StdRng::seed_from_u64(seed);
         let mut store = ParamStore::new();
-        let extractors: Vec<Extractor> = match cfg.method {
-            Method::Joint => vec![Extractor::new(&cfg, &mut store, "shared.extractor", &mut rng)],
-            Method::Independent | Method::Mtcool => {
-                (1..=2).map(|t| Extractor::new(&cfg, &mut store, &format!("task{t}.extractor"), &mut rng)).collect()
-            }
+        let extractors: Vec<Extractor> = if cfg.method.shares_extractor() {
+            vec![Extractor::new(&cfg, &mut store, "shared.extractor", &mut rng)]
+        } else {
+            (1..=2).map(|t| Extractor::new(&cfg, &mut store, &format!("task{t}.extractor"), &mut rng)).collect()
         };
         let d = extractors[0].out_dim();
         let head_in = match (cfg.method, cfg.fusion) {
@@ -234,7 +254,7 @@ impl MultiTaskModel {
     /// What head `t` sees, given the extractor features.
     fn head_input(&self, tape: &mut Tape, feats: &[Var], t: TaskId) -> Var {
         match self.cfg.method {
-            Method::Joint => feats[0],
+            Method::Joint | Method::Pcgrad | Method::Cagrad | Method::Mgda | Method::Graddrop => feats[0],
             Method::Independent => feats[t.0],
             Method::Mtcool => match self.cfg.fusion {
                 Fusion::Concat => tape.concat_channels(&[feats[0], feats[1]]),
@@ -252,6 +272,19 @@ impl MultiTaskModel {
             _ => z, // both heads read the same (shared or fused) features
         };
         [self.heads[0].forward(tape, &self.store, z), self.heads[1].forward(tape, &self.store, z2)]
+    }
+
+    /// The shared features Z = F(x; θ_s) of a model with one shared extractor (`Method::shares_extractor`);
+    /// `forward_heads(z)` then gives what `forward_all` gives. Panics for the two-extractor methods.
+    pub fn forward_features(&self, tape: &mut Tape, x: Var, read: Read) -> Var {
+        assert!(self.cfg.method.shares_extractor(), "{:?} has no shared features", self.cfg.method);
+        self.extractors[0].forward(tape, &self.store, x, read)
+    }
+
+    /// Logits of both heads on the shared features `z` (see `forward_features`).
+    pub fn forward_heads(&self, tape: &mut Tape, z: Var) -> [Var; 2] {
+        assert!(self.cfg.method.shares_extractor(), "{:?} has no shared features", self.cfg.method);
+        [self.heads[0].forward(tape, &self.store, z), self.heads[1].forward(tape, &self.store, z)]
     }
 
     /// Logits of task `t` only (MT-CooL's sub-step: the other head is not evaluated).

@@ -1,7 +1,11 @@
 //! Multi-task training methods: one optimisation step on one mini-batch.
 //! - `summed_step`: Independent and Joint — minimise L1 + L2 with one backward pass.
 //! - `mtcool::mtcool_step`: the alternating, noise-regularised, b-box-projected MT-CooL step.
+//! - `gradient_step::combined_step`: Joint with the tasks' shared gradients combined by PCGrad, CAGrad,
+//!   MGDA(-UB) or GradDrop (`combiners`).
 
+pub mod combiners;
+pub mod gradient_step;
 pub mod mtcool;
 
 use crate::backend::cpu::loss::{one_hot, DiceMode};

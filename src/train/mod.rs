@@ -24,6 +24,8 @@ use self::data::{DataConfig, TaskData, TaskKind, TaskSetup};
 use crate::checkpoint;
 use crate::metrics::TaskMetrics;
 use crate::model::{Arch, Fusion, Method, ModelConfig, MultiTaskModel, Read, TaskId, TaskSpec};
+use crate::mtl::combiners::{MgdaNorm, CAGRAD_DEFAULT_C};
+use crate::mtl::gradient_step::{combined_step, Combiner};
 use crate::mtl::mtcool::{mtcool_step, Mode, MtCoolConfig};
 use crate::mtl::{balanced_class_weights, summed_step, Objective, StepStats};
 use crate::optim::{AdamConfig, Optimizer, SgdConfig};
@@ -66,6 +68,19 @@ pub struct TrainConfig {
     /// `--deterministic`, recorded: CPU runs are always bit-reproducible (see README, Reliability).
     #[serde(default)]
     pub deterministic: bool,
+    /// CAGrad's c (`--cagrad-c`, method cagrad).
+    #[serde(default = "default_cagrad_c")]
+    pub cagrad_c: f32,
+    /// MGDA-UB's gradient normalisation (`--mgda-norm`, method mgda).
+    #[serde(default)]
+    pub mgda_norm: MgdaNorm,
+    /// GradDrop's leak (`--graddrop-leak`, method graddrop).
+    #[serde(default)]
+    pub graddrop_leak: f32,
+}
+
+fn default_cagrad_c() -> f32 {
+    CAGRAD_DEFAULT_C
 }
 
 impl TrainConfig {
@@ -93,14 +108,23 @@ impl TrainConfig {
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             bail!("--weight-decay must be ≥ 0, got {}", self.weight_decay);
         }
+        if !(self.cagrad_c.is_finite() && (0.0..1.0).contains(&self.cagrad_c)) {
+            bail!("--cagrad-c must be in [0, 1), got {}", self.cagrad_c);
+        }
+        if !(self.graddrop_leak.is_finite() && (0.0..=1.0).contains(&self.graddrop_leak)) {
+            bail!("--graddrop-leak must be in [0, 1], got {}", self.graddrop_leak);
+        }
         if self.noise_samples == 0 || self.inner_steps == 0 {
             bail!("--noise-samples and --inner-steps must be at least 1");
         }
         if self.data.limit_train == Some(0) || self.data.limit_test == Some(0) {
             bail!("--limit-train and --limit-test must be at least 1");
         }
-        if self.data.task != TaskKind::Multimnist && (self.data.size < 16 || self.data.size % 4 != 0 || self.data.size > 1024) {
+        if self.data.task != TaskKind::Multimnist && (self.data.size < 16 || !self.data.size.is_multiple_of(4) || self.data.size > 1024) {
             bail!("--size must be a multiple of 4 in 16..=1024, got {}", self.data.size);
+        }
+        if self.data.task != TaskKind::Multimnist && self.data.data_dir.is_none() && self.data.size < 32 {
+            bail!("--size must be at least 32 for the synthetic fundus images (16 is allowed with --data), got {}", self.data.size);
         }
         Ok(())
     }
@@ -112,6 +136,17 @@ impl TrainConfig {
             TaskKind::Fundus | TaskKind::FundusAv => Arch::Unet { base: UNET_BASE },
         };
         ModelConfig { arch, method: self.method, fusion: self.fusion, width: self.width, in_channels: setup.in_channels, tasks: setup.specs }
+    }
+
+    /// The gradient-combination rule of the pcgrad / cagrad / mgda (MGDA-UB) / graddrop methods.
+    pub fn combiner(&self) -> Option<Combiner> {
+        match self.method {
+            Method::Pcgrad => Some(Combiner::Pcgrad { seed: self.seed }),
+            Method::Cagrad => Some(Combiner::Cagrad { c: self.cagrad_c }),
+            Method::Mgda => Some(Combiner::Mgda { norm: self.mgda_norm, upper_bound: true }),
+            Method::Graddrop => Some(Combiner::Graddrop { leak: self.graddrop_leak, seed: self.seed }),
+            Method::Independent | Method::Joint | Method::Mtcool => None,
+        }
     }
 
     pub fn mtcool_config(&self) -> MtCoolConfig {
@@ -264,9 +299,21 @@ impl RunOptions {
     }
 }
 
-/// Test hook: `MTCOOL_INJECT_NAN_AT_STEP=N` fills the input batch of global step N (1-based, as in the
-/// non-finite error message) with NaN, so the loss and every gradient of that step are NaN.
+/// Test hook: `MTCOOL_INJECT_NAN_AT_STEP=N` sets task 1's output bias to NaN just before global step N
+/// (1-based, as in the non-finite messages), so that step's task-1 loss is NaN; `N:input` instead fills
+/// the step's input batch with NaN (the loss stays finite through the ReLUs, the gradients do not).
 pub const INJECT_NAN_ENV: &str = "MTCOOL_INJECT_NAN_AT_STEP";
+
+/// The step and kind (`true`: input) of [`INJECT_NAN_ENV`], if set.
+fn nan_injection() -> Option<(u32, bool)> {
+    let v = std::env::var(INJECT_NAN_ENV).ok()?;
+    let (n, input) = match v.trim().split_once(':') {
+        Some((n, "input")) => (n, true),
+        Some(_) => return None,
+        None => (v.trim(), false),
+    };
+    Some((n.parse().ok()?, input))
+}
 
 /// The order of the training examples in `epoch`: a function of (seed, epoch) only, so a resumed run
 /// sees the same batches as an uninterrupted one.
@@ -357,7 +404,7 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
         train_set.len(),
         test_set.len()
     );
-    let inject_nan: Option<u32> = std::env::var(INJECT_NAN_ENV).ok().and_then(|v| v.trim().parse().ok());
+    let inject_nan = nan_injection();
     let bar = indicatif::ProgressBar::new(cfg.epochs as u64 * steps_per_epoch as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -372,14 +419,23 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
         let order = epoch_order(cfg.seed, epoch, train_set.len());
         for chunk in order.chunks(cfg.batch_size).skip(pos.step_in_epoch as usize) {
             let mut batch = train_set.batch(chunk);
-            if inject_nan == Some(pos.global_step + 1) {
-                batch.x.data_mut().fill(f32::NAN);
-            }
             let items = [0, 1].map(|t| batch.labels[t].len());
             let backup = opts.skip_nonfinite.then(|| (model.store.iter().map(|p| p.value.clone()).collect::<Vec<_>>(), opt.clone()));
+            match inject_nan {
+                Some((n, true)) if n == pos.global_step + 1 => batch.x.data_mut().fill(f32::NAN),
+                Some((n, false)) if n == pos.global_step + 1 => {
+                    let bias = *model.head_params(TaskId(0)).last().expect("a head has parameters");
+                    model.store.get_mut(bias).value.data_mut().fill(f32::NAN);
+                }
+                _ => {}
+            }
             let s: StepStats = match cfg.method {
                 Method::Mtcool => mtcool_step(&mut model, &mut opt, &batch, &objective, pos.global_step, &mt_cfg),
                 Method::Independent | Method::Joint => summed_step(&mut model, &mut opt, &batch, &objective),
+                Method::Pcgrad | Method::Cagrad | Method::Mgda | Method::Graddrop => {
+                    let combiner = cfg.combiner().expect("a gradient-combination method");
+                    combined_step(&mut model, &mut opt, &batch, &objective, &combiner, pos.global_step)
+                }
             };
             if let Some(bad) = nonfinite(&s, &model) {
                 let at = format!(
@@ -402,10 +458,11 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
                 pos.skipped += 1;
                 bar.suspend(|| eprintln!("warning: {at}: step skipped, parameters unchanged ({} skipped so far)", pos.skipped));
             } else {
-                for t in 0..2 {
-                    pos.acc.loss_sum[t] += s.loss[t] as f64 * chunk.len() as f64;
-                    pos.acc.correct[t] += s.correct[t];
-                    pos.acc.items_seen[t] += items[t];
+                let a = &mut pos.acc;
+                for (t, n) in items.into_iter().enumerate() {
+                    a.loss_sum[t] += s.loss[t] as f64 * chunk.len() as f64;
+                    a.correct[t] += s.correct[t];
+                    a.items_seen[t] += n;
                 }
                 pos.acc.seen += chunk.len();
             }
@@ -478,12 +535,19 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
 /// Re-evaluates a finished run from its folder: reloads `model.safetensors`, rebuilds the test split
 /// from `config.json` (with `data_dir` overriding where MNIST lives, if given).
 pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, [Metrics; 2])> {
+    if !run.is_dir() {
+        bail!("--run {}: no such folder", run.display());
+    }
+    if !run.join("config.json").is_file() {
+        bail!("--run {}: not a run folder (no config.json)", run.display());
+    }
     let read = |name: &str| -> Result<String> {
         let p = run.join(name);
         fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))
     };
-    let mut cfg: TrainConfig = serde_json::from_str(&read("config.json")?).context("config.json is not a valid run config")?;
-    let summary: Summary = serde_json::from_str(&read("summary.json")?).context("summary.json is not a valid summary")?;
+    let invalid = |name: &str, what: &str| format!("{} is not a valid {what}", run.join(name).display());
+    let mut cfg: TrainConfig = serde_json::from_str(&read("config.json")?).with_context(|| invalid("config.json", "run config"))?;
+    let summary: Summary = serde_json::from_str(&read("summary.json")?).with_context(|| invalid("summary.json", "summary"))?;
     if data_dir.is_some() {
         cfg.data.data_dir = data_dir;
     }

@@ -108,12 +108,13 @@ pub fn from_bytes(bytes: &[u8], cfg: &TrainConfig, steps_per_epoch: u32) -> Resu
     ensure!(meta.config == *cfg, "written by a run configured differently from config.json");
     ensure!(model.cfg == cfg.model_config(), "its model does not match config.json");
     let p = &meta.position;
-    let done = (p.epoch as u64 - 1) * steps_per_epoch as u64 + p.step_in_epoch as u64;
-    let valid = (1..=cfg.epochs + 1).contains(&p.epoch)
-        && p.step_in_epoch < steps_per_epoch
-        && (p.epoch <= cfg.epochs || p.step_in_epoch == 0)
-        && p.history.len() == p.epoch as usize - 1
-        && done == p.global_step as u64;
+    let valid = p.epoch.checked_sub(1).is_some_and(|done| {
+        done <= cfg.epochs
+            && p.step_in_epoch < steps_per_epoch
+            && (done < cfg.epochs || p.step_in_epoch == 0)
+            && p.history.len() == done as usize
+            && done as u64 * steps_per_epoch as u64 + p.step_in_epoch as u64 == p.global_step as u64
+    });
     ensure!(valid, "inconsistent position (epoch {}, step {}, global step {})", p.epoch, p.step_in_epoch, p.global_step);
     ensure!(model.store.iter().all(|q| q.value.data().iter().all(|v| v.is_finite())), "non-finite parameters");
 
@@ -172,7 +173,7 @@ pub fn list(run: &Path) -> Vec<(u32, PathBuf)> {
             Some((n, e.path()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|c| std::cmp::Reverse(c.0));
     found
 }
 

@@ -19,6 +19,7 @@ mod concat;
 mod conv;
 mod dropout;
 mod elementwise;
+pub mod errors;
 mod linear;
 mod loss;
 mod noise;
@@ -27,6 +28,7 @@ mod optim;
 mod pool;
 mod upsample;
 
+pub use errors::cuda_error;
 pub use loss::REDUCE_CHUNK;
 pub use norm::{GpuBatchNormGrads, GpuBatchNormStats};
 pub use pool::GpuArgmax;
@@ -105,30 +107,32 @@ impl Gpu {
 
     /// Waits for all queued work; reports the first asynchronous error (e.g. a faulting kernel).
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().context("CUDA stream synchronize")
+        self.stream.synchronize().map_err(cuda_error("waiting for the GPU's queued kernels"))
     }
 
     pub fn upload(&self, t: &Tensor) -> Result<GpuTensor> {
-        let buf = self.stream.clone_htod(t.data()).context("copying a tensor to the GPU")?;
+        let what = format!("copying a {:?} tensor ({}) to the GPU", t.shape(), mib(t.numel()));
+        let buf = self.stream.clone_htod(t.data()).map_err(cuda_error(what))?;
         Ok(GpuTensor { shape: t.shape().to_vec(), buf })
     }
 
     /// Copies to the host (waits for the kernels that produce `t`).
     pub fn download(&self, t: &GpuTensor) -> Result<Tensor> {
-        let data = self.stream.clone_dtoh(&t.buf).context("copying a tensor from the GPU")?;
+        let data = self.stream.clone_dtoh(&t.buf).map_err(cuda_error("copying a tensor from the GPU"))?;
         Ok(Tensor::new(&t.shape, data)?)
     }
 
     pub fn zeros(&self, shape: &[usize]) -> Result<GpuTensor> {
-        let buf = self.stream.alloc_zeros(shape.iter().product()).context("allocating GPU memory")?;
+        let n = shape.iter().product();
+        let buf = self.stream.alloc_zeros(n).map_err(cuda_error(format!("allocating {} of GPU memory", mib(n))))?;
         Ok(GpuTensor { shape: shape.to_vec(), buf })
     }
 
     /// A tensor whose contents are unspecified (every kernel below writes all of its output).
     pub fn empty(&self, shape: &[usize]) -> Result<GpuTensor> {
         // SAFETY: f32 has no invalid bit patterns; callers overwrite the contents before reading.
-        let buf =
-            unsafe { self.stream.alloc::<f32>(shape.iter().product()) }.context("allocating GPU memory")?;
+        let n = shape.iter().product();
+        let buf = unsafe { self.stream.alloc::<f32>(n) }.map_err(cuda_error(format!("allocating {} of GPU memory", mib(n))))?;
         Ok(GpuTensor { shape: shape.to_vec(), buf })
     }
 
@@ -153,9 +157,14 @@ impl Gpu {
         args(&mut builder);
         // SAFETY: each caller below pushes the parameter list of `kernels/*.cu` for `name` (pointers
         // to buffers of at least `n` elements, then scalars of the declared C types).
-        unsafe { builder.launch(cfg) }.map(|_| ()).with_context(|| format!("launching kernel {name}"))
+        unsafe { builder.launch(cfg) }.map(|_| ()).map_err(cuda_error(format_args!("launching kernel {name}")))
     }
 
+}
+
+/// `n` f32s in MiB, for messages.
+fn mib(n: usize) -> String {
+    format!("{:.1} MiB", n as f64 * 4.0 / (1 << 20) as f64)
 }
 
 fn check_box(name: &str, n: usize, bbox: Option<GpuBox<'_>>) -> Result<()> {
