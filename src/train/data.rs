@@ -34,6 +34,9 @@ pub enum TaskKind {
 /// One split of a dataset.
 pub trait TaskData {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn batch(&self, idx: &[usize]) -> Batch;
     /// RGB bytes (H·W·3) and side of example `i`, for pictures; None for non-image-like data.
     fn rgb(&self, _i: usize) -> Option<(Vec<u8>, usize)> {
