@@ -7,7 +7,7 @@
 //! and gradients NaN instead. Every reduction runs in fixed chunks of [`REDUCE_CHUNK`] with no atomics,
 //! so the results are identical from run to run and do not depend on the GPU's SM count.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
 use super::{channel_dims, Gpu, GpuTensor, BLOCK};
@@ -28,12 +28,12 @@ fn blocks(n: usize) -> LaunchConfig {
 impl Gpu {
     /// Class indices for the cross-entropy kernels.
     pub fn upload_labels(&self, labels: &[u32]) -> Result<CudaSlice<u32>> {
-        self.stream.clone_htod(labels).context("copying labels to the GPU")
+        self.stream.clone_htod(labels).map_err(super::cuda_error("copying labels to the GPU"))
     }
 
     fn scratch_f64(&self, n: usize) -> Result<CudaSlice<f64>> {
         // SAFETY: f64 has no invalid bit patterns; every kernel below writes its scratch before reading.
-        unsafe { self.stream.alloc::<f64>(n) }.context("allocating GPU scratch memory")
+        unsafe { self.stream.alloc::<f64>(n) }.map_err(super::cuda_error("allocating GPU scratch memory"))
     }
 
     /// r = Σ x[..n] / (divisor or denom), written as f32 to `out` and/or as f64 to `out64`: chunked

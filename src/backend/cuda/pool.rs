@@ -2,7 +2,7 @@
 //! no padding, floor mode). The backward kernels gather (no atomics), so every result is deterministic
 //! and the max/avg backward sums are bit-identical to the CPU's.
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
 use super::{Gpu, GpuTensor};
@@ -54,12 +54,12 @@ impl Geometry {
 impl Gpu {
     /// Uploads an argmax (e.g. the CPU reference's) for `max_pool2d_backward`.
     pub fn upload_argmax(&self, argmax: &[u32], x_shape: &[usize], k: usize, stride: usize) -> Result<GpuArgmax> {
-        let buf = self.stream.clone_htod(argmax).context("copying an argmax to the GPU")?;
+        let buf = self.stream.clone_htod(argmax).map_err(super::cuda_error("copying an argmax to the GPU"))?;
         Ok(GpuArgmax { buf, x_shape: x_shape.to_vec(), k, stride })
     }
 
     pub fn download_argmax(&self, argmax: &GpuArgmax) -> Result<Vec<u32>> {
-        self.stream.clone_dtoh(&argmax.buf).context("copying an argmax from the GPU")
+        self.stream.clone_dtoh(&argmax.buf).map_err(super::cuda_error("copying an argmax from the GPU"))
     }
 
     /// k×k max pooling: y [N, C, Ho, Wo] and the argmax (first maximum on ties, NaN wins), into
@@ -90,7 +90,7 @@ impl Gpu {
         let g = Geometry::new("max_pool2d_forward", &x.shape, k, stride)?;
         let mut y = self.empty(&g.y_shape(&x.shape))?;
         // SAFETY: u32 has no invalid bit patterns; the kernel writes every entry before it is read.
-        let buf = unsafe { self.stream.alloc::<u32>(y.numel()) }.context("allocating GPU memory")?;
+        let buf = unsafe { self.stream.alloc::<u32>(y.numel()) }.map_err(super::cuda_error("allocating GPU memory"))?;
         let mut argmax = GpuArgmax { buf, x_shape: x.shape.clone(), k, stride };
         self.max_pool2d_forward_into(x, k, stride, &mut y, &mut argmax)?;
         Ok((y, argmax))
