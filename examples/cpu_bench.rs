@@ -40,7 +40,11 @@ struct Row {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str, default: usize| {
-        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let (batch, runs) = (arg("--batch", 256), arg("--runs", 9));
     let fast_only = args.iter().any(|a| a == "--fast-only");
@@ -73,16 +77,12 @@ fn main() {
             });
         };
         bench("fwd", &|| conv2d_forward(&x, &w, Some(&b), cfg), &|| conv2d_forward_naive(&x, &w, Some(&b), cfg));
-        bench(
-            "bwd data",
-            &|| conv2d_backward_data(&dy, &w, &xs, cfg),
-            &|| conv2d_backward_data_naive(&dy, &w, &xs, cfg),
-        );
-        bench(
-            "bwd weight",
-            &|| conv2d_backward_weight(&dy, &x, &ws, cfg),
-            &|| conv2d_backward_weight_naive(&dy, &x, &ws, cfg),
-        );
+        bench("bwd data", &|| conv2d_backward_data(&dy, &w, &xs, cfg), &|| {
+            conv2d_backward_data_naive(&dy, &w, &xs, cfg)
+        });
+        bench("bwd weight", &|| conv2d_backward_weight(&dy, &x, &ws, cfg), &|| {
+            conv2d_backward_weight_naive(&dy, &x, &ws, cfg)
+        });
     }
 
     for (name, fin, fout) in [("fc1 320→50", 320, 50), ("fc2 50→50", 50, 50), ("fc3 50→10", 50, 10)] {
@@ -109,7 +109,9 @@ fn main() {
     }
 
     let threads = mtcool::backend::cpu::gemm::num_threads();
-    println!("MultiLeNet layers, batch {batch}, fast path on {threads} thread(s), median of {runs} (naive: {naive_runs})");
+    println!(
+        "MultiLeNet layers, batch {batch}, fast path on {threads} thread(s), median of {runs} (naive: {naive_runs})"
+    );
     println!(
         "{:<30} {:>7} {:>9} {:>8} {:>9} {:>10} {:>8} {:>8}",
         "layer", "MFLOP", "fast ms", "GFLOP/s", "(best ms)", "naive ms", "GFLOP/s", "speedup"

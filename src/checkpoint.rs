@@ -49,7 +49,11 @@ pub fn to_bytes(model: &MultiTaskModel) -> Result<Vec<u8>> {
 
 /// `to_bytes` plus `extra` f32 tensors (name, shape, values; names must start with [`STATE_PREFIX`])
 /// and `meta` header entries.
-pub fn to_bytes_with(model: &MultiTaskModel, extra: &[(String, Vec<usize>, &[f32])], meta: &[(&str, String)]) -> Result<Vec<u8>> {
+pub fn to_bytes_with(
+    model: &MultiTaskModel,
+    extra: &[(String, Vec<usize>, &[f32])],
+    meta: &[(&str, String)],
+) -> Result<Vec<u8>> {
     let params = model.store.iter().map(|p| (p.name.clone(), p.value.shape().to_vec(), p.value.data()));
     let views: Vec<(String, TensorView)> = params
         .chain(extra.iter().map(|(n, s, d)| (n.clone(), s.clone(), *d)))

@@ -142,9 +142,30 @@ pub struct TrainArgs {
 
 /// The flags that define a run: with --resume the run folder's config.json does.
 const RESUME_CONFLICTS: [&str; 24] = [
-    "task", "method", "mode", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "b",
-    "noise_samples", "inner_steps", "fusion", "width", "seed", "out", "limit_train", "limit_test", "size", "data",
-    "deterministic", "cagrad_c", "mgda_norm", "graddrop_leak",
+    "task",
+    "method",
+    "mode",
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "b",
+    "noise_samples",
+    "inner_steps",
+    "fusion",
+    "width",
+    "seed",
+    "out",
+    "limit_train",
+    "limit_test",
+    "size",
+    "data",
+    "deterministic",
+    "cagrad_c",
+    "mgda_norm",
+    "graddrop_leak",
 ];
 
 /// Default epochs of the fundus tasks: the default job fits in about 3 minutes on a 2-core CPU.
@@ -246,11 +267,16 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("task  metric               summary.json  re-evaluated");
             for (t, (want, got)) in summary.metrics.iter().zip(&metrics).enumerate() {
                 for (name, v) in got {
-                    println!("{}     {name:<20} {:>12.4}  {v:>12.4}", t + 1, want.get(name).copied().unwrap_or(f64::NAN));
+                    println!(
+                        "{}     {name:<20} {:>12.4}  {v:>12.4}",
+                        t + 1,
+                        want.get(name).copied().unwrap_or(f64::NAN)
+                    );
                 }
             }
             let same = summary.metrics.iter().zip(&metrics).all(|(a, b)| {
-                a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| w == v || (v.is_nan() && w.is_nan())))
+                a.len() == b.len()
+                    && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| w == v || (v.is_nan() && w.is_nan())))
             });
             if !same {
                 bail!("re-evaluation differs from summary.json");

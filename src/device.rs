@@ -111,10 +111,7 @@ fn usable_gpu() -> Result<GpuInfo, String> {
     let gpu = probe(0)?;
     if gpu.compute_capability < MIN_COMPUTE_CAPABILITY {
         let (major, minor) = gpu.compute_capability;
-        return Err(format!(
-            "{} has compute capability {major}.{minor}; the kernels need 8.0 or newer",
-            gpu.name
-        ));
+        return Err(format!("{} has compute capability {major}.{minor}; the kernels need 8.0 or newer", gpu.name));
     }
     Ok(gpu)
 }
@@ -125,9 +122,7 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<(Device, String)> {
     match choice {
         DeviceChoice::Cpu => Ok((Device::Cpu, "device: cpu (requested)".into())),
         DeviceChoice::Cuda => match usable_gpu() {
-            Ok(gpu) => {
-                Ok((Device::Cuda(gpu.ordinal), format!("device: cuda:{} ({gpu}; requested)", gpu.ordinal)))
-            }
+            Ok(gpu) => Ok((Device::Cuda(gpu.ordinal), format!("device: cuda:{} ({gpu}; requested)", gpu.ordinal))),
             Err(why) => Err(anyhow::anyhow!("--device cuda: no usable GPU: {why}")),
         },
         DeviceChoice::Auto => Ok(match usable_gpu() {

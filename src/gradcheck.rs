@@ -112,13 +112,15 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
     let mut rng = StdRng::seed_from_u64(seed);
     let r = &mut rng;
     let x4 = |r: &mut StdRng| Tensor::randn(&[n, c, h, w], 1.0, r);
-    let labels = |count: usize, r: &mut StdRng| (0..count).map(|_| r.random_range(0..classes as u32)).collect::<Vec<u32>>();
+    let labels =
+        |count: usize, r: &mut StdRng| (0..count).map(|_| r.random_range(0..classes as u32)).collect::<Vec<u32>>();
     let all = |k: usize| vec![true; k];
     let conv_cfg = |stride, padding| Conv2dCfg { stride, padding };
     let cls_targets = labels(n, r);
     let pix_targets = labels(n * h * w, r);
     let weights: Vec<f32> = (0..classes).map(|_| r.random_range(0.5..2.0)).collect();
-    let bin_target = Tensor::new(&[n, 1, h, w], (0..n * h * w).map(|_| r.random_range(0..2) as f32).collect()).expect("shape");
+    let bin_target =
+        Tensor::new(&[n, 1, h, w], (0..n * h * w).map(|_| r.random_range(0..2) as f32).collect()).expect("shape");
     let mc_target = one_hot(&pix_targets, classes, &[n, h, w]);
     let drop_key = NoiseKey { seed, step: 3, stream: stream::DROPOUT, sample: 0 };
     let (bn_mean, bn_var) = (Tensor::randn(&[c], 0.5, r), Tensor::uniform(&[c], 0.5, 2.0, r));
@@ -131,41 +133,117 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
         case("scale", vec![x4(r)], all(1), 1e-2, Box::new(|t, v| t.scale(v[0], -1.7))),
         case("relu", vec![away_from_zero(&[n, c, h, w], 0.05, 2.0, r)], all(1), 1e-2, Box::new(|t, v| t.relu(v[0]))),
         case("sigmoid", vec![x4(r)], all(1), 1e-2, Box::new(|t, v| t.sigmoid(v[0]))),
-        case("add_channel_bias", vec![x4(r), Tensor::randn(&[c], 1.0, r)], all(2), 1e-2, Box::new(|t, v| t.add_channel_bias(v[0], v[1]))),
+        case(
+            "add_channel_bias",
+            vec![x4(r), Tensor::randn(&[c], 1.0, r)],
+            all(2),
+            1e-2,
+            Box::new(|t, v| t.add_channel_bias(v[0], v[1])),
+        ),
         case("sum_all", vec![x4(r)], all(1), 1e-2, Box::new(|t, v| t.sum_all(v[0]))),
         case("mean_all", vec![x4(r)], all(1), 1e-2, Box::new(|t, v| t.mean_all(v[0]))),
         case("reshape", vec![x4(r)], all(1), 1e-2, Box::new(move |t, v| t.reshape(v[0], &[n, c * h * w]))),
-        case("conv2d", vec![x4(r), Tensor::randn(&[c2, c, k, k], 0.5, r), Tensor::randn(&[c2], 0.5, r)], all(3), 1e-2,
-            Box::new(move |t, v| t.conv2d(v[0], v[1], Some(v[2]), conv_cfg(1, 0)))),
-        case("conv2d_stride2_pad1", vec![x4(r), Tensor::randn(&[c2, c, k, k], 0.5, r)], all(2), 1e-2,
-            Box::new(move |t, v| t.conv2d(v[0], v[1], None, conv_cfg(2, 1)))),
-        case("conv_transpose2d", vec![x4(r), Tensor::randn(&[c, c2, k, k], 0.5, r), Tensor::randn(&[c2], 0.5, r)], all(3), 1e-2,
-            Box::new(move |t, v| t.conv_transpose2d(v[0], v[1], Some(v[2]), conv_cfg(2, 0)))),
-        case("matmul", vec![Tensor::randn(&[n + 1, feat], 1.0, r), Tensor::randn(&[feat, out], 1.0, r)], all(2), 1e-2,
-            Box::new(|t, v| t.matmul(v[0], v[1]))),
-        case("linear", vec![Tensor::randn(&[n, feat], 1.0, r), Tensor::randn(&[out, feat], 0.5, r), Tensor::randn(&[out], 0.5, r)], all(3), 1e-2,
-            Box::new(|t, v| t.linear(v[0], v[1], Some(v[2])))),
+        case(
+            "conv2d",
+            vec![x4(r), Tensor::randn(&[c2, c, k, k], 0.5, r), Tensor::randn(&[c2], 0.5, r)],
+            all(3),
+            1e-2,
+            Box::new(move |t, v| t.conv2d(v[0], v[1], Some(v[2]), conv_cfg(1, 0))),
+        ),
+        case(
+            "conv2d_stride2_pad1",
+            vec![x4(r), Tensor::randn(&[c2, c, k, k], 0.5, r)],
+            all(2),
+            1e-2,
+            Box::new(move |t, v| t.conv2d(v[0], v[1], None, conv_cfg(2, 1))),
+        ),
+        case(
+            "conv_transpose2d",
+            vec![x4(r), Tensor::randn(&[c, c2, k, k], 0.5, r), Tensor::randn(&[c2], 0.5, r)],
+            all(3),
+            1e-2,
+            Box::new(move |t, v| t.conv_transpose2d(v[0], v[1], Some(v[2]), conv_cfg(2, 0))),
+        ),
+        case(
+            "matmul",
+            vec![Tensor::randn(&[n + 1, feat], 1.0, r), Tensor::randn(&[feat, out], 1.0, r)],
+            all(2),
+            1e-2,
+            Box::new(|t, v| t.matmul(v[0], v[1])),
+        ),
+        case(
+            "linear",
+            vec![Tensor::randn(&[n, feat], 1.0, r), Tensor::randn(&[out, feat], 0.5, r), Tensor::randn(&[out], 0.5, r)],
+            all(3),
+            1e-2,
+            Box::new(|t, v| t.linear(v[0], v[1], Some(v[2]))),
+        ),
         case("max_pool2d", vec![distinct(&[n, c, h, w], r)], all(1), 1e-2, Box::new(|t, v| t.max_pool2d(v[0], 2, 2))),
         case("avg_pool2d", vec![x4(r)], all(1), 1e-2, Box::new(|t, v| t.avg_pool2d(v[0], 2, 1))),
         case("global_avg_pool", vec![x4(r)], all(1), 1e-2, Box::new(|t, v| t.global_avg_pool(v[0]))),
         case("upsample_nearest", vec![x4(r)], all(1), 1e-2, Box::new(|t, v| t.upsample_nearest(v[0], 2))),
         case("upsample_bilinear", vec![x4(r)], all(1), 1e-2, Box::new(move |t, v| t.upsample_bilinear(v[0], uh, uw))),
-        case("upsample_bilinear_x2", vec![x4(r)], all(1), 1e-2, Box::new(move |t, v| t.upsample_bilinear(v[0], ph, pw))),
-        case("batch_norm_train", vec![Tensor::randn(&[n + 1, c, h, w], 1.0, r), Tensor::uniform(&[c], 0.5, 1.5, r), Tensor::randn(&[c], 0.5, r)],
-            all(3), 2e-2, Box::new(|t, v| t.batch_norm_train(v[0], v[1], v[2], 1e-5).0)),
-        case("batch_norm_eval", vec![x4(r), Tensor::uniform(&[c], 0.5, 1.5, r), Tensor::randn(&[c], 0.5, r)], all(3), 1e-2,
-            Box::new(move |t, v| t.batch_norm_eval(v[0], v[1], v[2], &bn_mean, &bn_var, 1e-5))),
-        case("concat_channels", vec![x4(r), Tensor::randn(&[n, c2, h, w], 1.0, r)], all(2), 1e-2,
-            Box::new(|t, v| t.concat_channels(&[v[0], v[1]]))),
+        case(
+            "upsample_bilinear_x2",
+            vec![x4(r)],
+            all(1),
+            1e-2,
+            Box::new(move |t, v| t.upsample_bilinear(v[0], ph, pw)),
+        ),
+        case(
+            "batch_norm_train",
+            vec![
+                Tensor::randn(&[n + 1, c, h, w], 1.0, r),
+                Tensor::uniform(&[c], 0.5, 1.5, r),
+                Tensor::randn(&[c], 0.5, r),
+            ],
+            all(3),
+            2e-2,
+            Box::new(|t, v| t.batch_norm_train(v[0], v[1], v[2], 1e-5).0),
+        ),
+        case(
+            "batch_norm_eval",
+            vec![x4(r), Tensor::uniform(&[c], 0.5, 1.5, r), Tensor::randn(&[c], 0.5, r)],
+            all(3),
+            1e-2,
+            Box::new(move |t, v| t.batch_norm_eval(v[0], v[1], v[2], &bn_mean, &bn_var, 1e-5)),
+        ),
+        case(
+            "concat_channels",
+            vec![x4(r), Tensor::randn(&[n, c2, h, w], 1.0, r)],
+            all(2),
+            1e-2,
+            Box::new(|t, v| t.concat_channels(&[v[0], v[1]])),
+        ),
         case("dropout", vec![x4(r)], all(1), 1e-2, Box::new(move |t, v| t.dropout(v[0], 0.3, drop_key))),
-        case("softmax_cross_entropy", vec![Tensor::randn(&[n, classes], 2.0, r)], all(1), 1e-2,
-            Box::new(move |t, v| t.softmax_cross_entropy(v[0], &cls_targets, None))),
-        case("softmax_cross_entropy_weighted_2d", vec![Tensor::randn(&[n, classes, h, w], 2.0, r)], all(1), 1e-2,
-            Box::new(move |t, v| t.softmax_cross_entropy(v[0], &pix_targets, Some(&weights)))),
-        case("soft_dice_binary", vec![Tensor::randn(&[n, 1, h, w], 2.0, r)], all(1), 1e-2,
-            Box::new(move |t, v| t.soft_dice(v[0], &bin_target, DiceMode::Binary, 1.0))),
-        case("soft_dice_multiclass", vec![Tensor::randn(&[n, classes, h, w], 2.0, r)], all(1), 1e-2,
-            Box::new(move |t, v| t.soft_dice(v[0], &mc_target, DiceMode::MultiClass, 1.0))),
+        case(
+            "softmax_cross_entropy",
+            vec![Tensor::randn(&[n, classes], 2.0, r)],
+            all(1),
+            1e-2,
+            Box::new(move |t, v| t.softmax_cross_entropy(v[0], &cls_targets, None)),
+        ),
+        case(
+            "softmax_cross_entropy_weighted_2d",
+            vec![Tensor::randn(&[n, classes, h, w], 2.0, r)],
+            all(1),
+            1e-2,
+            Box::new(move |t, v| t.softmax_cross_entropy(v[0], &pix_targets, Some(&weights))),
+        ),
+        case(
+            "soft_dice_binary",
+            vec![Tensor::randn(&[n, 1, h, w], 2.0, r)],
+            all(1),
+            1e-2,
+            Box::new(move |t, v| t.soft_dice(v[0], &bin_target, DiceMode::Binary, 1.0)),
+        ),
+        case(
+            "soft_dice_multiclass",
+            vec![Tensor::randn(&[n, classes, h, w], 2.0, r)],
+            all(1),
+            1e-2,
+            Box::new(move |t, v| t.soft_dice(v[0], &mc_target, DiceMode::MultiClass, 1.0)),
+        ),
     ]
 }
 

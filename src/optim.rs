@@ -41,13 +41,7 @@ pub struct SgdConfig {
 }
 
 /// One SGD step over a slice (PyTorch convention: v ← μv + g, θ ← θ − lr·v), then the optional clamp.
-pub fn sgd_update(
-    theta: &mut [f32],
-    grad: &[f32],
-    velocity: &mut [f32],
-    cfg: SgdConfig,
-    bbox: Option<(&[f32], f32)>,
-) {
+pub fn sgd_update(theta: &mut [f32], grad: &[f32], velocity: &mut [f32], cfg: SgdConfig, bbox: Option<(&[f32], f32)>) {
     for i in 0..theta.len() {
         let g = grad[i] + cfg.weight_decay * theta[i];
         velocity[i] = cfg.momentum * velocity[i] + g;
@@ -134,11 +128,7 @@ impl Optimizer {
                     sgd_update(p.value.data_mut(), p.grad.data(), vel, *cfg, clamp);
                 }
                 Optimizer::Adam { cfg, state } => {
-                    let s = state.entry(id).or_insert_with(|| AdamState {
-                        m: vec![0.0; n],
-                        v: vec![0.0; n],
-                        step: 0,
-                    });
+                    let s = state.entry(id).or_insert_with(|| AdamState { m: vec![0.0; n], v: vec![0.0; n], step: 0 });
                     s.step += 1;
                     let bc1 = 1.0 - cfg.beta1.powi(s.step as i32);
                     let bc2 = 1.0 - cfg.beta2.powi(s.step as i32);
@@ -176,7 +166,9 @@ impl Optimizer {
             Optimizer::Sgd { velocity, .. } => {
                 velocity.clear();
                 for (id, s) in entries {
-                    let ParamState::Sgd { velocity: v } = s else { anyhow::bail!("Adam state given to an SGD optimiser") };
+                    let ParamState::Sgd { velocity: v } = s else {
+                        anyhow::bail!("Adam state given to an SGD optimiser")
+                    };
                     velocity.insert(id, v);
                 }
             }

@@ -37,7 +37,10 @@ impl Predictor {
     /// Both tasks' logits, each [B, classes], for normalised images [B, 1, 28, 28].
     pub fn logits(&self, images: &Tensor) -> Result<[Tensor; 2]> {
         let s = images.shape();
-        ensure!(s.len() == 4 && s[1..] == [1, 28, 28] && s[0] > 0, "expected images of shape [B, 1, 28, 28], got {s:?}");
+        ensure!(
+            s.len() == 4 && s[1..] == [1, 28, 28] && s[0] > 0,
+            "expected images of shape [B, 1, 28, 28], got {s:?}"
+        );
         let mut tape = Tape::new();
         tape.set_grad_enabled(false);
         let x = tape.constant(images.clone());

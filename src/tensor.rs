@@ -56,7 +56,12 @@ impl Tensor {
     /// Standard normal entries times `std`.
     pub fn randn(shape: &[usize], std: f32, rng: &mut impl Rng) -> Tensor {
         let n = shape.iter().product();
-        let data = (0..n).map(|_| { let z: f32 = StandardNormal.sample(rng); std * z }).collect::<Vec<f32>>();
+        let data = (0..n)
+            .map(|_| {
+                let z: f32 = StandardNormal.sample(rng);
+                std * z
+            })
+            .collect::<Vec<f32>>();
         Tensor { shape: shape.to_vec(), data }
     }
 

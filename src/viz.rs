@@ -8,9 +8,22 @@ use anyhow::Context;
 /// Writes an 8-bit RGB image as PNG.
 pub fn write_png(path: impl AsRef<Path>, rgb: &[u8], w: usize, h: usize) -> anyhow::Result<()> {
     let path = path.as_ref();
-    anyhow::ensure!(rgb.len() == w * h * 3, "{}: RGB buffer has {} bytes, {w}x{h} needs {}", path.display(), rgb.len(), w * h * 3);
-    image::save_buffer_with_format(path, rgb, w as u32, h as u32, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
-        .with_context(|| format!("{}: cannot write PNG", path.display()))
+    anyhow::ensure!(
+        rgb.len() == w * h * 3,
+        "{}: RGB buffer has {} bytes, {w}x{h} needs {}",
+        path.display(),
+        rgb.len(),
+        w * h * 3
+    );
+    image::save_buffer_with_format(
+        path,
+        rgb,
+        w as u32,
+        h as u32,
+        image::ExtendedColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .with_context(|| format!("{}: cannot write PNG", path.display()))
 }
 
 /// `rgb` with the 1-pixel inner boundary of each mask drawn over it, in order. A mask is

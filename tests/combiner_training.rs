@@ -136,7 +136,11 @@ fn combined_step_writes_the_combined_shared_gradient_and_each_heads_own() {
         let shared = m.extractor_params(TaskId(0)).to_vec();
         assert_close(&flat_grads(&m.store, &shared), &want_theta, &format!("{combiner:?}: θ_s gradient"));
         for t in TaskId::BOTH {
-            assert_close(&flat_grads(&m.store, m.head_params(t)), &heads[t.0], &format!("{combiner:?}: head {} gradient", t.0 + 1));
+            assert_close(
+                &flat_grads(&m.store, m.head_params(t)),
+                &heads[t.0],
+                &format!("{combiner:?}: head {} gradient", t.0 + 1),
+            );
         }
     }
 }
@@ -195,7 +199,12 @@ fn mtcool(args: &[&str]) -> std::process::Output {
 }
 
 fn ok(o: &std::process::Output, what: &str) {
-    assert!(o.status.success(), "{what} failed:\n{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn read_json(p: &Path) -> serde_json::Value {
@@ -209,8 +218,23 @@ fn each_method_trains_on_synthetic_fundus_with_finite_metrics() {
         let run = dir.path().join(m);
         let r = run.to_str().unwrap();
         let o = mtcool(&[
-            "train", "--task", "fundus", "--method", m, "--size", "32", "--limit-train", "32", "--limit-test", "16", "--epochs", "1",
-            "--device", "cpu", "--out", r,
+            "train",
+            "--task",
+            "fundus",
+            "--method",
+            m,
+            "--size",
+            "32",
+            "--limit-train",
+            "32",
+            "--limit-test",
+            "16",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            r,
         ]);
         ok(&o, m);
         let s = read_json(&run.join("summary.json"));
@@ -235,8 +259,28 @@ fn combiner_options_are_recorded_and_old_configs_still_parse() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("opts");
     let o = mtcool(&[
-        "train", "--task", "fundus", "--method", "cagrad", "--cagrad-c", "0.25", "--mgda-norm", "l2", "--graddrop-leak", "0.5",
-        "--size", "32", "--limit-train", "4", "--limit-test", "4", "--epochs", "1", "--device", "cpu", "--out",
+        "train",
+        "--task",
+        "fundus",
+        "--method",
+        "cagrad",
+        "--cagrad-c",
+        "0.25",
+        "--mgda-norm",
+        "l2",
+        "--graddrop-leak",
+        "0.5",
+        "--size",
+        "32",
+        "--limit-train",
+        "4",
+        "--limit-test",
+        "4",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
         run.to_str().unwrap(),
     ]);
     ok(&o, "cagrad with options");
@@ -253,7 +297,17 @@ fn combiner_options_are_recorded_and_old_configs_still_parse() {
     let parsed: mtcool::train::TrainConfig = serde_json::from_value(old).expect("old config.json parses");
     assert_eq!((parsed.cagrad_c, parsed.mgda_norm, parsed.graddrop_leak), (0.5, MgdaNorm::LossPlus, 0.0));
     let never = dir.path().join("never");
-    let loss_plus = mtcool(&["train", "--method", "mgda", "--mgda-norm", "loss+", "--epochs", "0", "--out", never.to_str().unwrap()]);
+    let loss_plus = mtcool(&[
+        "train",
+        "--method",
+        "mgda",
+        "--mgda-norm",
+        "loss+",
+        "--epochs",
+        "0",
+        "--out",
+        never.to_str().unwrap(),
+    ]);
     assert!(!String::from_utf8_lossy(&loss_plus.stderr).contains("invalid value"), "loss+ is a valid --mgda-norm");
     // Out-of-range options are one-line errors.
     for args in [&["--cagrad-c", "1.0"][..], &["--graddrop-leak", "1.5"], &["--mgda-norm", "l3"]] {
@@ -263,7 +317,10 @@ fn combiner_options_are_recorded_and_old_configs_still_parse() {
         a.extend_from_slice(args);
         let o = mtcool(&a);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.trim_end().lines().count() == 1 && err.starts_with("error:"), "{args:?}: {err}");
+        assert!(
+            !o.status.success() && err.trim_end().lines().count() == 1 && err.starts_with("error:"),
+            "{args:?}: {err}"
+        );
     }
 }
 
@@ -289,8 +346,28 @@ fn each_method_beats_chance_on_multimnist() {
     for m in METHODS {
         let run = dir.path().join(m);
         let o = mtcool(&[
-            "train", "--task", "multimnist", "--method", m, "--limit-train", "2000", "--limit-test", "500", "--epochs", "1",
-            "--batch-size", "16", "--lr", "2e-3", "--seed", "1", "--device", "cpu", "--data", data.to_str().unwrap(), "--out",
+            "train",
+            "--task",
+            "multimnist",
+            "--method",
+            m,
+            "--limit-train",
+            "2000",
+            "--limit-test",
+            "500",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--lr",
+            "2e-3",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
             run.to_str().unwrap(),
         ]);
         ok(&o, m);

@@ -2,8 +2,8 @@
 //! opposed, obtuse, one zero. Every expected number is worked out in the comment next to it.
 
 use mtcool::mtl::combiners::{
-    cagrad, cagrad_weights, dot, gram, graddrop, graddrop_batched, mgda, mgda_weights, min_norm_2, min_norm_weights, pcgrad,
-    project_simplex, MgdaNorm,
+    cagrad, cagrad_weights, dot, graddrop, graddrop_batched, gram, mgda, mgda_weights, min_norm_2, min_norm_weights,
+    pcgrad, project_simplex, MgdaNorm,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -74,8 +74,8 @@ fn cagrad_with_c_zero_is_the_average() {
 #[test]
 fn cagrad_on_hand_made_pairs() {
     let c = 0.5f32; // 1 + c² = 1.25
-    // Aligned equal: g0 = e, g_w = e for every w, √φ = c‖g0‖ = 0.5:
-    //   d = (e + 0.5/1 · e)/1.25 = 1.2 e.
+                    // Aligned equal: g0 = e, g_w = e for every w, √φ = c‖g0‖ = 0.5:
+                    //   d = (e + 0.5/1 · e)/1.25 = 1.2 e.
     close(&cagrad(&pair(&[1.0, 0.0], &[1.0, 0.0]), c), &[1.2, 0.0], 1e-6);
     // Orthogonal unit: g0 = (½,½), ‖g0‖ = 1/√2, √φ = 0.5/√2. g_wᵀg0 = ½ for all w, so w minimises
     //   ‖g_w‖ = √(α² + (1−α)²): α = ½, g_w = g0, ‖g_w‖ = 1/√2.
@@ -111,13 +111,20 @@ fn cagrad_weights_minimise_the_dual_objective() {
             let sqrt_phi = c * quad(&gm, &b, &b).sqrt();
             let f = |w: &[f64]| quad(&gm, w, &b) + sqrt_phi * quad(&gm, w, w).max(0.0).sqrt();
             let w = cagrad_weights(&gm, c);
-            assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-9 && w.iter().all(|&x| x >= -1e-12), "{w:?} not on the simplex");
+            assert!(
+                (w.iter().sum::<f64>() - 1.0).abs() < 1e-9 && w.iter().all(|&x| x >= -1e-12),
+                "{w:?} not on the simplex"
+            );
             let n = 200;
             let mut best = f64::INFINITY;
             for i in 0..=n {
                 for j in 0..=(if t == 3 { n - i } else { 0 }) {
                     let a = i as f64 / n as f64;
-                    let w = if t == 2 { vec![a, 1.0 - a] } else { vec![a, j as f64 / n as f64, 1.0 - a - j as f64 / n as f64] };
+                    let w = if t == 2 {
+                        vec![a, 1.0 - a]
+                    } else {
+                        vec![a, j as f64 / n as f64, 1.0 - a - j as f64 / n as f64]
+                    };
                     best = best.min(f(&w));
                 }
             }

@@ -59,7 +59,8 @@ fn shapes_and_batches() {
         // Channel c of pixel p of the raw image corresponds to the normalised one.
         let p = px / 2 + size / 2;
         for c in 0..3 {
-            let back = (set.images[3 * px + c * px + p] * mtcool::data::fundus::STD[c] + mtcool::data::fundus::MEAN[c]) * 255.0;
+            let back = (set.images[3 * px + c * px + p] * mtcool::data::fundus::STD[c] + mtcool::data::fundus::MEAN[c])
+                * 255.0;
             assert!((back - rgb[3 * p + c] as f32).abs() < 0.01);
         }
         // The centre of the image is inside the field of view, the corners are black.
@@ -102,7 +103,10 @@ fn label_geometry() {
                         }
                         let nb = [(x.wrapping_sub(1), y), (x + 1, y), (x, y.wrapping_sub(1)), (x, y + 1)];
                         for (nx, ny) in nb {
-                            assert!(nx < size && ny < size && cd[ny * size + nx] != 0, "image {i}: cup touches background");
+                            assert!(
+                                nx < size && ny < size && cd[ny * size + nx] != 0,
+                                "image {i}: cup touches background"
+                            );
                         }
                     }
                 }
@@ -142,7 +146,13 @@ fn auroc(score: &[f32], labels: &[u8]) -> f64 {
     let (mut num, mut pairs) = (0.0, 0.0);
     for (sp, _) in score.iter().zip(labels).filter(|(_, &l)| l == 1) {
         for (sn, _) in score.iter().zip(labels).filter(|(_, &l)| l == 0) {
-            num += if sp > sn { 1.0 } else if sp == sn { 0.5 } else { 0.0 };
+            num += if sp > sn {
+                1.0
+            } else if sp == sn {
+                0.5
+            } else {
+                0.0
+            };
             pairs += 1.0;
         }
     }

@@ -213,9 +213,10 @@ fn corrupt_inputs_are_errors_naming_the_file() {
 /// Whether the real dataset is present; if not, skip (or fail under CI).
 fn real_data_dir() -> Option<PathBuf> {
     let dir = default_mnist_dir();
-    let have = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-        .iter()
-        .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
+    let have =
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+            .iter()
+            .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
     if have {
         return Some(dir);
     }

@@ -51,9 +51,8 @@ fn constants_and_resize_table() {
     assert_eq!(MEAN, 0.1307);
     assert_eq!(STD, 0.3081);
     // floor((d + 0.5) * 36 / 28), computed by hand.
-    let expected = [
-        0, 1, 3, 4, 5, 7, 8, 9, 10, 12, 13, 14, 16, 17, 18, 19, 21, 22, 23, 25, 26, 27, 28, 30, 31, 32, 34, 35,
-    ];
+    let expected =
+        [0, 1, 3, 4, 5, 7, 8, 9, 10, 12, 13, 14, 16, 17, 18, 19, 21, 22, 23, 25, 26, 27, 28, 30, 31, 32, 34, 35];
     let got: Vec<usize> = (0..28).map(resize_src).collect();
     assert_eq!(got, expected);
     for d in 0..28 {
@@ -161,9 +160,10 @@ fn overlap_takes_the_max() {
 
 fn real_data_dir() -> Option<PathBuf> {
     let dir = default_mnist_dir();
-    let have = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
-        .iter()
-        .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
+    let have =
+        ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+            .iter()
+            .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
     if have {
         return Some(dir);
     }

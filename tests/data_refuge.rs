@@ -52,7 +52,9 @@ fn write_flat(root: &Path) {
 /// Training-release layout: Images/{Glaucoma,Non-Glaucoma}, Disc_Cup_Masks/{Glaucoma,Non-Glaucoma} (BMP).
 fn write_split(root: &Path) {
     mkdirs(root, &["Images/Glaucoma", "Images/Non-Glaucoma", "Disc_Cup_Masks/Glaucoma", "Disc_Cup_Masks/Non-Glaucoma"]);
-    for (k, (sub, name)) in [("Glaucoma", "g0001"), ("Non-Glaucoma", "n0001"), ("Non-Glaucoma", "n0002")].iter().enumerate() {
+    for (k, (sub, name)) in
+        [("Glaucoma", "g0001"), ("Non-Glaucoma", "n0001"), ("Non-Glaucoma", "n0002")].iter().enumerate()
+    {
         photo(k).save(root.join(format!("Images/{sub}/{name}.JPG"))).unwrap();
         mask(k).save(root.join(format!("Disc_Cup_Masks/{sub}/{name}.bmp"))).unwrap();
     }
@@ -81,7 +83,10 @@ fn check_masks(masks: &[u8], size: usize) {
 #[test]
 fn grey_values_map_to_classes() {
     assert_eq!([grey_class(0), grey_class(128), grey_class(255)], [CUP, DISC_RIM, BACKGROUND]);
-    assert_eq!([grey_class(40), grey_class(100), grey_class(150), grey_class(220)], [CUP, DISC_RIM, DISC_RIM, BACKGROUND]);
+    assert_eq!(
+        [grey_class(40), grey_class(100), grey_class(150), grey_class(220)],
+        [CUP, DISC_RIM, DISC_RIM, BACKGROUND]
+    );
 }
 
 #[test]

@@ -9,7 +9,8 @@ fn every_op_passes_gradcheck_on_random_shapes() {
         for o in run_all(seed) {
             println!("seed {seed} {:<36} {:.3e} (tol {:.0e}) {}", o.name, o.max_rel_err, o.tol, o.shapes);
             if !o.pass || !o.max_rel_err.is_finite() {
-                failures.push(format!("seed {seed}: {} err {:.3e} > {:.0e} at {}", o.name, o.max_rel_err, o.tol, o.shapes));
+                failures
+                    .push(format!("seed {seed}: {} err {:.3e} > {:.0e} at {}", o.name, o.max_rel_err, o.tol, o.shapes));
             }
         }
     }

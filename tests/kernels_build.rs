@@ -45,12 +45,7 @@ fn no_kernel_spills() {
     let spilling: Vec<String> = kernels::report()
         .iter()
         .filter(|k| k.spill_store_bytes != 0 || k.spill_load_bytes != 0)
-        .map(|k| {
-            format!(
-                "{} {}: {} B stored, {} B loaded",
-                k.name, k.arch, k.spill_store_bytes, k.spill_load_bytes
-            )
-        })
+        .map(|k| format!("{} {}: {} B stored, {} B loaded", k.name, k.arch, k.spill_store_bytes, k.spill_load_bytes))
         .collect();
     assert!(spilling.is_empty(), "register spills:\n{}", spilling.join("\n"));
 }

@@ -350,7 +350,11 @@ fn check_fast_vs_naive(case: Case, transposed: bool, rng: &mut StdRng) {
     let y = conv2d_forward(&x, &wt, None, c);
     close(&y, &conv2d_forward_naive(&x, &wt, None, c), "forward");
     let dy = Tensor::randn(y.shape(), 1.0, rng);
-    close(&conv2d_backward_data(&dy, &wt, x.shape(), c), &conv2d_backward_data_naive(&dy, &wt, x.shape(), c), "backward_data");
+    close(
+        &conv2d_backward_data(&dy, &wt, x.shape(), c),
+        &conv2d_backward_data_naive(&dy, &wt, x.shape(), c),
+        "backward_data",
+    );
     close(
         &conv2d_backward_weight(&dy, &x, wt.shape(), c),
         &conv2d_backward_weight_naive(&dy, &x, wt.shape(), c),
@@ -380,18 +384,18 @@ fn check_fast_vs_naive(case: Case, transposed: bool, rng: &mut StdRng) {
 fn fast_conv_matches_naive_on_fixed_cases() {
     let mut rng = StdRng::seed_from_u64(20);
     let cases: [Case; 15] = [
-        (2, 3, 4, 9, 11, 3, 3, 1, 1),  // "same" 3×3, ragged tiles everywhere
-        (3, 2, 5, 10, 10, 3, 3, 2, 1), // stride 2
-        (2, 4, 3, 13, 9, 4, 2, 3, 0),  // stride 3, non-square kernel, floor drops rows/columns
-        (1, 5, 7, 6, 6, 1, 1, 1, 0),   // 1×1: the image is its own column matrix
-        (2, 3, 2, 8, 8, 1, 1, 2, 0),   // strided 1×1
-        (2, 2, 3, 5, 5, 3, 3, 1, 2),   // padding wider than half the kernel
-        (1, 1, 1, 1, 1, 1, 1, 1, 0),   // a single pixel
-        (1, 2, 2, 3, 3, 3, 3, 1, 3),   // taps entirely in the padding
-        (9, 3, 6, 20, 21, 5, 5, 1, 2), // long rows (> 8 floats), several partial groups
-        (4, 8, 70, 12, 12, 3, 3, 1, 1), // Co > 64: weight gradient on the packed path
+        (2, 3, 4, 9, 11, 3, 3, 1, 1),    // "same" 3×3, ragged tiles everywhere
+        (3, 2, 5, 10, 10, 3, 3, 2, 1),   // stride 2
+        (2, 4, 3, 13, 9, 4, 2, 3, 0),    // stride 3, non-square kernel, floor drops rows/columns
+        (1, 5, 7, 6, 6, 1, 1, 1, 0),     // 1×1: the image is its own column matrix
+        (2, 3, 2, 8, 8, 1, 1, 2, 0),     // strided 1×1
+        (2, 2, 3, 5, 5, 3, 3, 1, 2),     // padding wider than half the kernel
+        (1, 1, 1, 1, 1, 1, 1, 1, 0),     // a single pixel
+        (1, 2, 2, 3, 3, 3, 3, 1, 3),     // taps entirely in the padding
+        (9, 3, 6, 20, 21, 5, 5, 1, 2),   // long rows (> 8 floats), several partial groups
+        (4, 8, 70, 12, 12, 3, 3, 1, 1),  // Co > 64: weight gradient on the packed path
         (5, 16, 32, 16, 16, 3, 3, 2, 1), // long-k weight gradient (dot products)
-        (2, 3, 4, 7, 30, 2, 7, 1, 3),  // wide, flat image
+        (2, 3, 4, 7, 30, 2, 7, 1, 3),    // wide, flat image
         // Column matrices over the 2^18-float budget: unrolled in bands of output rows.
         (2, 16, 8, 48, 48, 3, 3, 1, 1),
         (2, 128, 4, 48, 48, 1, 1, 1, 0), // banded 1×1
@@ -428,11 +432,8 @@ fn fast_conv_matches_naive_on_multilenet_shapes() {
 fn fast_conv_is_independent_of_thread_count() {
     // Large enough to be threaded: over images (MultiLeNet), and inside the GEMMs (a single image).
     let mut rng = StdRng::seed_from_u64(23);
-    let cases: [Case; 3] = [
-        (128, 1, 10, 28, 28, 5, 5, 1, 0),
-        (96, 10, 20, 12, 12, 5, 5, 1, 0),
-        (1, 16, 32, 64, 64, 3, 3, 1, 1),
-    ];
+    let cases: [Case; 3] =
+        [(128, 1, 10, 28, 28, 5, 5, 1, 0), (96, 10, 20, 12, 12, 5, 5, 1, 0), (1, 16, 32, 64, 64, 3, 3, 1, 1)];
     let run = |threads: &str, x: &Tensor, wt: &Tensor, b: &Tensor, dy: &Tensor, c: Conv2dCfg| {
         std::env::set_var("MTCOOL_THREADS", threads);
         [

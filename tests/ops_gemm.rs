@@ -68,7 +68,9 @@ impl Problem {
     fn run(&self, threads: Option<usize>, alpha: f32, beta: f32, c: &mut [f32]) {
         let p = self;
         match threads {
-            Some(t) => sgemm_with_threads(t, p.ta, p.tb, p.m, p.n, p.k, alpha, &p.a, p.lda, &p.b, p.ldb, beta, c, p.ldc),
+            Some(t) => {
+                sgemm_with_threads(t, p.ta, p.tb, p.m, p.n, p.k, alpha, &p.a, p.lda, &p.b, p.ldb, beta, c, p.ldc)
+            }
             None => sgemm(p.ta, p.tb, p.m, p.n, p.k, alpha, &p.a, p.lda, &p.b, p.ldb, beta, c, p.ldc),
         }
     }
@@ -161,7 +163,9 @@ fn result_is_independent_of_thread_count() {
     // alone would qualify for it (256×96: blocks of ≤ 64 rows from 7 threads on).
     let mut rng = StdRng::seed_from_u64(4);
     for (ta, tb) in TRANS {
-        for (m, n, k, pad) in [(513, 131, 260, 1), (10, 7001, 240, 0), (50, 330, 1100, 2), (6, 2900, 970, 0), (256, 96, 700, 0)] {
+        for (m, n, k, pad) in
+            [(513, 131, 260, 1), (10, 7001, 240, 0), (50, 330, 1100, 2), (6, 2900, 970, 0), (256, 96, 700, 0)]
+        {
             let p = Problem::new(ta, tb, m, n, k, pad, &mut rng);
             let mut one = p.c.clone();
             p.run(Some(1), 0.9, 0.3, &mut one);

@@ -151,7 +151,11 @@ fn check_fast_vs_naive(n: usize, fin: usize, fout: usize, rng: &mut StdRng) {
     let w = Tensor::randn(&[fout, fin], 0.5, rng);
     let b = Tensor::randn(&[fout], 0.5, rng);
     let dy = Tensor::randn(&[n, fout], 1.0, rng);
-    check_close(&linear_forward(&x, &w, Some(&b)), &linear_forward_naive(&x, &w, Some(&b)), &format!("linear+bias {what}"));
+    check_close(
+        &linear_forward(&x, &w, Some(&b)),
+        &linear_forward_naive(&x, &w, Some(&b)),
+        &format!("linear+bias {what}"),
+    );
     check_close(&linear_forward(&x, &w, None), &linear_forward_naive(&x, &w, None), &format!("linear {what}"));
     let (dx, dw, db) = linear_backward(&x, &w, &dy);
     let (ndx, ndw, ndb) = linear_backward_naive(&x, &w, &dy);

@@ -164,7 +164,8 @@ fn check_dice_backward(shape: &[usize], mode: DiceMode, eps: f32, seed: u64) {
         DiceMode::MultiClass => {
             let mut nhw = vec![shape[0]];
             nhw.extend_from_slice(&shape[2..]);
-            let labels: Vec<u32> = (0..nhw.iter().product::<usize>()).map(|_| rng.random_range(0..shape[1] as u32)).collect();
+            let labels: Vec<u32> =
+                (0..nhw.iter().product::<usize>()).map(|_| rng.random_range(0..shape[1] as u32)).collect();
             one_hot(&labels, shape[1], &nhw)
         }
     };

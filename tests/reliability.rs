@@ -82,8 +82,20 @@ fn every_bad_input_gives_one_error_line_and_leaves_no_trace() {
     // A small finished run to corrupt copies of.
     let good = t.join("good");
     let tiny = [
-        "--task", "fundus", "--size", "32", "--limit-train", "8", "--limit-test", "4", "--batch-size", "4", "--epochs", "1",
-        "--device", "cpu",
+        "--task",
+        "fundus",
+        "--size",
+        "32",
+        "--limit-train",
+        "8",
+        "--limit-test",
+        "4",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
     ];
     let mut args: Vec<String> = ["train", "--checkpoint-every", "1", "--out", &s(&good)].map(String::from).to_vec();
     args.extend(tiny.map(String::from));
@@ -107,8 +119,10 @@ fn every_bad_input_gives_one_error_line_and_leaves_no_trace() {
     let mnist_count =
         mnist("m3", &[("train-images-idx3-ubyte", images3.clone()), ("train-labels-idx1-ubyte", idx(&[2], &[1, 2]))]);
     let mnist_size = mnist("m4", &[("train-images-idx3-ubyte", idx(&[1, 2, 2], &[0; 4])), labels3.clone()]);
-    let mnist_label =
-        mnist("m5", &[("train-images-idx3-ubyte", images3.clone()), ("train-labels-idx1-ubyte", idx(&[3], &[1, 12, 3]))]);
+    let mnist_label = mnist(
+        "m5",
+        &[("train-images-idx3-ubyte", images3.clone()), ("train-labels-idx1-ubyte", idx(&[3], &[1, 12, 3]))],
+    );
     let mnist_short = mnist("m6", &[("train-images-idx3-ubyte", idx(&[3, 28, 28], &[0; 100])), labels3.clone()]);
     let mnist_no_test = mnist("m7", &[("train-images-idx3-ubyte", images3.clone()), labels3.clone()]);
     let refuge_bad_png = t.join("r1");
@@ -163,16 +177,20 @@ fn every_bad_input_gives_one_error_line_and_leaves_no_trace() {
         fs::write(p, b).unwrap();
         fs::remove_file(r.join("ckpt/step-2.safetensors")).unwrap();
     });
-    let edit_model = |name: &str, bytes: Vec<u8>| copy_run(&good, &t.join(name), |r| fs::write(r.join("model.safetensors"), bytes).unwrap());
+    let edit_model = |name: &str, bytes: Vec<u8>| {
+        copy_run(&good, &t.join(name), |r| fs::write(r.join("model.safetensors"), bytes).unwrap())
+    };
     let model_trunc = edit_model("model-trunc", model[..model.len() - 7].to_vec());
     let model_huge = edit_model("model-huge", [&u64::MAX.to_le_bytes()[..], &model[8..]].concat());
-    let model_dtype = edit_model("model-dtype", edit_header(&model, |h| h["task1.head.conv.bias"]["dtype"] = "I32".into()));
+    let model_dtype =
+        edit_model("model-dtype", edit_header(&model, |h| h["task1.head.conv.bias"]["dtype"] = "I32".into()));
     let model_shape = edit_model(
         "model-shape",
         edit_header(&model, |h| h["task2.head.fc1.weight"]["shape"] = serde_json::json!([16, 32])),
     );
     let model_other = {
-        let cfg = mtcool::model::ModelConfig::multimnist(mtcool::model::Method::Joint, mtcool::model::Fusion::Concat, 0.2);
+        let cfg =
+            mtcool::model::ModelConfig::multimnist(mtcool::model::Method::Joint, mtcool::model::Fusion::Concat, 0.2);
         edit_model("model-other", mtcool::checkpoint::to_bytes(&mtcool::model::MultiTaskModel::new(cfg, 0)).unwrap())
     };
     let model_garbage = edit_model("model-garbage", b"\x10\0\0\0\0\0\0\0{\"a\":1}         ".to_vec());

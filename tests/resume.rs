@@ -17,8 +17,22 @@ use mtcool::train::TrainConfig;
 
 /// 96 examples in batches of 4: 24 steps per epoch, 2 epochs.
 const RUN: [&str; 16] = [
-    "--task", "fundus", "--size", "32", "--limit-train", "96", "--limit-test", "8", "--batch-size", "4", "--epochs", "2",
-    "--device", "cpu", "--seed", "3",
+    "--task",
+    "fundus",
+    "--size",
+    "32",
+    "--limit-train",
+    "96",
+    "--limit-test",
+    "8",
+    "--batch-size",
+    "4",
+    "--epochs",
+    "2",
+    "--device",
+    "cpu",
+    "--seed",
+    "3",
 ];
 
 fn cmd(args: &[&str], out: &Path) -> Command {
@@ -28,7 +42,12 @@ fn cmd(args: &[&str], out: &Path) -> Command {
 }
 
 fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "mtcool failed:\n{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "mtcool failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
@@ -114,21 +133,42 @@ fn killed_run_resumes_bit_identically_and_runs_are_deterministic() {
     let err = String::from_utf8_lossy(&out.stderr);
     let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
     assert_eq!(warnings.len(), 1, "{err}");
-    assert!(warnings[0].contains(&format!("step-{n}.safetensors is unusable")) && warnings[0].contains("falling back to"), "{err}");
+    assert!(
+        warnings[0].contains(&format!("step-{n}.safetensors is unusable")) && warnings[0].contains("falling back to"),
+        "{err}"
+    );
     assert!(model(&a) == model(&b), "fallback resume differs");
     assert_eq!(metrics(&a), metrics(&b));
 }
 
 /// 48 examples in batches of 8: 6 steps per epoch; checkpoints every 2 steps and at epoch ends.
 const SMALL: [&str; 18] = [
-    "--task", "fundus", "--size", "32", "--limit-train", "48", "--limit-test", "8", "--batch-size", "8", "--epochs", "2",
-    "--device", "cpu", "--checkpoint-every", "2", "--method", "joint",
+    "--task",
+    "fundus",
+    "--size",
+    "32",
+    "--limit-train",
+    "48",
+    "--limit-test",
+    "8",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "2",
+    "--device",
+    "cpu",
+    "--checkpoint-every",
+    "2",
+    "--method",
+    "joint",
 ];
 
 #[test]
 fn nonfinite_step_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    for (hook, what) in [("9", "non-finite loss (NaN) in task 1"), ("9:input", "non-finite gradient of shared.extractor")] {
+    for (hook, what) in
+        [("9", "non-finite loss (NaN) in task 1"), ("9:input", "non-finite gradient of shared.extractor")]
+    {
         let run = tmp.path().join(hook.replace(':', "-"));
         let out = cmd(&SMALL, &run).env("MTCOOL_INJECT_NAN_AT_STEP", hook).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -154,7 +194,10 @@ fn nonfinite_step_stops_the_run_and_keeps_the_last_good_checkpoint() {
 fn skip_nonfinite_skips_and_counts_the_step() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("skip");
-    let out = ok(cmd(&[&SMALL[..], &["--skip-nonfinite"]].concat(), &run).env("MTCOOL_INJECT_NAN_AT_STEP", "3").output().unwrap());
+    let out = ok(cmd(&[&SMALL[..], &["--skip-nonfinite"]].concat(), &run)
+        .env("MTCOOL_INJECT_NAN_AT_STEP", "3")
+        .output()
+        .unwrap());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.lines().any(|l| l.starts_with("warning: non-finite loss") && l.contains("global step 3")), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 step(s) skipped"));
@@ -165,7 +208,8 @@ fn skip_nonfinite_skips_and_counts_the_step() {
 
 /// A tiny MultiLeNet run's config, as the CLI builds it.
 fn config(optimizer: &str) -> TrainConfig {
-    let args = ["mtcool", "train", "--task", "multimnist", "--method", "joint", "--optimizer", optimizer, "--width", "0.2"];
+    let args =
+        ["mtcool", "train", "--task", "multimnist", "--method", "joint", "--optimizer", optimizer, "--width", "0.2"];
     match mtcool::cli::Cli::try_parse_from(args).unwrap().command {
         mtcool::cli::Command::Train(t) => t.config(),
         _ => unreachable!(),
@@ -178,7 +222,11 @@ fn optimiser_state_round_trips_exactly() {
         let cfg = config(kind);
         let mut model = MultiTaskModel::new(cfg.model_config(), 1);
         let mut opt = cfg.optimizer();
-        let x = mtcool::Tensor::randn(&[2, 1, 28, 28], 1.0, &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(2));
+        let x = mtcool::Tensor::randn(
+            &[2, 1, 28, 28],
+            1.0,
+            &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(2),
+        );
         let batch = Batch { x, labels: [vec![1, 2], vec![3, 4]] };
         let obj = Objective::unweighted([TaskSpec::Classify { classes: 10 }; 2]);
         for _ in 0..3 {
@@ -198,7 +246,10 @@ fn optimiser_state_round_trips_exactly() {
         let (mut m2, mut o2) = (m2, o2);
         summed_step(&mut model, &mut opt, &batch, &obj);
         summed_step(&mut m2, &mut o2, &batch, &obj);
-        assert_eq!(model.store.value(model.extractor_params(TaskId(0))[0]), m2.store.value(m2.extractor_params(TaskId(0))[0]));
+        assert_eq!(
+            model.store.value(model.extractor_params(TaskId(0))[0]),
+            m2.store.value(m2.extractor_params(TaskId(0))[0])
+        );
         // Another run's config, or a step count past the epoch, is refused.
         assert!(resume::from_bytes(&bytes, &TrainConfig { seed: 9, ..cfg.clone() }, 2).is_err());
         assert!(resume::from_bytes(&bytes, &cfg, 1).is_err());

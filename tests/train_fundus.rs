@@ -9,7 +9,12 @@ fn mtcool(args: &[&str]) -> std::process::Output {
 }
 
 fn ok(o: &std::process::Output) {
-    assert!(o.status.success(), "mtcool failed:\n{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "mtcool failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn summary(run: &Path) -> serde_json::Value {
@@ -22,8 +27,23 @@ fn synthetic_task_pairs_train_and_reevaluate() {
     for (task, keys) in [("fundus", ["dice_cup", "auroc"]), ("fundus-av", ["dice_artery", "dice_vessel"])] {
         let run = dir.path().join(task);
         let r = run.to_str().unwrap();
-        ok(&mtcool(&["train", "--task", task, "--limit-train", "24", "--limit-test", "8", "--epochs", "1", "--size", "32", "--out", r]));
-        for f in ["config.json", "metrics.jsonl", "model.safetensors", "summary.json", "curves.svg", "predictions.png"] {
+        ok(&mtcool(&[
+            "train",
+            "--task",
+            task,
+            "--limit-train",
+            "24",
+            "--limit-test",
+            "8",
+            "--epochs",
+            "1",
+            "--size",
+            "32",
+            "--out",
+            r,
+        ]));
+        for f in ["config.json", "metrics.jsonl", "model.safetensors", "summary.json", "curves.svg", "predictions.png"]
+        {
             assert!(run.join(f).exists(), "{task}: run folder lacks {f}");
         }
         let s = summary(&run);
@@ -51,7 +71,13 @@ fn write_refuge_fixture(root: &Path, n: usize) {
         for y in 0..h {
             for x in 0..w {
                 let d = ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt();
-                let (px, m) = if d < cup { ([250, 240, 200], 0) } else if d < 8.0 { ([240, 200, 90], 128) } else { ([180, 70, 30], 255) };
+                let (px, m) = if d < cup {
+                    ([250, 240, 200], 0)
+                } else if d < 8.0 {
+                    ([240, 200, 90], 128)
+                } else {
+                    ([180, 70, 30], 255)
+                };
                 img.put_pixel(x, y, image::Rgb(px));
                 mask.put_pixel(x, y, image::Luma([m]));
             }
@@ -67,7 +93,19 @@ fn refuge_folder_trains() {
     let data = dir.path().join("refuge");
     write_refuge_fixture(&data, 10);
     let run = dir.path().join("run");
-    let o = mtcool(&["train", "--task", "fundus", "--data", data.to_str().unwrap(), "--size", "32", "--epochs", "1", "--out", run.to_str().unwrap()]);
+    let o = mtcool(&[
+        "train",
+        "--task",
+        "fundus",
+        "--data",
+        data.to_str().unwrap(),
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
     ok(&o);
     let s = summary(&run);
     assert_eq!(s["test_examples"], 2, "10 images: every 5th is test");

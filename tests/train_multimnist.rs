@@ -36,9 +36,31 @@ fn mtcool_trains_above_chance_and_eval_reproduces_it() {
     let out = dir.path().join("run");
     let data = default_mnist_dir();
     let args = [
-        "train", "--task", "multimnist", "--method", "mtcool", "--mode", "full", "--epochs", "2", "--limit-train", "3000",
-        "--limit-test", "1000", "--batch-size", "64", "--lr", "2e-3", "--device", "cpu", "--seed", "1",
-        "--out", out.to_str().unwrap(), "--data", data.to_str().unwrap(),
+        "train",
+        "--task",
+        "multimnist",
+        "--method",
+        "mtcool",
+        "--mode",
+        "full",
+        "--epochs",
+        "2",
+        "--limit-train",
+        "3000",
+        "--limit-test",
+        "1000",
+        "--batch-size",
+        "64",
+        "--lr",
+        "2e-3",
+        "--device",
+        "cpu",
+        "--seed",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
     ];
     let o = mtcool(&args);
     assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
@@ -63,7 +85,8 @@ fn missing_or_corrupt_mnist_is_one_clear_error() {
     std::fs::create_dir(&empty).unwrap();
     let corrupt = dir.path().join("corrupt");
     std::fs::create_dir(&corrupt).unwrap();
-    for f in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+    for f in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    {
         std::fs::write(corrupt.join(f), b"\x00\x00\x08\x03garbage").unwrap();
     }
     let gz = dir.path().join("gz");
@@ -71,7 +94,17 @@ fn missing_or_corrupt_mnist_is_one_clear_error() {
     std::fs::write(gz.join("train-images-idx3-ubyte.gz"), b"\x1f\x8b\x08\x00broken").unwrap();
     for data in [&empty, &corrupt, &gz, &dir.path().join("does-not-exist")] {
         let out = dir.path().join("run");
-        let o = mtcool(&["train", "--task", "multimnist", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
+        let o = mtcool(&[
+            "train",
+            "--task",
+            "multimnist",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{}: succeeded", data.display());
         let lines: Vec<&str> = err.lines().collect();

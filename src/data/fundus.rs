@@ -127,7 +127,8 @@ impl FundusSet {
         let mut rgb = vec![0u8; 3 * px];
         for i in 0..n {
             let m = i * px..(i + 1) * px;
-            let (glaucoma, vcdr) = render(cfg, i, &mut rgb, &mut set.cup_disc[m.clone()], &mut set.artery_vein[m.clone()]);
+            let (glaucoma, vcdr) =
+                render(cfg, i, &mut rgb, &mut set.cup_disc[m.clone()], &mut set.artery_vein[m.clone()]);
             set.glaucoma.push(glaucoma);
             set.vcdr.push(vcdr);
             for (v, &av) in set.vessel[m].iter_mut().zip(&set.artery_vein[i * px..(i + 1) * px]) {
@@ -456,7 +457,8 @@ fn render(cfg: &FundusConfig, i: usize, rgb: &mut [u8], cup_disc: &mut [u8], av:
     let centres: Vec<f32> = (0..s).map(|k| k as f32 + 0.5).collect();
     let wave_x: Vec<Vec<(f32, f32)>> =
         waves.iter().map(|w| centres.iter().map(|&c| (w[0] * c + w[2]).sin_cos()).collect()).collect();
-    let wave_y: Vec<Vec<(f32, f32)>> = waves.iter().map(|w| centres.iter().map(|&c| (w[1] * c).sin_cos()).collect()).collect();
+    let wave_y: Vec<Vec<(f32, f32)>> =
+        waves.iter().map(|w| centres.iter().map(|&c| (w[1] * c).sin_cos()).collect()).collect();
     let gauss_1d = |c0: f32| -> Vec<f32> {
         centres.iter().map(|&c| (-(c - c0) * (c - c0) / (2.0 * fovea_sigma * fovea_sigma)).exp()).collect()
     };

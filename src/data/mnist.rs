@@ -125,10 +125,7 @@ pub fn load_mnist(dir: &Path, split: Split) -> Result<MnistSplit, DataError> {
         });
     }
     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l > 9) {
-        return Err(DataError::Format {
-            path: lbl_path,
-            msg: format!("label {l} at index {i} is not a digit 0..=9"),
-        });
+        return Err(DataError::Format { path: lbl_path, msg: format!("label {l} at index {i} is not a digit 0..=9") });
     }
     Ok(MnistSplit { images, labels, rows, cols })
 }
@@ -164,18 +161,19 @@ fn read_idx(path: &Path, ndims: u8) -> Result<(Vec<u8>, Vec<usize>), DataError> 
 }
 
 /// `read_idx` on an open `file` (messages name `path`).
-fn read_idx_from<'a, R: Read + Seek + 'a>(path: &Path, mut file: R, ndims: u8) -> Result<(Vec<u8>, Vec<usize>), DataError> {
+fn read_idx_from<'a, R: Read + Seek + 'a>(
+    path: &Path,
+    mut file: R,
+    ndims: u8,
+) -> Result<(Vec<u8>, Vec<usize>), DataError> {
     let io_err = |err| DataError::Io { path: path.to_path_buf(), err };
     let fmt = |msg: String| DataError::Format { path: path.to_path_buf(), msg };
     let mut head = Vec::with_capacity(2);
     read_upto(&mut file, 2, &mut head).map_err(io_err)?;
     file.rewind().map_err(io_err)?;
     let gzip = head == [0x1f, 0x8b];
-    let mut reader: Box<dyn Read + 'a> = if gzip {
-        Box::new(MultiGzDecoder::new(BufReader::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    };
+    let mut reader: Box<dyn Read + 'a> =
+        if gzip { Box::new(MultiGzDecoder::new(BufReader::new(file))) } else { Box::new(BufReader::new(file)) };
     // Errors from the reader: a decoder failure means a corrupt gzip stream.
     let read_err = |err: std::io::Error| {
         if gzip {
@@ -206,10 +204,7 @@ fn read_idx_from<'a, R: Read + Seek + 'a>(path: &Path, mut file: R, ndims: u8) -
     }
     if magic[3] != ndims {
         let kind = if ndims == 3 { "an images file" } else { "a labels file" };
-        return Err(fmt(format!(
-            "IDX file has {} dimensions, expected {ndims} ({kind})",
-            magic[3]
-        )));
+        return Err(fmt(format!("IDX file has {} dimensions, expected {ndims} ({kind})", magic[3])));
     }
 
     // Sizes.
@@ -222,10 +217,8 @@ fn read_idx_from<'a, R: Read + Seek + 'a>(path: &Path, mut file: R, ndims: u8) -
             4 + 4 * ndims as usize
         )));
     }
-    let dims: Vec<u64> = sizes_raw
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64)
-        .collect();
+    let dims: Vec<u64> =
+        sizes_raw.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64).collect();
     let total = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d).filter(|&t| t <= MAX_ELEMENTS));
     let Some(total) = total else {
         return Err(fmt(format!("IDX header claims sizes {dims:?}, more than the 2^31 elements we accept")));

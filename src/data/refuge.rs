@@ -284,7 +284,10 @@ pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, DataError> {
     checked_decode(path, reader.map_err(|err| DataError::Io { path: path.to_path_buf(), err })?)
 }
 
-fn checked_decode<R: std::io::BufRead + std::io::Seek>(path: &Path, reader: ImageReader<R>) -> Result<DynamicImage, DataError> {
+fn checked_decode<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    reader: ImageReader<R>,
+) -> Result<DynamicImage, DataError> {
     let img = reader.decode().map_err(|e| fmt_err(path, format!("cannot decode image: {e}")))?;
     match img.width() == 0 || img.height() == 0 {
         true => Err(fmt_err(path, "image has zero width or height")),

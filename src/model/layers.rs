@@ -74,7 +74,16 @@ pub struct Conv2d {
 impl Conv2d {
     /// Registers `<name>.weight` [out, in, k, k] and `<name>.bias` [out].
     #[allow(clippy::too_many_arguments)]
-    pub fn new(store: &mut ParamStore, group: &mut ParamGroup, name: &str, cin: usize, cout: usize, k: usize, cfg: Conv2dCfg, rng: &mut impl Rng) -> Self {
+    pub fn new(
+        store: &mut ParamStore,
+        group: &mut ParamGroup,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        cfg: Conv2dCfg,
+        rng: &mut impl Rng,
+    ) -> Self {
         let fan_in = cin * k * k;
         let weight = store.add(&format!("{name}.weight"), default_init(&[cout, cin, k, k], fan_in, rng));
         let bias = store.add(&format!("{name}.bias"), default_init(&[cout], fan_in, rng));
@@ -97,7 +106,14 @@ pub struct Linear {
 
 impl Linear {
     /// Registers `<name>.weight` [out, in] and `<name>.bias` [out].
-    pub fn new(store: &mut ParamStore, group: &mut ParamGroup, name: &str, din: usize, dout: usize, rng: &mut impl Rng) -> Self {
+    pub fn new(
+        store: &mut ParamStore,
+        group: &mut ParamGroup,
+        name: &str,
+        din: usize,
+        dout: usize,
+        rng: &mut impl Rng,
+    ) -> Self {
         let weight = store.add(&format!("{name}.weight"), default_init(&[dout, din], din, rng));
         let bias = store.add(&format!("{name}.bias"), default_init(&[dout], din, rng));
         group.push(weight, dout * din);

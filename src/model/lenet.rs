@@ -58,7 +58,14 @@ pub struct LeNetHead {
 }
 
 impl LeNetHead {
-    pub fn new(store: &mut ParamStore, prefix: &str, in_dim: usize, width: f32, classes: usize, rng: &mut impl Rng) -> Self {
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        in_dim: usize,
+        width: f32,
+        classes: usize,
+        rng: &mut impl Rng,
+    ) -> Self {
         let mut group = ParamGroup::default();
         let hidden = scaled(50, width);
         let fc1 = Linear::new(store, &mut group, &format!("{prefix}.fc1"), in_dim, hidden, rng);

@@ -171,10 +171,21 @@ enum Head {
 }
 
 impl Head {
-    fn new(cfg: &ModelConfig, store: &mut ParamStore, prefix: &str, in_dim: usize, spec: TaskSpec, rng: &mut StdRng) -> Self {
+    fn new(
+        cfg: &ModelConfig,
+        store: &mut ParamStore,
+        prefix: &str,
+        in_dim: usize,
+        spec: TaskSpec,
+        rng: &mut StdRng,
+    ) -> Self {
         match (cfg.arch, spec) {
-            (Arch::Lenet, TaskSpec::Classify { classes }) => Head::Mlp(LeNetHead::new(store, prefix, in_dim, cfg.width, classes, rng)),
-            (Arch::Unet { .. }, TaskSpec::Segment { classes }) => Head::Seg(SegHead::new(store, prefix, in_dim, classes, rng)),
+            (Arch::Lenet, TaskSpec::Classify { classes }) => {
+                Head::Mlp(LeNetHead::new(store, prefix, in_dim, cfg.width, classes, rng))
+            }
+            (Arch::Unet { .. }, TaskSpec::Segment { classes }) => {
+                Head::Seg(SegHead::new(store, prefix, in_dim, classes, rng))
+            }
             (Arch::Unet { .. }, TaskSpec::Classify { classes }) => {
                 let hidden = ((32.0 * cfg.width).round() as usize).max(1);
                 Head::Pool(PoolHead::new(store, prefix, in_dim, hidden, classes, rng))

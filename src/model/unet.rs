@@ -30,10 +30,19 @@ impl UNetExtractor {
     pub fn new(store: &mut ParamStore, prefix: &str, in_channels: usize, base: usize, rng: &mut impl Rng) -> Self {
         let b = base.max(1);
         let mut group = ParamGroup::default();
-        let specs = [("enc0", in_channels, b), ("enc1", b, 2 * b), ("mid0", 2 * b, 4 * b), ("mid1", 4 * b, 4 * b), ("dec1", 6 * b, 2 * b), ("dec0", 3 * b, b)];
+        let specs = [
+            ("enc0", in_channels, b),
+            ("enc1", b, 2 * b),
+            ("mid0", 2 * b, 4 * b),
+            ("mid1", 4 * b, 4 * b),
+            ("dec1", 6 * b, 2 * b),
+            ("dec0", 3 * b, b),
+        ];
         let convs = specs
             .iter()
-            .map(|&(name, cin, cout)| Conv2d::new(store, &mut group, &format!("{prefix}.{name}"), cin, cout, 3, SAME3, rng))
+            .map(|&(name, cin, cout)| {
+                Conv2d::new(store, &mut group, &format!("{prefix}.{name}"), cin, cout, 3, SAME3, rng)
+            })
             .collect();
         UNetExtractor { convs, group, out_dim: b }
     }
@@ -69,7 +78,16 @@ pub struct SegHead {
 impl SegHead {
     pub fn new(store: &mut ParamStore, prefix: &str, in_dim: usize, classes: usize, rng: &mut impl Rng) -> Self {
         let mut group = ParamGroup::default();
-        let conv = Conv2d::new(store, &mut group, &format!("{prefix}.conv"), in_dim, classes, 1, Conv2dCfg { stride: 1, padding: 0 }, rng);
+        let conv = Conv2d::new(
+            store,
+            &mut group,
+            &format!("{prefix}.conv"),
+            in_dim,
+            classes,
+            1,
+            Conv2dCfg { stride: 1, padding: 0 },
+            rng,
+        );
         SegHead { conv, group }
     }
 
@@ -86,7 +104,14 @@ pub struct PoolHead {
 }
 
 impl PoolHead {
-    pub fn new(store: &mut ParamStore, prefix: &str, in_dim: usize, hidden: usize, classes: usize, rng: &mut impl Rng) -> Self {
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        in_dim: usize,
+        hidden: usize,
+        classes: usize,
+        rng: &mut impl Rng,
+    ) -> Self {
         let mut group = ParamGroup::default();
         let fc1 = Linear::new(store, &mut group, &format!("{prefix}.fc1"), in_dim, hidden, rng);
         let fc2 = Linear::new(store, &mut group, &format!("{prefix}.fc2"), hidden, classes, rng);

@@ -122,14 +122,17 @@ pub fn cagrad_weights(g: &[Vec<f64>], c: f64) -> Vec<f64> {
     let g0_sq = quad(g, &b, &b).max(0.0);
     let sqrt_phi = c * g0_sq.sqrt();
     let gb: Vec<f64> = (0..t).map(|i| (0..t).map(|j| g[i][j] * b[j]).sum()).collect();
-    let f = |w: &[f64]| -> f64 { w.iter().zip(&gb).map(|(a, b)| a * b).sum::<f64>() + sqrt_phi * quad(g, w, w).max(0.0).sqrt() };
+    let f = |w: &[f64]| -> f64 {
+        w.iter().zip(&gb).map(|(a, b)| a * b).sum::<f64>() + sqrt_phi * quad(g, w, w).max(0.0).sqrt()
+    };
     if t == 1 {
         return vec![1.0];
     }
     if t == 2 {
         let fa = |a: f64| f(&[a, 1.0 - a]);
         let a = golden_min(fa, 0.0, 1.0);
-        let best = [a, 0.0, 1.0].into_iter().fold((a, fa(a)), |best, x| if fa(x) < best.1 { (x, fa(x)) } else { best }).0;
+        let best =
+            [a, 0.0, 1.0].into_iter().fold((a, fa(a)), |best, x| if fa(x) < best.1 { (x, fa(x)) } else { best }).0;
         return vec![best, 1.0 - best];
     }
     // Projected gradient on the simplex. ∇F(w) = G𝟙/T + √φ Gw / ‖g_w‖.
@@ -418,7 +421,15 @@ pub fn graddrop_batched(grads: &[&[f32]], activation: &[f32], batch: usize, leak
     if per_row == 0 {
         return Vec::new();
     }
-    let sgn = |a: f32| if a > 0.0 { 1.0 } else if a < 0.0 { -1.0 } else { 0.0 };
+    let sgn = |a: f32| {
+        if a > 0.0 {
+            1.0
+        } else if a < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    };
     let purity_src: Vec<Vec<f64>> = grads
         .iter()
         .map(|g| {

@@ -75,8 +75,19 @@ pub fn write_grads(store: &mut ParamStore, ids: &[ParamId], flat: &[f32]) {
 
 /// One step of `combiner` on `batch` for a model with one shared extractor (Joint and the
 /// gradient-combination methods). `step` is the global step (for the random draws).
-pub fn combined_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective, combiner: &Combiner, step: u32) -> StepStats {
-    assert!(model.cfg.method.shares_extractor(), "{:?} has no shared extractor to combine gradients on", model.cfg.method);
+pub fn combined_step(
+    model: &mut MultiTaskModel,
+    opt: &mut Optimizer,
+    batch: &Batch,
+    obj: &Objective,
+    combiner: &Combiner,
+    step: u32,
+) -> StepStats {
+    assert!(
+        model.cfg.method.shares_extractor(),
+        "{:?} has no shared extractor to combine gradients on",
+        model.cfg.method
+    );
     let params = model.all_params();
     let shared = model.extractor_params(TaskId(0)).to_vec();
     model.store.zero_grad(&params);

@@ -50,7 +50,14 @@ fn noise_stream(t: TaskId) -> u32 {
 
 /// One MT-CooL outer iteration `step` on `batch`. Each task's loss is the mean over its last inner
 /// step's noise samples; its correct count is from the last sample's logits.
-pub fn mtcool_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective, step: u32, cfg: &MtCoolConfig) -> StepStats {
+pub fn mtcool_step(
+    model: &mut MultiTaskModel,
+    opt: &mut Optimizer,
+    batch: &Batch,
+    obj: &Objective,
+    step: u32,
+    cfg: &MtCoolConfig,
+) -> StepStats {
     let mut stats = StepStats::default();
     for t in TaskId::BOTH {
         (stats.loss[t.0], stats.correct[t.0]) = task_substep(model, opt, batch, obj, step, cfg, t);
@@ -60,7 +67,15 @@ pub fn mtcool_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batc
 
 /// Task `t`'s part of the step: its extractor and head train; the other extractor is frozen and noisy.
 #[allow(clippy::too_many_arguments)]
-pub fn task_substep(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective, step: u32, cfg: &MtCoolConfig, t: TaskId) -> (f32, usize) {
+pub fn task_substep(
+    model: &mut MultiTaskModel,
+    opt: &mut Optimizer,
+    batch: &Batch,
+    obj: &Objective,
+    step: u32,
+    cfg: &MtCoolConfig,
+    t: TaskId,
+) -> (f32, usize) {
     let own = model.extractor_params(t).to_vec();
     let trainable: Vec<_> = own.iter().chain(model.head_params(t)).copied().collect();
     let noisy = cfg.mode != Mode::Vanilla;

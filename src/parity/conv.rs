@@ -65,7 +65,12 @@ pub fn run(c: &mut Ctx) -> Result<()> {
     let cfg = Conv2dCfg { stride: 1, padding: 0 };
     conv_case(c, Case { n: 256, ci: 1, co: 10, h: 28, w: 28, k: 5, cfg }, true, true)?;
     conv_case(c, Case { n: 256, ci: 10, co: 20, h: 12, w: 12, k: 5, cfg }, true, true)?;
-    conv_case(c, Case { n: 2, ci: 70, co: 130, h: 9, w: 9, k: 3, cfg: Conv2dCfg { stride: 1, padding: 1 } }, true, true)?;
+    conv_case(
+        c,
+        Case { n: 2, ci: 70, co: 130, h: 9, w: 9, k: 3, cfg: Conv2dCfg { stride: 1, padding: 1 } },
+        true,
+        true,
+    )?;
     transpose_case(c, Case { n: 3, ci: 5, co: 4, h: 6, w: 9, k: 3, cfg: Conv2dCfg { stride: 2, padding: 1 } }, true)?;
     non_square(c)
 }
@@ -120,7 +125,13 @@ fn transpose_case(c: &mut Ctx, case: Case, with_bias: bool) -> Result<()> {
     let want = cpu::conv_transpose2d_forward(&x, &wt, bias, cfg);
     let mut y = c.poisoned(want.shape())?;
     c.gpu.conv_transpose2d_forward_into(&gx, &gw, gbias, cfg, &mut y)?;
-    c.check("conv2d_backward_data", &format!("{name} forward{}", if with_bias { " bias" } else { "" }), &y, &want, F32_TOL)?;
+    c.check(
+        "conv2d_backward_data",
+        &format!("{name} forward{}", if with_bias { " bias" } else { "" }),
+        &y,
+        &want,
+        F32_TOL,
+    )?;
 
     let dy = c.nonzero(want.shape());
     let gdy = c.upload(&dy)?;

@@ -54,7 +54,11 @@ impl<'a> Ctx<'a> {
         let data = (0..n)
             .map(|_| {
                 let v: f32 = self.rng.random_range(0.1..1.1);
-                if self.rng.random_bool(0.5) { v } else { -v }
+                if self.rng.random_bool(0.5) {
+                    v
+                } else {
+                    -v
+                }
             })
             .collect();
         Tensor::new(shape, data).expect("shape")
@@ -80,19 +84,30 @@ impl<'a> Ctx<'a> {
     /// Records a bit-for-bit comparison (error 0 or ∞).
     pub fn check_exact(&mut self, kernel: &str, case: &str, got: &GpuTensor, want: &Tensor) -> Result<()> {
         let got = self.gpu.download(got)?;
-        let same = got.shape() == want.shape() && got.data().iter().zip(want.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+        let same =
+            got.shape() == want.shape() && got.data().iter().zip(want.data()).all(|(a, b)| a.to_bits() == b.to_bits());
         self.record(kernel, case, if same { 0.0 } else { f64::INFINITY }, 0.0);
         Ok(())
     }
 
     /// Records a scalar result (e.g. a loss) against its reference.
     pub fn check_scalar(&mut self, kernel: &str, case: &str, got: f32, want: f32, tol: f64) {
-        let err = if got.is_finite() { (got as f64 - want as f64).abs() / (want as f64).abs().max(1e-12) } else { f64::INFINITY };
+        let err = if got.is_finite() {
+            (got as f64 - want as f64).abs() / (want as f64).abs().max(1e-12)
+        } else {
+            f64::INFINITY
+        };
         self.record(kernel, case, err, tol);
     }
 
     fn record(&mut self, kernel: &str, case: &str, err: f64, tol: f64) {
-        self.outcomes.push(Outcome { kernel: kernel.into(), case: case.into(), max_rel_err: err, tol, pass: err <= tol });
+        self.outcomes.push(Outcome {
+            kernel: kernel.into(),
+            case: case.into(),
+            max_rel_err: err,
+            tol,
+            pass: err <= tol,
+        });
     }
 }
 

@@ -27,7 +27,8 @@ pub fn run(c: &mut Ctx) -> Result<()> {
         let (want_y, stats) = cpu::batch_norm_train_forward(&x, &gamma, &beta, EPS);
         let mut y = c.poisoned(&shape)?;
         let nan = vec![f32::NAN; ch];
-        let mut gstats = c.gpu.upload_batch_norm_stats(&BatchNormStats { mean: nan.clone(), var: nan.clone(), invstd: nan })?;
+        let mut gstats =
+            c.gpu.upload_batch_norm_stats(&BatchNormStats { mean: nan.clone(), var: nan.clone(), invstd: nan })?;
         c.gpu.batch_norm_train_forward_into(&gx, &ggamma, &gbeta, EPS, &mut y, &mut gstats)?;
         c.check("batch_norm_train_forward", &case, &y, &want_y, F32_TOL)?;
         c.check("batch_norm_train_forward mean", &case, &gstats.mean, &vec_tensor(&stats.mean), F32_TOL)?;

@@ -58,7 +58,8 @@ pub fn run(c: &mut Ctx) -> Result<()> {
     // window order wins, a NaN beats every number.
     let shape = [3, 3, 9, 7];
     let levels = [-1.0f32, 0.5, 1.0];
-    let ties = Tensor::new(&shape, (0..shape.iter().product::<usize>()).map(|i| levels[(i * 7 + i / 5) % 3]).collect())?;
+    let ties =
+        Tensor::new(&shape, (0..shape.iter().product::<usize>()).map(|i| levels[(i * 7 + i / 5) % 3]).collect())?;
     let mut with_nan = c.nonzero(&shape);
     for i in (0..with_nan.numel()).step_by(11) {
         with_nan.data_mut()[i] = f32::NAN;

@@ -3,10 +3,10 @@
 //! in `backend::cpu::<family>`, under the same names.
 
 use super::{Tape, Var};
-use crate::backend::cpu::{concat, conv, dropout, elementwise as ew, linear, loss, norm, pool, upsample};
 use crate::backend::cpu::conv::Conv2dCfg;
 use crate::backend::cpu::loss::DiceMode;
 use crate::backend::cpu::norm::BatchNormStats;
+use crate::backend::cpu::{concat, conv, dropout, elementwise as ew, linear, loss, norm, pool, upsample};
 use crate::noise::NoiseKey;
 use crate::params::ParamId;
 use crate::Tensor;
@@ -49,7 +49,13 @@ impl Op {
         match self {
             Leaf | Param(_) => vec![],
             Add(a, b) | Sub(a, b) | Mul(a, b) | AddChannelBias(a, b) | Matmul(a, b) => vec![*a, *b],
-            Scale(x, _) | Relu(x) | Sigmoid(x) | SumAll(x) | MeanAll(x) | Reshape(x) | GlobalAvgPool(x)
+            Scale(x, _)
+            | Relu(x)
+            | Sigmoid(x)
+            | SumAll(x)
+            | MeanAll(x)
+            | Reshape(x)
+            | GlobalAvgPool(x)
             | UpsampleBilinear(x) => vec![*x],
             Conv2d { x, w, b, .. } | ConvTranspose2d { x, w, b, .. } | Linear { x, w, b } => {
                 [Some(*x), Some(*w), *b].into_iter().flatten().collect()

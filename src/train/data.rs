@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::fundus::{FundusConfig, FundusSet, Mask};
 use crate::data::hrf_av::{load_hrf_av, HrfAvSet};
-use crate::data::refuge::{load_refuge, RefugeSet};
 use crate::data::mnist::{default_mnist_dir, load_mnist, Split};
 use crate::data::multimnist::{self, MultiMnist};
+use crate::data::refuge::{load_refuge, RefugeSet};
 use crate::metrics::{MetricKind, Regions};
 use crate::model::TaskSpec;
 use crate::mtl::Batch;
@@ -254,7 +254,13 @@ pub fn load(cfg: &DataConfig) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> 
             // Training labels carry the generator's label noise; the test split is scored against the
             // true condition (vCDR above threshold), as a clinical reference standard would be.
             let make = |n: usize, seed: u64, label_noise: f32| {
-                let set = FundusSet::generate(&FundusConfig { size: cfg.size, n, seed, label_noise, ..FundusConfig::default() });
+                let set = FundusSet::generate(&FundusConfig {
+                    size: cfg.size,
+                    n,
+                    seed,
+                    label_noise,
+                    ..FundusConfig::default()
+                });
                 Box::new(FundusTasks::all(set, pair)) as Box<dyn TaskData>
             };
             let noise = FundusConfig::default().label_noise;

@@ -120,11 +120,16 @@ impl TrainConfig {
         if self.data.limit_train == Some(0) || self.data.limit_test == Some(0) {
             bail!("--limit-train and --limit-test must be at least 1");
         }
-        if self.data.task != TaskKind::Multimnist && (self.data.size < 16 || !self.data.size.is_multiple_of(4) || self.data.size > 1024) {
+        if self.data.task != TaskKind::Multimnist
+            && (self.data.size < 16 || !self.data.size.is_multiple_of(4) || self.data.size > 1024)
+        {
             bail!("--size must be a multiple of 4 in 16..=1024, got {}", self.data.size);
         }
         if self.data.task != TaskKind::Multimnist && self.data.data_dir.is_none() && self.data.size < 32 {
-            bail!("--size must be at least 32 for the synthetic fundus images (16 is allowed with --data), got {}", self.data.size);
+            bail!(
+                "--size must be at least 32 for the synthetic fundus images (16 is allowed with --data), got {}",
+                self.data.size
+            );
         }
         Ok(())
     }
@@ -135,7 +140,14 @@ impl TrainConfig {
             TaskKind::Multimnist => Arch::Lenet,
             TaskKind::Fundus | TaskKind::FundusAv => Arch::Unet { base: UNET_BASE },
         };
-        ModelConfig { arch, method: self.method, fusion: self.fusion, width: self.width, in_channels: setup.in_channels, tasks: setup.specs }
+        ModelConfig {
+            arch,
+            method: self.method,
+            fusion: self.fusion,
+            width: self.width,
+            in_channels: setup.in_channels,
+            tasks: setup.specs,
+        }
     }
 
     /// The gradient-combination rule of the pcgrad / cagrad / mgda (MGDA-UB) / graddrop methods.
@@ -150,13 +162,23 @@ impl TrainConfig {
     }
 
     pub fn mtcool_config(&self) -> MtCoolConfig {
-        MtCoolConfig { mode: self.mode, b: self.b, noise_samples: self.noise_samples, inner_steps: self.inner_steps, seed: self.seed }
+        MtCoolConfig {
+            mode: self.mode,
+            b: self.b,
+            noise_samples: self.noise_samples,
+            inner_steps: self.inner_steps,
+            seed: self.seed,
+        }
     }
 
     pub fn optimizer(&self) -> Optimizer {
         match self.optimizer {
-            OptimizerKind::Adam => Optimizer::adam(AdamConfig { weight_decay: self.weight_decay, ..AdamConfig::with_lr(self.lr) }),
-            OptimizerKind::Sgd => Optimizer::sgd(SgdConfig { lr: self.lr, momentum: self.momentum, weight_decay: self.weight_decay }),
+            OptimizerKind::Adam => {
+                Optimizer::adam(AdamConfig { weight_decay: self.weight_decay, ..AdamConfig::with_lr(self.lr) })
+            }
+            OptimizerKind::Sgd => {
+                Optimizer::sgd(SgdConfig { lr: self.lr, momentum: self.momentum, weight_decay: self.weight_decay })
+            }
         }
     }
 }
@@ -348,7 +370,13 @@ fn nonfinite(s: &StepStats, model: &MultiTaskModel) -> Option<String> {
     };
     let bad = |t: &crate::Tensor| t.data().iter().any(|v| !v.is_finite());
     model.store.iter().find_map(|p| {
-        let what = if bad(&p.grad) { "gradient" } else if bad(&p.value) { "updated value" } else { return None };
+        let what = if bad(&p.grad) {
+            "gradient"
+        } else if bad(&p.value) {
+            "updated value"
+        } else {
+            return None;
+        };
         Some(format!("non-finite {what} of {} in {}", p.name, task(&p.name)))
     })
 }
@@ -420,7 +448,9 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
         for chunk in order.chunks(cfg.batch_size).skip(pos.step_in_epoch as usize) {
             let mut batch = train_set.batch(chunk);
             let items = [0, 1].map(|t| batch.labels[t].len());
-            let backup = opts.skip_nonfinite.then(|| (model.store.iter().map(|p| p.value.clone()).collect::<Vec<_>>(), opt.clone()));
+            let backup = opts
+                .skip_nonfinite
+                .then(|| (model.store.iter().map(|p| p.value.clone()).collect::<Vec<_>>(), opt.clone()));
             match inject_nan {
                 Some((n, true)) if n == pos.global_step + 1 => batch.x.data_mut().fill(f32::NAN),
                 Some((n, false)) if n == pos.global_step + 1 => {
@@ -456,7 +486,9 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
                 }
                 opt = old_opt;
                 pos.skipped += 1;
-                bar.suspend(|| eprintln!("warning: {at}: step skipped, parameters unchanged ({} skipped so far)", pos.skipped));
+                bar.suspend(|| {
+                    eprintln!("warning: {at}: step skipped, parameters unchanged ({} skipped so far)", pos.skipped)
+                });
             } else {
                 let a = &mut pos.acc;
                 for (t, n) in items.into_iter().enumerate() {
@@ -499,7 +531,14 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
         metrics_file.sync_data()?;
         checkpoint::save(&model, &out.join("model.safetensors"))?;
         bar.suspend(|| {
-            eprintln!("epoch {epoch} ({:.1}s): {}: {}; {}: {}", m.seconds, setup.names[0], describe(&m.test[0]), setup.names[1], describe(&m.test[1]))
+            eprintln!(
+                "epoch {epoch} ({:.1}s): {}: {}; {}: {}",
+                m.seconds,
+                setup.names[0],
+                describe(&m.test[0]),
+                setup.names[1],
+                describe(&m.test[1])
+            )
         });
         pos.history.push(m);
         pos.epoch += 1;
@@ -546,8 +585,10 @@ pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, [Metr
         fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))
     };
     let invalid = |name: &str, what: &str| format!("{} is not a valid {what}", run.join(name).display());
-    let mut cfg: TrainConfig = serde_json::from_str(&read("config.json")?).with_context(|| invalid("config.json", "run config"))?;
-    let summary: Summary = serde_json::from_str(&read("summary.json")?).with_context(|| invalid("summary.json", "summary"))?;
+    let mut cfg: TrainConfig =
+        serde_json::from_str(&read("config.json")?).with_context(|| invalid("config.json", "run config"))?;
+    let summary: Summary =
+        serde_json::from_str(&read("summary.json")?).with_context(|| invalid("summary.json", "summary"))?;
     if data_dir.is_some() {
         cfg.data.data_dir = data_dir;
     }

@@ -44,7 +44,13 @@ fn panel(x0: f64, title: &str, series: [Vec<f64>; 2]) -> String {
             let (cx, cy) = p.split_once(',').expect("x,y");
             s += &format!("<circle cx='{cx}' cy='{cy}' r='3' fill='{}'/>", COLORS[t]);
         }
-        s += &format!("<text x='{}' y='{}' font-size='11' fill='{}'>task {}</text>", x0 + w - 70.0, 40.0 + 14.0 * t as f64, COLORS[t], t + 1);
+        s += &format!(
+            "<text x='{}' y='{}' font-size='11' fill='{}'>task {}</text>",
+            x0 + w - 70.0,
+            40.0 + 14.0 * t as f64,
+            COLORS[t],
+            t + 1
+        );
     }
     s
 }
@@ -52,7 +58,8 @@ fn panel(x0: f64, title: &str, series: [Vec<f64>; 2]) -> String {
 pub fn curves_svg(history: &[EpochMetrics]) -> String {
     let loss = [0, 1].map(|t| history.iter().map(|m| m.train_loss[t]).collect());
     let acc = [0, 1].map(|t| history.iter().map(|m| headline(&m.test[t]).1).collect());
-    let names: Vec<String> = (0..2).map(|t| history.first().map(|m| headline(&m.test[t]).0).unwrap_or_default()).collect();
+    let names: Vec<String> =
+        (0..2).map(|t| history.first().map(|m| headline(&m.test[t]).0).unwrap_or_default()).collect();
     format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='740' height='240' font-family='sans-serif'>{}{}</svg>\n",
         panel(0.0, "train loss", loss),

@@ -98,7 +98,11 @@ pub fn to_bytes(model: &MultiTaskModel, opt: &Optimizer, cfg: &TrainConfig, pos:
 
 /// Reads a training checkpoint of a run configured as `cfg` with `steps_per_epoch` steps per epoch,
 /// checking that everything in it fits that run.
-pub fn from_bytes(bytes: &[u8], cfg: &TrainConfig, steps_per_epoch: u32) -> Result<(MultiTaskModel, Optimizer, Position)> {
+pub fn from_bytes(
+    bytes: &[u8],
+    cfg: &TrainConfig,
+    steps_per_epoch: u32,
+) -> Result<(MultiTaskModel, Optimizer, Position)> {
     let model = checkpoint::from_bytes(bytes)?;
     let meta_json = checkpoint::metadata(bytes)?
         .remove(STATE_KEY)
@@ -115,7 +119,13 @@ pub fn from_bytes(bytes: &[u8], cfg: &TrainConfig, steps_per_epoch: u32) -> Resu
             && p.history.len() == done as usize
             && done as u64 * steps_per_epoch as u64 + p.step_in_epoch as u64 == p.global_step as u64
     });
-    ensure!(valid, "inconsistent position (epoch {}, step {}, global step {})", p.epoch, p.step_in_epoch, p.global_step);
+    ensure!(
+        valid,
+        "inconsistent position (epoch {}, step {}, global step {})",
+        p.epoch,
+        p.step_in_epoch,
+        p.global_step
+    );
     ensure!(model.store.iter().all(|q| q.value.data().iter().all(|v| v.is_finite())), "non-finite parameters");
 
     let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("corrupt safetensors: {e}"))?;
@@ -140,7 +150,11 @@ pub fn from_bytes(bytes: &[u8], cfg: &TrainConfig, steps_per_epoch: u32) -> Resu
         }
     }
     let total_state = st.names().iter().filter(|n| n.starts_with(STATE_PREFIX)).count();
-    ensure!(total_state == state_tensors, "{total_state} optimiser tensors, of which only {state_tensors} fit a {:?} optimiser", cfg.optimizer);
+    ensure!(
+        total_state == state_tensors,
+        "{total_state} optimiser tensors, of which only {state_tensors} fit a {:?} optimiser",
+        cfg.optimizer
+    );
     let mut opt = cfg.optimizer();
     opt.import_state(state)?;
     Ok((model, opt, meta.position))
@@ -148,7 +162,14 @@ pub fn from_bytes(bytes: &[u8], cfg: &TrainConfig, steps_per_epoch: u32) -> Resu
 
 /// Writes the checkpoint of `pos.global_step` atomically, then deletes all but the newest `keep`.
 /// Refuses non-finite parameters, so a good checkpoint is never replaced by a poisoned one.
-pub fn save(run: &Path, model: &MultiTaskModel, opt: &Optimizer, cfg: &TrainConfig, pos: &Position, keep: usize) -> Result<PathBuf> {
+pub fn save(
+    run: &Path,
+    model: &MultiTaskModel,
+    opt: &Optimizer,
+    cfg: &TrainConfig,
+    pos: &Position,
+    keep: usize,
+) -> Result<PathBuf> {
     if let Some(p) = model.store.iter().find(|p| p.value.data().iter().any(|v| !v.is_finite())) {
         bail!("refusing to checkpoint non-finite parameter {}", p.name);
     }
@@ -182,7 +203,10 @@ pub fn list(run: &Path) -> Vec<(u32, PathBuf)> {
 pub fn latest(run: &Path, cfg: &TrainConfig, steps_per_epoch: u32) -> Result<(Restored, Vec<String>)> {
     let all = list(run);
     if all.is_empty() {
-        bail!("{} holds no checkpoint to resume from (none was written before the run stopped)", ckpt_dir(run).display());
+        bail!(
+            "{} holds no checkpoint to resume from (none was written before the run stopped)",
+            ckpt_dir(run).display()
+        );
     }
     let mut failures = vec![];
     for (_, path) in all {
@@ -227,7 +251,8 @@ pub fn read_config(run: &Path) -> Result<TrainConfig> {
     }
     let text = fs::read_to_string(&path)
         .map_err(|e| anyhow!("--resume {}: not a run folder (cannot read config.json: {e})", run.display()))?;
-    let cfg: TrainConfig = serde_json::from_str(&text).map_err(|e| anyhow!("{}: not a valid run config: {e}", path.display()))?;
+    let cfg: TrainConfig =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{}: not a valid run config: {e}", path.display()))?;
     cfg.validate().with_context(|| format!("{}", path.display()))?;
     Ok(cfg)
 }

@@ -18,7 +18,11 @@ pub fn nonzero(shape: &[usize], rng: &mut StdRng) -> Tensor {
     let data = (0..n)
         .map(|_| {
             let m: f32 = rng.random_range(0.5..1.5);
-            if rng.random_bool(0.5) { m } else { -m }
+            if rng.random_bool(0.5) {
+                m
+            } else {
+                -m
+            }
         })
         .collect();
     Tensor::new(shape, data).unwrap()

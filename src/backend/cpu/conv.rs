@@ -337,7 +337,9 @@ pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg
                 };
                 let ldb = if g.pointwise() { pix } else { cols };
                 let y_band = &mut yn[first..];
-                gemm::sgemm_with_threads(inner, false, false, co, cols, rows, 1.0, wdat, rows, b_mat, ldb, beta, y_band, pix);
+                gemm::sgemm_with_threads(
+                    inner, false, false, co, cols, rows, 1.0, wdat, rows, b_mat, ldb, beta, y_band, pix,
+                );
             }
         }
     });
@@ -373,7 +375,9 @@ pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Con
                 let (first, cols) = (band.0 * g.wo, (band.1 - band.0) * g.wo);
                 col.resize(rows * cols, 0.0);
                 let dy_band = &dyn_[first..];
-                gemm::sgemm_with_threads(inner, true, false, rows, cols, co, 1.0, wdat, rows, dy_band, pix, 0.0, &mut col, cols);
+                gemm::sgemm_with_threads(
+                    inner, true, false, rows, cols, co, 1.0, wdat, rows, dy_band, pix, 0.0, &mut col, cols,
+                );
                 col2im(&g, &col, cols, band, dxn);
             }
         }
@@ -427,7 +431,9 @@ pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: C
                     im2col(&g, image(0), band, &mut cols, k);
                     let beta = if bi == 0 { 0.0 } else { 1.0 };
                     let dy_band = &grads(0)[first_px..];
-                    gemm::sgemm_with_threads(inner, false, true, co, rows, k, 1.0, dy_band, pix, &cols, k, beta, part, rows);
+                    gemm::sgemm_with_threads(
+                        inner, false, true, co, rows, k, 1.0, dy_band, pix, &cols, k, beta, part, rows,
+                    );
                 }
             }
         }
@@ -593,10 +599,22 @@ pub fn conv_transpose2d_backward_weight_naive(dy: &Tensor, x: &Tensor, w_shape: 
     transpose_backward_weight(dy, x, w_shape, cfg, conv2d_backward_weight_naive)
 }
 
-fn transpose_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg, backward_data: ConvBackward) -> Tensor {
+fn transpose_forward(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    cfg: Conv2dCfg,
+    backward_data: ConvBackward,
+) -> Tensor {
     let (n, ci, h, wd) = x.dims4();
     let (wci, co, kh, kw) = w.dims4();
-    assert_eq!(wci, ci, "conv_transpose weight {:?} expects {wci} input channels, x {:?} has {ci}", w.shape(), x.shape());
+    assert_eq!(
+        wci,
+        ci,
+        "conv_transpose weight {:?} expects {wci} input channels, x {:?} has {ci}",
+        w.shape(),
+        x.shape()
+    );
     let (ho, wo) = conv_transpose2d_out_hw(h, wd, kh, kw, cfg);
     let y = backward_data(x, w, &[n, co, ho, wo], cfg);
     match b {
@@ -611,13 +629,24 @@ fn transpose_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg,
 fn transpose_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg, forward: ConvForward) -> Tensor {
     let (n, ci, h, wd) = shape4(x_shape, "conv_transpose input");
     let (wci, co, kh, kw) = w.dims4();
-    assert_eq!(wci, ci, "conv_transpose weight {:?} expects {wci} input channels, x_shape {x_shape:?} has {ci}", w.shape());
+    assert_eq!(
+        wci,
+        ci,
+        "conv_transpose weight {:?} expects {wci} input channels, x_shape {x_shape:?} has {ci}",
+        w.shape()
+    );
     let (ho, wo) = conv_transpose2d_out_hw(h, wd, kh, kw, cfg);
     assert_eq!(dy.shape(), [n, co, ho, wo], "conv_transpose dy shape {:?} for x_shape {x_shape:?}", dy.shape());
     forward(dy, w, None, cfg)
 }
 
-fn transpose_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: Conv2dCfg, weight: ConvBackward) -> Tensor {
+fn transpose_backward_weight(
+    dy: &Tensor,
+    x: &Tensor,
+    w_shape: &[usize],
+    cfg: Conv2dCfg,
+    weight: ConvBackward,
+) -> Tensor {
     let (n, ci, h, wd) = x.dims4();
     let (wci, co, kh, kw) = shape4(w_shape, "conv_transpose weight");
     assert_eq!(wci, ci, "conv_transpose w_shape {w_shape:?} expects {wci} input channels, x {:?} has {ci}", x.shape());

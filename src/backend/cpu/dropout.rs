@@ -27,6 +27,12 @@ pub fn dropout_forward(x: &Tensor, mask: &Tensor) -> Tensor {
 
 /// dx = dy · mask.
 pub fn dropout_backward(dy: &Tensor, mask: &Tensor) -> Tensor {
-    assert_eq!(dy.shape(), mask.shape(), "dropout backward: dy shape {:?} vs mask shape {:?}", dy.shape(), mask.shape());
+    assert_eq!(
+        dy.shape(),
+        mask.shape(),
+        "dropout backward: dy shape {:?} vs mask shape {:?}",
+        dy.shape(),
+        mask.shape()
+    );
     dy.zip(mask, |g, m| g * m)
 }

@@ -60,8 +60,19 @@ pub fn threads_for(macs: usize) -> usize {
 /// β = 0 overwrites C without reading it (NaNs in C are ignored). Threads: `num_threads()`.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm(
-    trans_a: bool, trans_b: bool, m: usize, n: usize, k: usize, alpha: f32,
-    a: &[f32], lda: usize, b: &[f32], ldb: usize, beta: f32, c: &mut [f32], ldc: usize,
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
 ) {
     sgemm_with_threads(num_threads(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
@@ -69,8 +80,20 @@ pub fn sgemm(
 /// `sgemm` with an explicit thread count (the result is bit-identical for every count).
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_with_threads(
-    threads: usize, trans_a: bool, trans_b: bool, m: usize, n: usize, k: usize, alpha: f32,
-    a: &[f32], lda: usize, b: &[f32], ldb: usize, beta: f32, c: &mut [f32], ldc: usize,
+    threads: usize,
+    trans_a: bool,
+    trans_b: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -337,7 +360,10 @@ impl Kernels {
             };
         }
         // Portable: SSE2 on baseline x86-64, NEON on aarch64.
-        Kernels { tile: |a, b, ldb, c, ldc, alpha, beta| tile_body::<false>(a, b, ldb, c, ldc, alpha, beta), dot: dot_body::<false> }
+        Kernels {
+            tile: |a, b, ldb, c, ldc, alpha, beta| tile_body::<false>(a, b, ldb, c, ldc, alpha, beta),
+            dot: dot_body::<false>,
+        }
     }
 }
 

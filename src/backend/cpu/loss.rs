@@ -29,7 +29,14 @@ fn softmax_dim1(x: &Tensor) -> Tensor {
 /// Checks targets and weights against [N, C, ...] and returns (N, C, inner).
 fn check_ce_inputs(x: &Tensor, targets: &[u32], class_weights: Option<&[f32]>) -> (usize, usize, usize) {
     let (n, c, inner) = channel_dims(x);
-    assert_eq!(targets.len(), n * inner, "cross-entropy: {} targets for {} items of shape {:?}", targets.len(), n * inner, x.shape());
+    assert_eq!(
+        targets.len(),
+        n * inner,
+        "cross-entropy: {} targets for {} items of shape {:?}",
+        targets.len(),
+        n * inner,
+        x.shape()
+    );
     if let Some(&bad) = targets.iter().find(|&&t| t as usize >= c) {
         panic!("cross-entropy: target {bad} out of range for {c} classes");
     }
@@ -62,7 +69,12 @@ pub fn softmax_cross_entropy_forward(logits: &Tensor, targets: &[u32], class_wei
 }
 
 /// dlogits[i, c] = dloss · w[y_i] · (p_i[c] − [c = y_i]) / Σ_j w[y_j].
-pub fn softmax_cross_entropy_backward(probs: &Tensor, targets: &[u32], class_weights: Option<&[f32]>, dloss: f32) -> Tensor {
+pub fn softmax_cross_entropy_backward(
+    probs: &Tensor,
+    targets: &[u32],
+    class_weights: Option<&[f32]>,
+    dloss: f32,
+) -> Tensor {
     let (n, c, inner) = check_ce_inputs(probs, targets, class_weights);
     let weight_of = |y: u32| class_weights.map_or(1.0, |w| w[y as usize] as f64);
     let weight_sum: f64 = targets.iter().map(|&y| weight_of(y)).sum();
@@ -113,7 +125,13 @@ fn dice_sums(probs: &Tensor, target: &Tensor) -> (Vec<f64>, Vec<f64>, Vec<f64>) 
 /// Soft Dice loss: D_c = (2·Σ p·t + eps) / (Σ p + Σ t + eps), sums over N and spatial positions;
 /// loss = 1 − mean_c D_c. Returns the loss and the probabilities p.
 pub fn soft_dice_forward(logits: &Tensor, target: &Tensor, mode: DiceMode, eps: f32) -> (f32, Tensor) {
-    assert_eq!(logits.shape(), target.shape(), "dice: logits shape {:?} vs target shape {:?}", logits.shape(), target.shape());
+    assert_eq!(
+        logits.shape(),
+        target.shape(),
+        "dice: logits shape {:?} vs target shape {:?}",
+        logits.shape(),
+        target.shape()
+    );
     let (_, c, _) = channel_dims(logits);
     let probs = match mode {
         DiceMode::Binary => logits.map(sigmoid_scalar),
@@ -128,9 +146,28 @@ pub fn soft_dice_forward(logits: &Tensor, target: &Tensor, mode: DiceMode, eps: 
 /// dlogits of the soft Dice loss. With S_c = Σ p + Σ t + eps and D_c as in the forward,
 ///   g = dloss/dp[c, i] = −dloss / C · (2·t[c, i] / S_c − D_c / S_c),
 /// then Binary: dlogit = g · p · (1 − p); MultiClass: dlogit[c] = p[c] · (g[c] − Σ_k p[k] · g[k]) per item.
-pub fn soft_dice_backward(logits: &Tensor, probs: &Tensor, target: &Tensor, mode: DiceMode, eps: f32, dloss: f32) -> Tensor {
-    assert_eq!(logits.shape(), probs.shape(), "dice backward: logits shape {:?} vs probs shape {:?}", logits.shape(), probs.shape());
-    assert_eq!(probs.shape(), target.shape(), "dice backward: probs shape {:?} vs target shape {:?}", probs.shape(), target.shape());
+pub fn soft_dice_backward(
+    logits: &Tensor,
+    probs: &Tensor,
+    target: &Tensor,
+    mode: DiceMode,
+    eps: f32,
+    dloss: f32,
+) -> Tensor {
+    assert_eq!(
+        logits.shape(),
+        probs.shape(),
+        "dice backward: logits shape {:?} vs probs shape {:?}",
+        logits.shape(),
+        probs.shape()
+    );
+    assert_eq!(
+        probs.shape(),
+        target.shape(),
+        "dice backward: probs shape {:?} vs target shape {:?}",
+        probs.shape(),
+        target.shape()
+    );
     let (n, c, inner) = channel_dims(probs);
     let (inter, psum, tsum) = dice_sums(probs, target);
     let eps = eps as f64;

@@ -103,7 +103,12 @@ fn to_f32_tensor(v: Vec<f64>) -> Tensor {
 /// Train-mode backward, the statistics depending on x:
 ///   dbeta_c = Σ dy,  dgamma_c = Σ dy · x̂,
 ///   dx = gamma_c · invstd_c / M · (M · dy − dbeta_c − x̂ · dgamma_c).
-pub fn batch_norm_train_backward(dy: &Tensor, x: &Tensor, gamma: &Tensor, stats: &BatchNormStats) -> (Tensor, Tensor, Tensor) {
+pub fn batch_norm_train_backward(
+    dy: &Tensor,
+    x: &Tensor,
+    gamma: &Tensor,
+    stats: &BatchNormStats,
+) -> (Tensor, Tensor, Tensor) {
     assert_eq!(dy.shape(), x.shape(), "batch norm backward: dy shape {:?} vs x shape {:?}", dy.shape(), x.shape());
     let (n, c, inner) = channel_dims(x);
     check_param("gamma", gamma, c);

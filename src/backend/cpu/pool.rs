@@ -130,11 +130,8 @@ pub fn global_avg_pool_forward(x: &Tensor) -> Tensor {
     let (n, c, h, w) = x.dims4();
     let hw = h * w;
     assert!(hw > 0, "global_avg_pool of an empty {h}x{w} plane");
-    let y = x
-        .data()
-        .chunks(hw)
-        .map(|plane| (plane.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
-        .collect();
+    let y =
+        x.data().chunks(hw).map(|plane| (plane.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32).collect();
     Tensor::from_parts(vec![n, c], y)
 }
 

@@ -21,7 +21,11 @@ impl Gpu {
             );
             offset += s[1];
         }
-        ensure!(offset == c_total, "concat_channels: inputs have {offset} channels, output {:?} has {c_total}", y.shape);
+        ensure!(
+            offset == c_total,
+            "concat_channels: inputs have {offset} channels, output {:?} has {c_total}",
+            y.shape
+        );
         let mut offset = 0;
         for x in xs {
             let cp = x.shape[1];

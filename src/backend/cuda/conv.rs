@@ -58,14 +58,26 @@ impl ConvGeom {
         let (s, p) = (cfg.stride, cfg.padding);
         ensure!(s >= 1, "{op}: stride must be at least 1");
         ensure!(kh >= 1 && kw >= 1, "{op}: kernel {kh}x{kw} is empty");
-        ensure!(h + 2 * p >= kh && wd + 2 * p >= kw, "{op}: kernel {kh}x{kw} does not fit the padded input {h}x{wd} (padding {p})");
+        ensure!(
+            h + 2 * p >= kh && wd + 2 * p >= kw,
+            "{op}: kernel {kh}x{kw} does not fit the padded input {h}x{wd} (padding {p})"
+        );
         let (ho, wo) = ((h + 2 * p - kh) / s + 1, (wd + 2 * p - kw) / s + 1);
         let big = [n * ci * h * wd, co * ci * kh * kw, n * co * ho * wo, s, p];
         ensure!(big.iter().all(|&v| v <= MAX_ELEMS), "{op}: input {x:?} / weight {w:?} too large for the kernels");
         let i = |v: usize| v as i32;
         Ok(ConvGeom {
-            n: i(n), ci: i(ci), h: i(h), w: i(wd), co: i(co), kh: i(kh), kw: i(kw),
-            ho: i(ho), wo: i(wo), stride: i(s), pad: i(p),
+            n: i(n),
+            ci: i(ci),
+            h: i(h),
+            w: i(wd),
+            co: i(co),
+            kh: i(kh),
+            kw: i(kw),
+            ho: i(ho),
+            wo: i(wo),
+            stride: i(s),
+            pad: i(p),
         })
     }
     fn in_shape(&self) -> [usize; 4] {
@@ -110,8 +122,14 @@ impl Gpu {
     /// y = conv(x, w) (+ bias), optionally with fused weight noise (`conv2d_forward(_noisy)`).
     #[allow(clippy::too_many_arguments)]
     fn conv_forward_launch(
-        &self, op: &'static str, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, g: ConvGeom,
-        noise: Option<NoiseArgs>, y: &mut GpuTensor,
+        &self,
+        op: &'static str,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        g: ConvGeom,
+        noise: Option<NoiseArgs>,
+        y: &mut GpuTensor,
     ) -> Result<()> {
         check_bias(op, bias, g.co as usize)?;
         ensure!(x.shape == g.in_shape(), "{op}: input shape {:?}, expected {:?}", x.shape, g.in_shape());
@@ -134,7 +152,12 @@ impl Gpu {
 
     /// dx = the data gradient of conv(·, w) at dy (+ bias[ci]): kernel `conv2d_backward_data`.
     fn conv_backward_data_launch(
-        &self, op: &'static str, dy: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, g: ConvGeom,
+        &self,
+        op: &'static str,
+        dy: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        g: ConvGeom,
         dx: &mut GpuTensor,
     ) -> Result<()> {
         check_bias(op, bias, g.ci as usize)?;
@@ -154,7 +177,12 @@ impl Gpu {
     /// dw = Σ over the batch and output positions of dy ⊗ windows of x: kernels
     /// `conv2d_backward_weight` (+ `conv2d_backward_weight_reduce` when split).
     fn conv_backward_weight_launch(
-        &self, op: &'static str, dy: &GpuTensor, x: &GpuTensor, g: ConvGeom, dw: &mut GpuTensor,
+        &self,
+        op: &'static str,
+        dy: &GpuTensor,
+        x: &GpuTensor,
+        g: ConvGeom,
+        dw: &mut GpuTensor,
     ) -> Result<()> {
         ensure!(dy.shape == g.out_shape(), "{op}: gradient shape {:?}, expected {:?}", dy.shape, g.out_shape());
         ensure!(x.shape == g.in_shape(), "{op}: input shape {:?}, expected {:?}", x.shape, g.in_shape());
@@ -182,12 +210,23 @@ impl Gpu {
 
     /// y = conv(x, w) + b. x: [N, Ci, H, W], w: [Co, Ci, kh, kw], b: [Co] → y: [N, Co, Ho, Wo].
     pub fn conv2d_forward_into(
-        &self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, cfg: Conv2dCfg, y: &mut GpuTensor,
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        cfg: Conv2dCfg,
+        y: &mut GpuTensor,
     ) -> Result<()> {
         let g = ConvGeom::new("conv2d_forward", &x.shape, &w.shape, cfg)?;
         self.conv_forward_launch("conv2d_forward", x, w, b, g, None, y)
     }
-    pub fn conv2d_forward(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, cfg: Conv2dCfg) -> Result<GpuTensor> {
+    pub fn conv2d_forward(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        cfg: Conv2dCfg,
+    ) -> Result<GpuTensor> {
         let g = ConvGeom::new("conv2d_forward", &x.shape, &w.shape, cfg)?;
         let mut y = self.empty(&g.out_shape())?;
         self.conv_forward_launch("conv2d_forward", x, w, b, g, None, &mut y)?;
@@ -199,8 +238,16 @@ impl Gpu {
     /// (equals `conv2d_forward(x, key.perturb(w, b, w_offset), key.perturb(bias, b, b_offset))`).
     #[allow(clippy::too_many_arguments)]
     pub fn conv2d_forward_noisy_into(
-        &self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, cfg: Conv2dCfg, key: NoiseKey, b: f32,
-        w_offset: u32, b_offset: u32, y: &mut GpuTensor,
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        cfg: Conv2dCfg,
+        key: NoiseKey,
+        b: f32,
+        w_offset: u32,
+        b_offset: u32,
+        y: &mut GpuTensor,
     ) -> Result<()> {
         let op = "conv2d_forward_noisy";
         let g = ConvGeom::new(op, &x.shape, &w.shape, cfg)?;
@@ -209,8 +256,15 @@ impl Gpu {
     }
     #[allow(clippy::too_many_arguments)]
     pub fn conv2d_forward_noisy(
-        &self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, cfg: Conv2dCfg, key: NoiseKey, b: f32,
-        w_offset: u32, b_offset: u32,
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        cfg: Conv2dCfg,
+        key: NoiseKey,
+        b: f32,
+        w_offset: u32,
+        b_offset: u32,
     ) -> Result<GpuTensor> {
         let g = ConvGeom::new("conv2d_forward_noisy", &x.shape, &w.shape, cfg)?;
         let mut y = self.empty(&g.out_shape())?;
@@ -219,22 +273,46 @@ impl Gpu {
     }
 
     /// dx of the convolution; the input shape is `dx`'s. Pixels no window reads get 0.
-    pub fn conv2d_backward_data_into(&self, dy: &GpuTensor, w: &GpuTensor, cfg: Conv2dCfg, dx: &mut GpuTensor) -> Result<()> {
+    pub fn conv2d_backward_data_into(
+        &self,
+        dy: &GpuTensor,
+        w: &GpuTensor,
+        cfg: Conv2dCfg,
+        dx: &mut GpuTensor,
+    ) -> Result<()> {
         let g = ConvGeom::new("conv2d_backward_data", &dx.shape, &w.shape, cfg)?;
         self.conv_backward_data_launch("conv2d_backward_data", dy, w, None, g, dx)
     }
-    pub fn conv2d_backward_data(&self, dy: &GpuTensor, w: &GpuTensor, x_shape: &[usize], cfg: Conv2dCfg) -> Result<GpuTensor> {
+    pub fn conv2d_backward_data(
+        &self,
+        dy: &GpuTensor,
+        w: &GpuTensor,
+        x_shape: &[usize],
+        cfg: Conv2dCfg,
+    ) -> Result<GpuTensor> {
         let mut dx = self.empty(x_shape)?;
         self.conv2d_backward_data_into(dy, w, cfg, &mut dx)?;
         Ok(dx)
     }
 
     /// dw of the convolution; the weight shape is `dw`'s.
-    pub fn conv2d_backward_weight_into(&self, dy: &GpuTensor, x: &GpuTensor, cfg: Conv2dCfg, dw: &mut GpuTensor) -> Result<()> {
+    pub fn conv2d_backward_weight_into(
+        &self,
+        dy: &GpuTensor,
+        x: &GpuTensor,
+        cfg: Conv2dCfg,
+        dw: &mut GpuTensor,
+    ) -> Result<()> {
         let g = ConvGeom::new("conv2d_backward_weight", &x.shape, &dw.shape, cfg)?;
         self.conv_backward_weight_launch("conv2d_backward_weight", dy, x, g, dw)
     }
-    pub fn conv2d_backward_weight(&self, dy: &GpuTensor, x: &GpuTensor, w_shape: &[usize], cfg: Conv2dCfg) -> Result<GpuTensor> {
+    pub fn conv2d_backward_weight(
+        &self,
+        dy: &GpuTensor,
+        x: &GpuTensor,
+        w_shape: &[usize],
+        cfg: Conv2dCfg,
+    ) -> Result<GpuTensor> {
         let mut dw = self.empty(w_shape)?;
         self.conv2d_backward_weight_into(dy, x, cfg, &mut dw)?;
         Ok(dw)
@@ -255,14 +333,25 @@ impl Gpu {
     /// y = conv_transpose(x, w) + b. x: [N, Ci, H, W], w: [Ci, Co, kh, kw], b: [Co] → y: [N, Co, Ho, Wo],
     /// Ho = (H − 1)·s − 2p + kh: the convolution's data gradient with the bias fused.
     pub fn conv_transpose2d_forward_into(
-        &self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, cfg: Conv2dCfg, y: &mut GpuTensor,
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        cfg: Conv2dCfg,
+        y: &mut GpuTensor,
     ) -> Result<()> {
         let op = "conv_transpose2d_forward";
         let g = Self::transpose_geom(op, &x.shape, &w.shape, cfg)?;
         ensure!(y.shape == g.in_shape(), "{op}: output shape {:?}, expected {:?}", y.shape, g.in_shape());
         self.conv_backward_data_launch(op, x, w, b, g, y)
     }
-    pub fn conv_transpose2d_forward(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, cfg: Conv2dCfg) -> Result<GpuTensor> {
+    pub fn conv_transpose2d_forward(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        cfg: Conv2dCfg,
+    ) -> Result<GpuTensor> {
         let g = Self::transpose_geom("conv_transpose2d_forward", &x.shape, &w.shape, cfg)?;
         let mut y = self.empty(&g.in_shape())?;
         self.conv_transpose2d_forward_into(x, w, b, cfg, &mut y)?;
@@ -271,7 +360,11 @@ impl Gpu {
 
     /// dx of the transposed convolution (the input shape is `dx`'s): the convolution of dy with w.
     pub fn conv_transpose2d_backward_data_into(
-        &self, dy: &GpuTensor, w: &GpuTensor, cfg: Conv2dCfg, dx: &mut GpuTensor,
+        &self,
+        dy: &GpuTensor,
+        w: &GpuTensor,
+        cfg: Conv2dCfg,
+        dx: &mut GpuTensor,
     ) -> Result<()> {
         let op = "conv_transpose2d_backward_data";
         let g = Self::transpose_geom(op, &dx.shape, &w.shape, cfg)?;
@@ -279,7 +372,11 @@ impl Gpu {
         self.conv_forward_launch(op, dy, w, None, g, None, dx)
     }
     pub fn conv_transpose2d_backward_data(
-        &self, dy: &GpuTensor, w: &GpuTensor, x_shape: &[usize], cfg: Conv2dCfg,
+        &self,
+        dy: &GpuTensor,
+        w: &GpuTensor,
+        x_shape: &[usize],
+        cfg: Conv2dCfg,
     ) -> Result<GpuTensor> {
         let mut dx = self.empty(x_shape)?;
         self.conv_transpose2d_backward_data_into(dy, w, cfg, &mut dx)?;
@@ -289,14 +386,22 @@ impl Gpu {
     /// dw [Ci, Co, kh, kw] of the transposed convolution (the weight shape is `dw`'s): the
     /// convolution's weight gradient with x in the role of dy and dy in the role of x.
     pub fn conv_transpose2d_backward_weight_into(
-        &self, dy: &GpuTensor, x: &GpuTensor, cfg: Conv2dCfg, dw: &mut GpuTensor,
+        &self,
+        dy: &GpuTensor,
+        x: &GpuTensor,
+        cfg: Conv2dCfg,
+        dw: &mut GpuTensor,
     ) -> Result<()> {
         let op = "conv_transpose2d_backward_weight";
         let g = Self::transpose_geom(op, &x.shape, &dw.shape, cfg)?;
         self.conv_backward_weight_launch(op, x, dy, g, dw)
     }
     pub fn conv_transpose2d_backward_weight(
-        &self, dy: &GpuTensor, x: &GpuTensor, w_shape: &[usize], cfg: Conv2dCfg,
+        &self,
+        dy: &GpuTensor,
+        x: &GpuTensor,
+        w_shape: &[usize],
+        cfg: Conv2dCfg,
     ) -> Result<GpuTensor> {
         let mut dw = self.empty(w_shape)?;
         self.conv_transpose2d_backward_weight_into(dy, x, cfg, &mut dw)?;

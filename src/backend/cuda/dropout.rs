@@ -36,7 +36,13 @@ impl Gpu {
     }
 
     fn dropout_apply(&self, name: &'static str, x: &GpuTensor, mask: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
-        ensure!(x.shape == mask.shape && x.shape == y.shape, "{name}: shapes {:?} · mask {:?} -> {:?}", x.shape, mask.shape, y.shape);
+        ensure!(
+            x.shape == mask.shape && x.shape == y.shape,
+            "{name}: shapes {:?} · mask {:?} -> {:?}",
+            x.shape,
+            mask.shape,
+            y.shape
+        );
         let n = y.numel();
         if n == 0 {
             return Ok(());

@@ -7,7 +7,6 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use super::{channel_dims, Gpu, GpuTensor, BLOCK};
 
 impl Gpu {
-
     fn binary_into(&self, name: &'static str, a: &GpuTensor, b: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
         ensure!(
             a.shape == b.shape && a.shape == y.shape,

@@ -9,7 +9,9 @@ pub fn hint(code: CUresult) -> Option<&'static str> {
     use CUresult::*;
     match code {
         CUDA_ERROR_OUT_OF_MEMORY => Some("the GPU is out of memory: try a smaller --batch-size"),
-        CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES => Some("the GPU ran out of resources for a kernel: try a smaller --batch-size"),
+        CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES => {
+            Some("the GPU ran out of resources for a kernel: try a smaller --batch-size")
+        }
         CUDA_ERROR_LAUNCH_FAILED | CUDA_ERROR_ILLEGAL_ADDRESS | CUDA_ERROR_LAUNCH_TIMEOUT => {
             Some("a GPU kernel failed: try a smaller --batch-size, or --device cpu")
         }
@@ -40,7 +42,11 @@ mod tests {
         assert_eq!(oom, "allocating 4096 MiB of GPU memory failed (CUDA_ERROR_OUT_OF_MEMORY): the GPU is out of memory: try a smaller --batch-size");
         for code in [CUresult::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, CUresult::CUDA_ERROR_LAUNCH_FAILED] {
             let m = cuda_error("launching kernel conv2d_forward")(DriverError(code)).to_string();
-            assert!(m.starts_with("launching kernel conv2d_forward failed (CUDA_ERROR_LAUNCH") && m.contains("--batch-size"), "{m}");
+            assert!(
+                m.starts_with("launching kernel conv2d_forward failed (CUDA_ERROR_LAUNCH")
+                    && m.contains("--batch-size"),
+                "{m}"
+            );
             assert_eq!(m.lines().count(), 1);
         }
         let other = message("creating a CUDA stream", CUresult::CUDA_ERROR_INVALID_VALUE);

@@ -38,13 +38,27 @@ unsafe impl DeviceRepr for NoiseArgs {}
 impl NoiseArgs {
     /// Checks that the Philox indices offset + i of w (and bias) stay below 2^32.
     pub(super) fn new(
-        op: &str, key: NoiseKey, b: f32, w: &GpuTensor, w_offset: u32, bias: Option<&GpuTensor>, b_offset: u32,
+        op: &str,
+        key: NoiseKey,
+        b: f32,
+        w: &GpuTensor,
+        w_offset: u32,
+        bias: Option<&GpuTensor>,
+        b_offset: u32,
     ) -> Result<NoiseArgs> {
         ensure!(b.is_finite(), "{op}: noise radius b = {b} is not finite");
         let fits = |offset: u32, n: usize| offset as u64 + n as u64 <= 1 << 32;
-        ensure!(fits(w_offset, w.numel()), "{op}: weight offset {w_offset} + {} elements exceed the 2^32 Philox index space", w.numel());
+        ensure!(
+            fits(w_offset, w.numel()),
+            "{op}: weight offset {w_offset} + {} elements exceed the 2^32 Philox index space",
+            w.numel()
+        );
         if let Some(bias) = bias {
-            ensure!(fits(b_offset, bias.numel()), "{op}: bias offset {b_offset} + {} elements exceed the 2^32 Philox index space", bias.numel());
+            ensure!(
+                fits(b_offset, bias.numel()),
+                "{op}: bias offset {b_offset} + {} elements exceed the 2^32 Philox index space",
+                bias.numel()
+            );
         }
         Ok(NoiseArgs { seed: key.seed, step: key.step, stream: key.stream, sample: key.sample, b, w_offset, b_offset })
     }
@@ -52,7 +66,11 @@ impl NoiseArgs {
 
 /// Checks that a tensor is small enough for 32-bit kernel indices.
 fn check_elems(op: &str, what: &str, t: &GpuTensor) -> Result<()> {
-    ensure!(t.numel() <= MAX_ELEMS, "{op}: {what} has {} elements, more than the kernels' limit {MAX_ELEMS}", t.numel());
+    ensure!(
+        t.numel() <= MAX_ELEMS,
+        "{op}: {what} has {} elements, more than the kernels' limit {MAX_ELEMS}",
+        t.numel()
+    );
     Ok(())
 }
 
@@ -60,7 +78,11 @@ fn check_elems(op: &str, what: &str, t: &GpuTensor) -> Result<()> {
 pub(super) fn tile_cfg(op: &str, m: usize, n: usize, splits: usize) -> Result<LaunchConfig> {
     let (gx, gy) = (n.div_ceil(TILE), m.div_ceil(TILE));
     ensure!(gy <= 65_535 && splits <= 65_535, "{op}: {m} rows / {splits} splits exceed the grid limits");
-    Ok(LaunchConfig { grid_dim: (gx as u32, gy as u32, splits as u32), block_dim: (GEMM_THREADS, 1, 1), shared_mem_bytes: 0 })
+    Ok(LaunchConfig {
+        grid_dim: (gx as u32, gy as u32, splits as u32),
+        block_dim: (GEMM_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    })
 }
 
 fn dims2(op: &str, what: &str, t: &GpuTensor) -> Result<(usize, usize)> {
@@ -81,13 +103,24 @@ impl Gpu {
     /// α = 1, β = 0, or β = 1 onto a broadcast bias): op(a) is m×k, op(b) k×n, c is [m, n].
     #[allow(clippy::too_many_arguments)]
     pub fn sgemm_into(
-        &self, a: &GpuTensor, trans_a: bool, b: &GpuTensor, trans_b: bool, bias: Option<&GpuTensor>, tf32: bool,
+        &self,
+        a: &GpuTensor,
+        trans_a: bool,
+        b: &GpuTensor,
+        trans_b: bool,
+        bias: Option<&GpuTensor>,
+        tf32: bool,
         c: &mut GpuTensor,
     ) -> Result<()> {
         let (ar, ac) = dims2("sgemm", "a", a)?;
         let (br, bc) = dims2("sgemm", "b", b)?;
         let ((m, k), (kb, n)) = (if trans_a { (ac, ar) } else { (ar, ac) }, if trans_b { (bc, br) } else { (br, bc) });
-        ensure!(k == kb, "sgemm: inner dims differ: op(a) is {m}x{k} (a {:?}), op(b) is {kb}x{n} (b {:?})", a.shape, b.shape);
+        ensure!(
+            k == kb,
+            "sgemm: inner dims differ: op(a) is {m}x{k} (a {:?}), op(b) is {kb}x{n} (b {:?})",
+            a.shape,
+            b.shape
+        );
         ensure!(c.shape == [m, n], "sgemm: output shape {:?}, expected [{m}, {n}]", c.shape);
         check_bias("sgemm", bias, n)?;
         if m == 0 || n == 0 {
@@ -116,7 +149,13 @@ impl Gpu {
 
     /// Allocating [`Gpu::sgemm_into`].
     pub fn sgemm(
-        &self, a: &GpuTensor, trans_a: bool, b: &GpuTensor, trans_b: bool, bias: Option<&GpuTensor>, tf32: bool,
+        &self,
+        a: &GpuTensor,
+        trans_a: bool,
+        b: &GpuTensor,
+        trans_b: bool,
+        bias: Option<&GpuTensor>,
+        tf32: bool,
     ) -> Result<GpuTensor> {
         ensure!(a.shape.len() == 2 && b.shape.len() == 2, "sgemm: a {:?} and b {:?} must be 2-d", a.shape, b.shape);
         let m = if trans_a { a.shape[1] } else { a.shape[0] };
@@ -140,13 +179,23 @@ impl Gpu {
 
     /// Gradients of y = a · b: da = dy · bᵀ ([m, k]), db = aᵀ · dy ([k, n]).
     pub fn matmul_backward_into(
-        &self, a: &GpuTensor, b: &GpuTensor, dy: &GpuTensor, da: &mut GpuTensor, db: &mut GpuTensor,
+        &self,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        dy: &GpuTensor,
+        da: &mut GpuTensor,
+        db: &mut GpuTensor,
     ) -> Result<()> {
         let (m, k) = dims2("matmul_backward", "a", a)?;
         let (kb, n) = dims2("matmul_backward", "b", b)?;
         ensure!(k == kb, "matmul_backward: inner dims differ: a {:?}, b {:?}", a.shape, b.shape);
         ensure!(dy.shape == [m, n], "matmul_backward: dy shape {:?} for a {:?}, b {:?}", dy.shape, a.shape, b.shape);
-        ensure!(da.shape == a.shape && db.shape == b.shape, "matmul_backward: da {:?} / db {:?} must match a / b", da.shape, db.shape);
+        ensure!(
+            da.shape == a.shape && db.shape == b.shape,
+            "matmul_backward: da {:?} / db {:?} must match a / b",
+            da.shape,
+            db.shape
+        );
         self.sgemm_into(dy, false, b, true, None, false, da)?;
         self.sgemm_into(a, true, dy, false, None, false, db)
     }
@@ -157,7 +206,13 @@ impl Gpu {
     }
 
     /// y = x · wᵀ + b. x: [N, in], w: [out, in], b: [out] → y: [N, out] (bias added in the epilogue).
-    pub fn linear_forward_into(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, y: &mut GpuTensor) -> Result<()> {
+    pub fn linear_forward_into(
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        y: &mut GpuTensor,
+    ) -> Result<()> {
         self.linear_forward_with_into(x, w, b, false, y)
     }
     pub fn linear_forward(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
@@ -165,18 +220,37 @@ impl Gpu {
     }
     /// [`Gpu::linear_forward_into`] on TF32 tensor cores when `tf32`.
     pub fn linear_forward_with_into(
-        &self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, tf32: bool, y: &mut GpuTensor,
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        tf32: bool,
+        y: &mut GpuTensor,
     ) -> Result<()> {
         let (_, fin) = dims2("linear_forward", "x", x)?;
         let (fout, win) = dims2("linear_forward", "w", w)?;
-        ensure!(win == fin, "linear_forward: weight {:?} expects {win} input features, x {:?} has {fin}", w.shape, x.shape);
+        ensure!(
+            win == fin,
+            "linear_forward: weight {:?} expects {win} input features, x {:?} has {fin}",
+            w.shape,
+            x.shape
+        );
         check_bias("linear_forward", b, fout)?;
         self.sgemm_into(x, false, w, true, b, tf32, y)
     }
     pub fn linear_forward_with(
-        &self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>, tf32: bool,
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: Option<&GpuTensor>,
+        tf32: bool,
     ) -> Result<GpuTensor> {
-        ensure!(x.shape.len() == 2 && w.shape.len() == 2, "linear_forward: x {:?} and w {:?} must be 2-d", x.shape, w.shape);
+        ensure!(
+            x.shape.len() == 2 && w.shape.len() == 2,
+            "linear_forward: x {:?} and w {:?} must be 2-d",
+            x.shape,
+            w.shape
+        );
         let mut y = self.empty(&[x.shape[0], w.shape[0]])?;
         self.linear_forward_with_into(x, w, b, tf32, &mut y)?;
         Ok(y)
@@ -187,8 +261,15 @@ impl Gpu {
     /// (equals `linear_forward(x, key.perturb(w, b, w_offset), key.perturb(bias, b, b_offset))`).
     #[allow(clippy::too_many_arguments)]
     pub fn linear_forward_noisy_into(
-        &self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, key: NoiseKey, b: f32, w_offset: u32,
-        b_offset: u32, y: &mut GpuTensor,
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        key: NoiseKey,
+        b: f32,
+        w_offset: u32,
+        b_offset: u32,
+        y: &mut GpuTensor,
     ) -> Result<()> {
         let op = "linear_forward_noisy";
         let (rows, fin) = dims2(op, "x", x)?;
@@ -211,10 +292,21 @@ impl Gpu {
     }
     #[allow(clippy::too_many_arguments)]
     pub fn linear_forward_noisy(
-        &self, x: &GpuTensor, w: &GpuTensor, bias: Option<&GpuTensor>, key: NoiseKey, b: f32, w_offset: u32,
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        bias: Option<&GpuTensor>,
+        key: NoiseKey,
+        b: f32,
+        w_offset: u32,
         b_offset: u32,
     ) -> Result<GpuTensor> {
-        ensure!(x.shape.len() == 2 && w.shape.len() == 2, "linear_forward_noisy: x {:?} and w {:?} must be 2-d", x.shape, w.shape);
+        ensure!(
+            x.shape.len() == 2 && w.shape.len() == 2,
+            "linear_forward_noisy: x {:?} and w {:?} must be 2-d",
+            x.shape,
+            w.shape
+        );
         let mut y = self.empty(&[x.shape[0], w.shape[0]])?;
         self.linear_forward_noisy_into(x, w, bias, key, b, w_offset, b_offset, &mut y)?;
         Ok(y)
@@ -222,20 +314,38 @@ impl Gpu {
 
     /// Gradients of y = x · wᵀ + b: dx = dy · w ([N, in]), dw = dyᵀ · x ([out, in]), db = column sums of dy.
     pub fn linear_backward_into(
-        &self, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor, dx: &mut GpuTensor, dw: &mut GpuTensor,
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        dy: &GpuTensor,
+        dx: &mut GpuTensor,
+        dw: &mut GpuTensor,
         db: &mut GpuTensor,
     ) -> Result<()> {
         let (n, fin) = dims2("linear_backward", "x", x)?;
         let (fout, win) = dims2("linear_backward", "w", w)?;
-        ensure!(win == fin, "linear_backward: weight {:?} expects {win} input features, x {:?} has {fin}", w.shape, x.shape);
+        ensure!(
+            win == fin,
+            "linear_backward: weight {:?} expects {win} input features, x {:?} has {fin}",
+            w.shape,
+            x.shape
+        );
         ensure!(dy.shape == [n, fout], "linear_backward: dy shape {:?} for x {:?}, w {:?}", dy.shape, x.shape, w.shape);
-        ensure!(dx.shape == x.shape && dw.shape == w.shape, "linear_backward: dx {:?} / dw {:?} must match x / w", dx.shape, dw.shape);
+        ensure!(
+            dx.shape == x.shape && dw.shape == w.shape,
+            "linear_backward: dx {:?} / dw {:?} must match x / w",
+            dx.shape,
+            dw.shape
+        );
         self.sgemm_into(dy, false, w, false, None, false, dx)?;
         self.sgemm_into(dy, true, x, false, None, false, dw)?;
         self.linear_backward_bias_into(dy, db)
     }
     pub fn linear_backward(
-        &self, x: &GpuTensor, w: &GpuTensor, dy: &GpuTensor,
+        &self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        dy: &GpuTensor,
     ) -> Result<(GpuTensor, GpuTensor, GpuTensor)> {
         ensure!(w.shape.len() == 2, "linear_backward: w {:?} must be 2-d", w.shape);
         let (mut dx, mut dw, mut db) = (self.empty(&x.shape)?, self.empty(&w.shape)?, self.empty(&[w.shape[0]])?);
@@ -250,7 +360,8 @@ impl Gpu {
         if cols == 0 {
             return Ok(());
         }
-        let cfg = LaunchConfig { grid_dim: (cols.div_ceil(32) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg =
+            LaunchConfig { grid_dim: (cols.div_ceil(32) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let (r32, c32) = (rows as i32, cols as i32);
         self.launch("linear_backward_bias", cfg, |l| {
             l.arg(&mut db.buf).arg(&dy.buf).arg(&r32).arg(&c32);

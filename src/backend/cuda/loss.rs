@@ -114,9 +114,20 @@ impl Gpu {
     }
 
     /// Checks the logits/probs [N, C, ...], targets (N·inner) and class weights ([C]).
-    fn ce_dims(what: &str, x: &GpuTensor, targets: &CudaSlice<u32>, w: Option<&GpuTensor>) -> Result<(usize, usize, usize)> {
+    fn ce_dims(
+        what: &str,
+        x: &GpuTensor,
+        targets: &CudaSlice<u32>,
+        w: Option<&GpuTensor>,
+    ) -> Result<(usize, usize, usize)> {
         let (n, c, inner) = channel_dims(&x.shape)?;
-        ensure!(targets.len() == n * inner, "{what}: {} targets for {} items of shape {:?}", targets.len(), n * inner, x.shape);
+        ensure!(
+            targets.len() == n * inner,
+            "{what}: {} targets for {} items of shape {:?}",
+            targets.len(),
+            n * inner,
+            x.shape
+        );
         ensure!(n * inner > 0 && c > 0, "{what}: empty input {:?}", x.shape);
         if let Some(w) = w {
             ensure!(w.shape == [c], "{what}: class weights shape {:?} for {c} classes", w.shape);
@@ -125,7 +136,13 @@ impl Gpu {
     }
 
     /// Σ_i w[targets[i]] (the weighted mean's denominator) as one device double.
-    fn ce_weight_sum(&self, targets: &CudaSlice<u32>, w: Option<&GpuTensor>, items: usize, c: usize) -> Result<CudaSlice<f64>> {
+    fn ce_weight_sum(
+        &self,
+        targets: &CudaSlice<u32>,
+        w: Option<&GpuTensor>,
+        items: usize,
+        c: usize,
+    ) -> Result<CudaSlice<f64>> {
         let mut item_w = self.scratch_f64(items)?;
         let (items64, c64) = (items as u64, c as u64);
         self.launch("cross_entropy_item_weights", self.cfg(items), |l| {
@@ -252,7 +269,12 @@ impl Gpu {
     ) -> Result<()> {
         let what = "softmax_cross_entropy_fused";
         let (n, c, inner) = Self::ce_dims(what, logits, targets, class_weights)?;
-        ensure!(dlogits.shape == logits.shape, "{what}: dlogits shape {:?} for logits {:?}", dlogits.shape, logits.shape);
+        ensure!(
+            dlogits.shape == logits.shape,
+            "{what}: dlogits shape {:?} for logits {:?}",
+            dlogits.shape,
+            logits.shape
+        );
         ensure!(loss.numel() == 1, "{what}: loss has {} elements, expected a scalar", loss.numel());
         let wsum = self.ce_weight_sum(targets, class_weights, n * inner, c)?;
         let mut item_nll = self.scratch_f64(n * inner)?;

@@ -10,9 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use cudarc::driver::{
-    sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchArgs, LaunchConfig,
-};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchArgs, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 
 mod concat;
@@ -78,17 +76,14 @@ impl Gpu {
             bail!("GPU kernels were not compiled into this binary ({why}); run scripts/install-cuda-toolchain.sh and rebuild");
         };
         let info = crate::device::probe(ordinal).map_err(|why| anyhow!("cannot use GPU {ordinal}: {why}"))?;
-        let ctx =
-            CudaContext::new(ordinal).with_context(|| format!("creating a CUDA context on GPU {ordinal}"))?;
+        let ctx = CudaContext::new(ordinal).with_context(|| format!("creating a CUDA context on GPU {ordinal}"))?;
         let stream = ctx.new_stream().context("creating a CUDA stream")?;
-        let module = ctx.load_module(Ptx::from_binary(fatbin.to_vec())).with_context(|| {
-            format!("loading the kernels on {info} (built for sm_80/sm_90 + compute_90 PTX)")
-        })?;
+        let module = ctx
+            .load_module(Ptx::from_binary(fatbin.to_vec()))
+            .with_context(|| format!("loading the kernels on {info} (built for sm_80/sm_90 + compute_90 PTX)"))?;
         let mut functions = HashMap::new();
         for &name in kernels::KERNEL_NAMES {
-            let f = module
-                .load_function(name)
-                .with_context(|| format!("kernel {name} missing from the fatbin"))?;
+            let f = module.load_function(name).with_context(|| format!("kernel {name} missing from the fatbin"))?;
             functions.insert(name, f);
         }
         let sms = ctx
@@ -132,7 +127,8 @@ impl Gpu {
     pub fn empty(&self, shape: &[usize]) -> Result<GpuTensor> {
         // SAFETY: f32 has no invalid bit patterns; callers overwrite the contents before reading.
         let n = shape.iter().product();
-        let buf = unsafe { self.stream.alloc::<f32>(n) }.map_err(cuda_error(format!("allocating {} of GPU memory", mib(n))))?;
+        let buf = unsafe { self.stream.alloc::<f32>(n) }
+            .map_err(cuda_error(format!("allocating {} of GPU memory", mib(n))))?;
         Ok(GpuTensor { shape: shape.to_vec(), buf })
     }
 
@@ -159,7 +155,6 @@ impl Gpu {
         // to buffers of at least `n` elements, then scalars of the declared C types).
         unsafe { builder.launch(cfg) }.map(|_| ()).map_err(cuda_error(format_args!("launching kernel {name}")))
     }
-
 }
 
 /// `n` f32s in MiB, for messages.

@@ -8,7 +8,6 @@ use super::{Gpu, GpuTensor};
 use crate::noise::{NoiseKey, WeightNoise};
 
 impl Gpu {
-
     /// `out[i]` = ε_i ∈ (−b, b), bit-identical to `key.uniform(i, b)`.
     pub fn noise_uniform_into(&self, key: NoiseKey, b: f32, out: &mut GpuTensor) -> Result<()> {
         let n = out.numel();
@@ -18,13 +17,7 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch("noise_uniform", self.cfg(n), |l| {
-            l.arg(&mut out.buf)
-                .arg(&n64)
-                .arg(&key.seed)
-                .arg(&key.step)
-                .arg(&key.stream)
-                .arg(&key.sample)
-                .arg(&b);
+            l.arg(&mut out.buf).arg(&n64).arg(&key.seed).arg(&key.step).arg(&key.stream).arg(&key.sample).arg(&b);
         })
     }
     /// A fresh `[n]` tensor of noise.

@@ -105,8 +105,7 @@ impl Gpu {
         grads: &mut GpuBatchNormGrads,
     ) -> Result<()> {
         let what = "batch_norm_train_backward";
-        let (n, c, inner) =
-            bn_dims(what, x, &[("gamma", gamma), ("mean", &stats.mean), ("invstd", &stats.invstd)])?;
+        let (n, c, inner) = bn_dims(what, x, &[("gamma", gamma), ("mean", &stats.mean), ("invstd", &stats.invstd)])?;
         bn_dims(what, x, &[("dgamma", &grads.dgamma), ("dbeta", &grads.dbeta)])?;
         ensure!(dy.shape == x.shape, "{what}: dy shape {:?} vs x shape {:?}", dy.shape, x.shape);
         ensure!(grads.dx.shape == x.shape, "{what}: dx shape {:?} vs x shape {:?}", grads.dx.shape, x.shape);

@@ -8,7 +8,6 @@ use super::{check_box, Gpu, GpuBox, GpuTensor};
 use crate::optim::{AdamConfig, SgdConfig};
 
 impl Gpu {
-
     /// One SGD step in place (`crate::optim::sgd_update`), then the optional b-box clamp.
     pub fn sgd_step(
         &self,

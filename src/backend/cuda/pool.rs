@@ -75,8 +75,16 @@ impl Gpu {
         let g = Geometry::new("max_pool2d_forward", &x.shape, k, stride)?;
         let y_shape = g.y_shape(&x.shape);
         ensure!(y.shape == y_shape, "max_pool2d_forward: y shape {:?}, expected {y_shape:?}", y.shape);
-        ensure!(argmax.buf.len() == y.numel(), "max_pool2d_forward: argmax has {} entries for y {y_shape:?}", argmax.buf.len());
-        ensure!(x.numel() <= u32::MAX as usize, "max_pool2d_forward: {} input elements overflow u32 indices", x.numel());
+        ensure!(
+            argmax.buf.len() == y.numel(),
+            "max_pool2d_forward: argmax has {} entries for y {y_shape:?}",
+            argmax.buf.len()
+        );
+        ensure!(
+            x.numel() <= u32::MAX as usize,
+            "max_pool2d_forward: {} input elements overflow u32 indices",
+            x.numel()
+        );
         (argmax.x_shape, argmax.k, argmax.stride) = (x.shape.clone(), k, stride);
         if y.numel() == 0 {
             return Ok(());
@@ -105,11 +113,19 @@ impl Gpu {
         x_shape: &[usize],
         dx: &mut GpuTensor,
     ) -> Result<()> {
-        ensure!(argmax.x_shape == x_shape, "max_pool2d_backward: argmax is for x {:?}, not {x_shape:?}", argmax.x_shape);
+        ensure!(
+            argmax.x_shape == x_shape,
+            "max_pool2d_backward: argmax is for x {:?}, not {x_shape:?}",
+            argmax.x_shape
+        );
         let g = Geometry::new("max_pool2d_backward", x_shape, argmax.k, argmax.stride)?;
         let y_shape = g.y_shape(x_shape);
         ensure!(dy.shape == y_shape, "max_pool2d_backward: dy shape {:?}, expected {y_shape:?}", dy.shape);
-        ensure!(argmax.buf.len() == dy.numel(), "max_pool2d_backward: argmax has {} entries for dy {y_shape:?}", argmax.buf.len());
+        ensure!(
+            argmax.buf.len() == dy.numel(),
+            "max_pool2d_backward: argmax has {} entries for dy {y_shape:?}",
+            argmax.buf.len()
+        );
         ensure!(dx.shape == x_shape, "max_pool2d_backward: dx shape {:?}, expected {x_shape:?}", dx.shape);
         if dx.numel() == 0 {
             return Ok(());

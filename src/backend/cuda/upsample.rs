@@ -23,7 +23,10 @@ impl Gpu {
         let (planes, h, w) = planes_hw("upsample_nearest_forward", &x.shape)?;
         let want = [x.shape[0], x.shape[1], x.shape[2] * scale, x.shape[3] * scale];
         ensure!(y.shape == want, "upsample_nearest_forward: y shape {:?}, expected {want:?}", y.shape);
-        ensure!(want[2] <= u32::MAX as usize && want[3] <= u32::MAX as usize, "upsample_nearest_forward: output too large");
+        ensure!(
+            want[2] <= u32::MAX as usize && want[3] <= u32::MAX as usize,
+            "upsample_nearest_forward: output too large"
+        );
         if y.numel() == 0 {
             return Ok(());
         }
@@ -45,7 +48,11 @@ impl Gpu {
         ensure!(scale >= 1, "upsample_nearest_backward: scale must be at least 1");
         planes_hw("upsample_nearest_backward", &dy.shape)?;
         let (ho, wo) = (dy.shape[2], dy.shape[3]);
-        ensure!(ho % scale == 0 && wo % scale == 0, "upsample_nearest_backward: dy shape {:?} is not a multiple of scale {scale}", dy.shape);
+        ensure!(
+            ho % scale == 0 && wo % scale == 0,
+            "upsample_nearest_backward: dy shape {:?} is not a multiple of scale {scale}",
+            dy.shape
+        );
         let want = [dy.shape[0], dy.shape[1], ho / scale, wo / scale];
         ensure!(dx.shape == want, "upsample_nearest_backward: dx shape {:?}, expected {want:?}", dx.shape);
         let (planes, h, w) = planes_hw("upsample_nearest_backward", &want)?;
@@ -90,7 +97,11 @@ impl Gpu {
     pub fn upsample_bilinear_backward_into(&self, dy: &GpuTensor, x_shape: &[usize], dx: &mut GpuTensor) -> Result<()> {
         let (planes, h, w) = planes_hw("upsample_bilinear_backward", x_shape)?;
         let (_, ho, wo) = planes_hw("upsample_bilinear_backward", &dy.shape)?;
-        ensure!(dy.shape[..2] == x_shape[..2], "upsample_bilinear_backward: dy shape {:?} for x_shape {x_shape:?}", dy.shape);
+        ensure!(
+            dy.shape[..2] == x_shape[..2],
+            "upsample_bilinear_backward: dy shape {:?} for x_shape {x_shape:?}",
+            dy.shape
+        );
         ensure!(dx.shape == x_shape, "upsample_bilinear_backward: dx shape {:?}, expected {x_shape:?}", dx.shape);
         if dx.numel() == 0 {
             return Ok(());

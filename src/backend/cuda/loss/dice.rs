@@ -18,7 +18,12 @@ fn dice_dims(what: &str, logits: &GpuTensor, target: &GpuTensor) -> Result<(usiz
 
 impl Gpu {
     /// [Σ p·t (C), Σ p (C), Σ t (C)] over N and spatial positions, as device doubles.
-    fn dice_sums(&self, probs: &GpuTensor, target: &GpuTensor, (n, c, inner): (usize, usize, usize)) -> Result<CudaSlice<f64>> {
+    fn dice_sums(
+        &self,
+        probs: &GpuTensor,
+        target: &GpuTensor,
+        (n, c, inner): (usize, usize, usize),
+    ) -> Result<CudaSlice<f64>> {
         let mut sums = self.scratch_f64(3 * c)?;
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch("soft_dice_sums", self.per_channel_cfg(c), |l| {
@@ -46,7 +51,12 @@ impl Gpu {
         probs: &mut GpuTensor,
     ) -> Result<()> {
         let dims = dice_dims("soft_dice_forward", logits, target)?;
-        ensure!(probs.shape == logits.shape, "soft_dice_forward: probs shape {:?} for logits {:?}", probs.shape, logits.shape);
+        ensure!(
+            probs.shape == logits.shape,
+            "soft_dice_forward: probs shape {:?} for logits {:?}",
+            probs.shape,
+            logits.shape
+        );
         ensure!(loss.numel() == 1, "soft_dice_forward: loss has {} elements, expected a scalar", loss.numel());
         self.soft_dice_probs_into(logits, mode, probs)?;
         let sums = self.dice_sums(probs, target, dims)?;
@@ -56,13 +66,25 @@ impl Gpu {
         })
     }
     /// (loss as a device scalar, probs).
-    pub fn soft_dice_forward(&self, logits: &GpuTensor, target: &GpuTensor, mode: DiceMode, eps: f32) -> Result<(GpuTensor, GpuTensor)> {
+    pub fn soft_dice_forward(
+        &self,
+        logits: &GpuTensor,
+        target: &GpuTensor,
+        mode: DiceMode,
+        eps: f32,
+    ) -> Result<(GpuTensor, GpuTensor)> {
         let (mut loss, mut probs) = (self.empty(&[])?, self.empty(&logits.shape)?);
         self.soft_dice_forward_into(logits, target, mode, eps, &mut loss, &mut probs)?;
         Ok((loss, probs))
     }
     /// (loss downloaded to the host, probs).
-    pub fn soft_dice_forward_host(&self, logits: &GpuTensor, target: &GpuTensor, mode: DiceMode, eps: f32) -> Result<(f32, GpuTensor)> {
+    pub fn soft_dice_forward_host(
+        &self,
+        logits: &GpuTensor,
+        target: &GpuTensor,
+        mode: DiceMode,
+        eps: f32,
+    ) -> Result<(f32, GpuTensor)> {
         let (loss, probs) = self.soft_dice_forward(logits, target, mode, eps)?;
         Ok((self.download(&loss)?.data()[0], probs))
     }
@@ -81,7 +103,12 @@ impl Gpu {
         dx: &mut GpuTensor,
     ) -> Result<()> {
         let dims = dice_dims("soft_dice_backward", probs, target)?;
-        ensure!(logits.shape == probs.shape, "soft_dice_backward: logits shape {:?} vs probs shape {:?}", logits.shape, probs.shape);
+        ensure!(
+            logits.shape == probs.shape,
+            "soft_dice_backward: logits shape {:?} vs probs shape {:?}",
+            logits.shape,
+            probs.shape
+        );
         ensure!(dx.shape == probs.shape, "soft_dice_backward: dx shape {:?} for probs {:?}", dx.shape, probs.shape);
         let sums = self.dice_sums(probs, target, dims)?;
         let (n, c, inner) = dims;
