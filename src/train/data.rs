@@ -66,66 +66,45 @@ pub trait FundusSource {
     fn rgb_bytes(&self, i: usize) -> Vec<u8>;
 }
 
+/// The `FundusSource` methods every fundus set provides under the same inherent names.
+macro_rules! same_fundus_api {
+    () => {
+        fn count(&self) -> usize {
+            self.len()
+        }
+        fn side(&self) -> usize {
+            self.size
+        }
+        fn images(&self, idx: &[usize]) -> Tensor {
+            self.image_batch(idx)
+        }
+        fn masks(&self, which: Mask, idx: &[usize]) -> Vec<u32> {
+            self.mask_batch(which, idx)
+        }
+        fn rgb_bytes(&self, i: usize) -> Vec<u8> {
+            self.raw_rgb(i)
+        }
+    };
+}
+
 impl FundusSource for FundusSet {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn side(&self) -> usize {
-        self.size
-    }
-    fn images(&self, idx: &[usize]) -> Tensor {
-        self.image_batch(idx)
-    }
-    fn masks(&self, which: Mask, idx: &[usize]) -> Vec<u32> {
-        self.mask_batch(which, idx)
-    }
+    same_fundus_api!();
     fn glaucoma(&self, idx: &[usize]) -> Vec<u32> {
         idx.iter().map(|&i| self.glaucoma[i] as u32).collect()
-    }
-    fn rgb_bytes(&self, i: usize) -> Vec<u8> {
-        self.raw_rgb(i)
     }
 }
 
 impl FundusSource for RefugeSet {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn side(&self) -> usize {
-        self.size
-    }
-    fn images(&self, idx: &[usize]) -> Tensor {
-        self.image_batch(idx)
-    }
-    fn masks(&self, which: Mask, idx: &[usize]) -> Vec<u32> {
-        self.mask_batch(which, idx)
-    }
+    same_fundus_api!();
     fn glaucoma(&self, idx: &[usize]) -> Vec<u32> {
         self.glaucoma_batch(idx)
-    }
-    fn rgb_bytes(&self, i: usize) -> Vec<u8> {
-        self.raw_rgb(i)
     }
 }
 
 impl FundusSource for HrfAvSet {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn side(&self) -> usize {
-        self.size
-    }
-    fn images(&self, idx: &[usize]) -> Tensor {
-        self.image_batch(idx)
-    }
-    fn masks(&self, which: Mask, idx: &[usize]) -> Vec<u32> {
-        self.mask_batch(which, idx)
-    }
+    same_fundus_api!();
     fn glaucoma(&self, _idx: &[usize]) -> Vec<u32> {
         unreachable!("HRF-AV has no glaucoma labels; load() pairs it with fundus-av only")
-    }
-    fn rgb_bytes(&self, i: usize) -> Vec<u8> {
-        self.raw_rgb(i)
     }
 }
 
