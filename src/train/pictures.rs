@@ -1,5 +1,6 @@
-//! `predictions.png`: a few test images with the model's output next to the truth. Cup/disc: true
-//! contours in green, predicted in blue (disc) / yellow (cup); A/V: true and predicted label colours.
+//! `predictions.png`: a few test images with the model's output next to the truth. Cup/disc: each
+//! image twice, true contours (disc green, cup cyan) then predicted ones (disc blue, cup yellow); A/V:
+//! the image, the true and the predicted label colours (artery red, vein blue).
 
 use std::path::Path;
 
@@ -36,9 +37,8 @@ pub fn write_predictions(model: &MultiTaskModel, test: &dyn TaskData, task: Task
         let (t, p) = (&truth[i * px..(i + 1) * px], &pred[i * px..(i + 1) * px]);
         match task {
             TaskKind::Fundus => {
-                let masks: [(&[u8], u8, [u8; 3]); 4] =
-                    [(t, 1, [0, 255, 0]), (t, 2, [0, 160, 0]), (p, 1, [60, 120, 255]), (p, 2, [255, 230, 0])];
-                tiles.push(viz::contour_overlay(&rgb, s, s, &masks));
+                tiles.push(viz::contour_overlay(&rgb, s, s, &[(t, 1, [0, 255, 0]), (t, 2, [0, 255, 255])]));
+                tiles.push(viz::contour_overlay(&rgb, s, s, &[(p, 1, [60, 120, 255]), (p, 2, [255, 230, 0])]));
             }
             _ => {
                 let palette = [[0, 0, 0], [230, 40, 40], [40, 90, 255]];
