@@ -3,15 +3,20 @@
 //! `predictions.png`, and the training checkpoints `ckpt/step-<N>.safetensors` that `--resume` goes on
 //! from, see `resume`).
 
+pub mod config;
 pub mod data;
 pub mod pictures;
 pub mod plot;
+pub mod report;
 pub mod resume;
+
+pub use config::{objective, OptimizerKind, TrainConfig};
+pub use report::{describe, eval_run, evaluate, EpochMetrics, Summary};
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -20,16 +25,12 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use self::data::{DataConfig, TaskData, TaskKind, TaskSetup};
+use self::data::TaskKind;
 use crate::checkpoint;
-use crate::metrics::TaskMetrics;
-use crate::model::{Arch, Fusion, Method, ModelConfig, MultiTaskModel, Read, TaskId, TaskSpec};
-use crate::mtl::combiners::{MgdaNorm, CAGRAD_DEFAULT_C};
-use crate::mtl::gradient_step::{combined_step, Combiner};
-use crate::mtl::mtcool::{mtcool_step, Mode, MtCoolConfig};
-use crate::mtl::{balanced_class_weights, summed_step, Objective, StepStats};
-use crate::optim::{AdamConfig, Optimizer, SgdConfig};
-use crate::tape::Tape;
+use crate::model::{Method, MultiTaskModel, TaskId};
+use crate::mtl::gradient_step::combined_step;
+use crate::mtl::mtcool::mtcool_step;
+use crate::mtl::{summed_step, StepStats};
 
 /// Base width of the U-Net extractor (before `--width`).
 pub const UNET_BASE: usize = 8;
@@ -39,252 +40,6 @@ pub const EVAL_BATCH: usize = 200;
 
 /// Named metrics of one task.
 pub type Metrics = BTreeMap<String, f64>;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    Adam,
-    Sgd,
-}
-
-/// Everything that defines a run (written to `config.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub data: DataConfig,
-    pub method: Method,
-    pub mode: Mode,
-    pub epochs: u32,
-    pub batch_size: usize,
-    pub lr: f32,
-    pub optimizer: OptimizerKind,
-    pub momentum: f32,
-    pub weight_decay: f32,
-    pub b: f32,
-    pub noise_samples: u32,
-    pub inner_steps: u32,
-    pub fusion: Fusion,
-    pub width: f32,
-    pub seed: u64,
-    /// `--deterministic`, recorded: CPU runs are always bit-reproducible (see README, Reliability).
-    #[serde(default)]
-    pub deterministic: bool,
-    /// CAGrad's c (`--cagrad-c`, method cagrad).
-    #[serde(default = "default_cagrad_c")]
-    pub cagrad_c: f32,
-    /// MGDA-UB's gradient normalisation (`--mgda-norm`, method mgda).
-    #[serde(default)]
-    pub mgda_norm: MgdaNorm,
-    /// GradDrop's leak (`--graddrop-leak`, method graddrop).
-    #[serde(default)]
-    pub graddrop_leak: f32,
-}
-
-fn default_cagrad_c() -> f32 {
-    CAGRAD_DEFAULT_C
-}
-
-impl TrainConfig {
-    /// Rejects values that make no sense, with one line naming the flag.
-    pub fn validate(&self) -> Result<()> {
-        let pos = |v: f32| v.is_finite() && v > 0.0;
-        if self.epochs == 0 {
-            bail!("--epochs must be at least 1");
-        }
-        if self.batch_size == 0 {
-            bail!("--batch-size must be at least 1");
-        }
-        if !pos(self.lr) {
-            bail!("--lr must be a positive number, got {}", self.lr);
-        }
-        if !pos(self.b) {
-            bail!("--b must be a positive number, got {}", self.b);
-        }
-        if !pos(self.width) || self.width > 64.0 {
-            bail!("--width must be in (0, 64], got {}", self.width);
-        }
-        if !(self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum)) {
-            bail!("--momentum must be in [0, 1), got {}", self.momentum);
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            bail!("--weight-decay must be ≥ 0, got {}", self.weight_decay);
-        }
-        if !(self.cagrad_c.is_finite() && (0.0..1.0).contains(&self.cagrad_c)) {
-            bail!("--cagrad-c must be in [0, 1), got {}", self.cagrad_c);
-        }
-        if !(self.graddrop_leak.is_finite() && (0.0..=1.0).contains(&self.graddrop_leak)) {
-            bail!("--graddrop-leak must be in [0, 1], got {}", self.graddrop_leak);
-        }
-        if self.noise_samples == 0 || self.inner_steps == 0 {
-            bail!("--noise-samples and --inner-steps must be at least 1");
-        }
-        if self.data.limit_train == Some(0) || self.data.limit_test == Some(0) {
-            bail!("--limit-train and --limit-test must be at least 1");
-        }
-        if self.data.task != TaskKind::Multimnist
-            && (self.data.size < 16 || !self.data.size.is_multiple_of(4) || self.data.size > 1024)
-        {
-            bail!("--size must be a multiple of 4 in 16..=1024, got {}", self.data.size);
-        }
-        if self.data.task != TaskKind::Multimnist && self.data.data_dir.is_none() && self.data.size < 32 {
-            bail!(
-                "--size must be at least 32 for the synthetic fundus images (16 is allowed with --data), got {}",
-                self.data.size
-            );
-        }
-        Ok(())
-    }
-
-    pub fn model_config(&self) -> ModelConfig {
-        let setup = data::setup(self.data.task);
-        let arch = match self.data.task {
-            TaskKind::Multimnist => Arch::Lenet,
-            TaskKind::Fundus | TaskKind::FundusAv => Arch::Unet { base: UNET_BASE },
-        };
-        ModelConfig {
-            arch,
-            method: self.method,
-            fusion: self.fusion,
-            width: self.width,
-            in_channels: setup.in_channels,
-            tasks: setup.specs,
-        }
-    }
-
-    /// The gradient-combination rule of the pcgrad / cagrad / mgda (MGDA-UB) / graddrop methods.
-    pub fn combiner(&self) -> Option<Combiner> {
-        match self.method {
-            Method::Pcgrad => Some(Combiner::Pcgrad { seed: self.seed }),
-            Method::Cagrad => Some(Combiner::Cagrad { c: self.cagrad_c }),
-            Method::Mgda => Some(Combiner::Mgda { norm: self.mgda_norm, upper_bound: true }),
-            Method::Graddrop => Some(Combiner::Graddrop { leak: self.graddrop_leak, seed: self.seed }),
-            Method::Independent | Method::Joint | Method::Mtcool => None,
-        }
-    }
-
-    pub fn mtcool_config(&self) -> MtCoolConfig {
-        MtCoolConfig {
-            mode: self.mode,
-            b: self.b,
-            noise_samples: self.noise_samples,
-            inner_steps: self.inner_steps,
-            seed: self.seed,
-        }
-    }
-
-    pub fn optimizer(&self) -> Optimizer {
-        match self.optimizer {
-            OptimizerKind::Adam => {
-                Optimizer::adam(AdamConfig { weight_decay: self.weight_decay, ..AdamConfig::with_lr(self.lr) })
-            }
-            OptimizerKind::Sgd => {
-                Optimizer::sgd(SgdConfig { lr: self.lr, momentum: self.momentum, weight_decay: self.weight_decay })
-            }
-        }
-    }
-}
-
-/// JSON has no NaN: serde_json writes it as `null`; this reads `null` back as NaN (a metric can be
-/// undefined, e.g. AUROC on a test split with one class), so run files round-trip.
-mod nan_as_null {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::BTreeMap;
-
-    pub trait NanNull: Sized {
-        type Raw: for<'de> Deserialize<'de>;
-        fn from_raw(raw: Self::Raw) -> Self;
-    }
-    impl NanNull for [f64; 2] {
-        type Raw = [Option<f64>; 2];
-        fn from_raw(raw: Self::Raw) -> Self {
-            raw.map(|v| v.unwrap_or(f64::NAN))
-        }
-    }
-    impl NanNull for [super::Metrics; 2] {
-        type Raw = [BTreeMap<String, Option<f64>>; 2];
-        fn from_raw(raw: Self::Raw) -> Self {
-            raw.map(|m| m.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
-        }
-    }
-    pub fn serialize<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-        v.serialize(s)
-    }
-    pub fn deserialize<'de, T: NanNull, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
-        T::Raw::deserialize(d).map(T::from_raw)
-    }
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: u32,
-    #[serde(with = "nan_as_null")]
-    pub train_loss: [f64; 2],
-    /// Accuracy of the training batches' own predictions (pixel accuracy for segmentation).
-    #[serde(with = "nan_as_null")]
-    pub train_acc: [f64; 2],
-    #[serde(with = "nan_as_null")]
-    pub test: [Metrics; 2],
-    pub seconds: f64,
-}
-
-/// `summary.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Summary {
-    pub task: TaskKind,
-    pub method: Method,
-    pub mode: Option<Mode>,
-    /// Test metrics of each task after the last epoch.
-    #[serde(with = "nan_as_null")]
-    pub metrics: [Metrics; 2],
-    pub param_count: usize,
-    pub epochs: u32,
-    pub seed: u64,
-    pub seconds: f64,
-    pub device: String,
-    pub test_examples: usize,
-    /// Steps skipped for a non-finite loss or gradient (`--skip-nonfinite`).
-    #[serde(default)]
-    pub skipped_steps: u64,
-}
-
-/// Test metrics of both tasks (clean weights, no gradient).
-pub fn evaluate(model: &MultiTaskModel, data: &dyn TaskData, setup: &TaskSetup, batch_size: usize) -> [Metrics; 2] {
-    let mut acc = [0, 1].map(|t| TaskMetrics::new(setup.metrics[t].clone(), setup.specs[t].classes()));
-    let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(batch_size.max(1)) {
-        let batch = data.batch(chunk);
-        let mut tape = Tape::new();
-        tape.set_grad_enabled(false);
-        let x = tape.constant(batch.x);
-        let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train]);
-        for t in TaskId::BOTH {
-            acc[t.0].update(tape.value(logits[t.0]), &batch.labels[t.0]);
-        }
-    }
-    acc.map(|a| a.finish())
-}
-
-/// The training objective: binary classification tasks get inverse-frequency class weights from the
-/// training labels (glaucoma is ~10 % positive); everything else is unweighted.
-pub fn objective(cfg: &TrainConfig, setup: &TaskSetup, train: &dyn TaskData) -> Objective {
-    let mut obj = Objective::unweighted(setup.specs);
-    if cfg.data.task == TaskKind::Multimnist {
-        return obj;
-    }
-    for t in TaskId::BOTH {
-        if let TaskSpec::Classify { classes: 2 } = setup.specs[t.0] {
-            let all: Vec<usize> = (0..train.len()).collect();
-            let labels: Vec<u32> = all.chunks(EVAL_BATCH).flat_map(|c| train.batch(c).labels[t.0].clone()).collect();
-            obj.class_weights[t.0] = Some(balanced_class_weights(&labels, 2));
-        }
-    }
-    obj
-}
-
-/// "name value, name value" for a log line.
-pub fn describe(m: &Metrics) -> String {
-    m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect::<Vec<_>>().join(", ")
-}
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     checkpoint::write_atomic(path, (serde_json::to_string_pretty(value)? + "\n").as_bytes())
@@ -569,33 +324,4 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
         pictures::write_predictions(&model, test_set.as_ref(), cfg.data.task, &out.join("predictions.png"))?;
     }
     Ok(summary)
-}
-
-/// Re-evaluates a finished run from its folder: reloads `model.safetensors`, rebuilds the test split
-/// from `config.json` (with `data_dir` overriding where MNIST lives, if given).
-pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, [Metrics; 2])> {
-    if !run.is_dir() {
-        bail!("--run {}: no such folder", run.display());
-    }
-    if !run.join("config.json").is_file() {
-        bail!("--run {}: not a run folder (no config.json)", run.display());
-    }
-    let read = |name: &str| -> Result<String> {
-        let p = run.join(name);
-        fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))
-    };
-    let invalid = |name: &str, what: &str| format!("{} is not a valid {what}", run.join(name).display());
-    let mut cfg: TrainConfig =
-        serde_json::from_str(&read("config.json")?).with_context(|| invalid("config.json", "run config"))?;
-    let summary: Summary =
-        serde_json::from_str(&read("summary.json")?).with_context(|| invalid("summary.json", "summary"))?;
-    if data_dir.is_some() {
-        cfg.data.data_dir = data_dir;
-    }
-    let model = checkpoint::load(&run.join("model.safetensors"))?;
-    if model.cfg != cfg.model_config() {
-        bail!("model.safetensors does not match config.json in {}", run.display());
-    }
-    let (_, test) = data::load(&DataConfig { limit_train: Some(1), ..cfg.data.clone() })?;
-    Ok((summary, evaluate(&model, test.as_ref(), &data::setup(cfg.data.task), EVAL_BATCH)))
 }
