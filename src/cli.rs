@@ -11,7 +11,7 @@ use crate::model::{Fusion, Method};
 use crate::mtl::combiners::{MgdaNorm, CAGRAD_DEFAULT_C, GRADDROP_DEFAULT_LEAK};
 use crate::mtl::mtcool::Mode;
 use crate::train::data::{DataConfig, TaskKind};
-use crate::train::{self, OptimizerKind, TrainConfig};
+use crate::train::{self, LrSchedule, OptimizerKind, TrainConfig};
 use crate::{gradcheck, info};
 
 #[derive(Parser, Debug)]
@@ -66,6 +66,9 @@ pub struct TrainArgs {
     /// Learning rate [default: 1e-3 for multimnist, 2e-3 for the fundus tasks].
     #[arg(long)]
     pub lr: Option<f32>,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
+    pub lr_schedule: LrSchedule,
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
     pub optimizer: OptimizerKind,
     /// SGD momentum.
@@ -73,11 +76,11 @@ pub struct TrainArgs {
     pub momentum: f32,
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f32,
-    /// MT-CooL radius b: noise ε ~ U(−b, b) on the other extractor, and the box |θ − θ_prev| ≤ b.
-    /// The default equals the default Adam lr: the box is about one step's trust region, and the noise
-    /// is about the size of the other task's next step.
-    #[arg(long, default_value_t = 1e-3)]
-    pub b: f32,
+    /// MT-CooL radius b: noise ε ~ U(−b, b) on the other extractor, and the box |θ − θ_prev| ≤ b
+    /// [default: the learning rate, so the box is about one Adam step's trust region and the noise
+    /// about the size of the other task's next step].
+    #[arg(long)]
+    pub b: Option<f32>,
     /// K: noise samples averaged per MT-CooL sub-step.
     #[arg(long, default_value_t = 1)]
     pub noise_samples: u32,
@@ -141,7 +144,8 @@ pub struct TrainArgs {
 }
 
 /// The flags that define a run: with --resume the run folder's config.json does.
-const RESUME_CONFLICTS: [&str; 24] = [
+const RESUME_CONFLICTS: [&str; 25] = [
+    "lr_schedule",
     "task",
     "method",
     "mode",
@@ -174,6 +178,7 @@ pub const FUNDUS_EPOCHS: u32 = 8;
 impl TrainArgs {
     pub fn config(&self) -> TrainConfig {
         let mnist = self.task == TaskKind::Multimnist;
+        let lr = self.lr.unwrap_or(if mnist { 1e-3 } else { 2e-3 });
         TrainConfig {
             data: DataConfig {
                 task: self.task,
@@ -186,11 +191,12 @@ impl TrainArgs {
             mode: self.mode,
             epochs: self.epochs.unwrap_or(if mnist { 1 } else { FUNDUS_EPOCHS }),
             batch_size: self.batch_size.unwrap_or(if mnist { 256 } else { 16 }),
-            lr: self.lr.unwrap_or(if mnist { 1e-3 } else { 2e-3 }),
+            lr,
+            lr_schedule: self.lr_schedule,
             optimizer: self.optimizer,
             momentum: self.momentum,
             weight_decay: self.weight_decay,
-            b: self.b,
+            b: self.b.unwrap_or(lr),
             noise_samples: self.noise_samples,
             inner_steps: self.inner_steps,
             fusion: self.fusion,

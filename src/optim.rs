@@ -115,6 +115,21 @@ impl Optimizer {
         Optimizer::Adam { cfg, state: HashMap::new() }
     }
 
+    pub fn lr(&self) -> f32 {
+        match self {
+            Optimizer::Sgd { cfg, .. } => cfg.lr,
+            Optimizer::Adam { cfg, .. } => cfg.lr,
+        }
+    }
+
+    /// Sets the learning rate of the following steps (learning-rate schedules).
+    pub fn set_lr(&mut self, lr: f32) {
+        match self {
+            Optimizer::Sgd { cfg, .. } => cfg.lr = lr,
+            Optimizer::Adam { cfg, .. } => cfg.lr = lr,
+        }
+    }
+
     /// Updates `ids` from their accumulated gradients. Parameters covered by `bbox` are clamped into it
     /// in the same pass; others (e.g. heads, which MT-CooL does not clamp) are updated freely.
     pub fn step(&mut self, store: &mut ParamStore, ids: &[ParamId], bbox: Option<&BoxProjection>) {

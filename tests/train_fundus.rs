@@ -131,3 +131,25 @@ fn bad_fundus_flags_are_one_line_errors() {
         assert!(err.starts_with("error:") && !err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn learning_rate_schedules() {
+    use clap::Parser;
+    use mtcool::cli::{Cli, Command};
+    use mtcool::train::LrSchedule;
+    let cfg = |args: &[&str]| match Cli::try_parse_from([&["mtcool", "train"], args].concat()).unwrap().command {
+        Command::Train(t) => t.config(),
+        _ => unreachable!(),
+    };
+    // Constant by default; cosine decays from --lr to 0.
+    assert_eq!(cfg(&[]).lr_schedule, LrSchedule::Constant);
+    let f = cfg(&["--lr", "0.004", "--lr-schedule", "cosine"]);
+    assert_eq!(f.b, 0.004, "b defaults to the learning rate");
+    assert_eq!(f.lr_at(0, 100), 0.004);
+    assert!((f.lr_at(50, 100) - 0.002).abs() < 1e-9);
+    assert!(f.lr_at(100, 100).abs() < 1e-9);
+    assert!(f.lr_at(25, 100) > f.lr_at(26, 100), "decreasing");
+    let m = cfg(&["--task", "multimnist"]);
+    assert_eq!((m.lr, m.b), (1e-3, 1e-3));
+    assert_eq!(m.lr_at(77, 100), m.lr);
+}

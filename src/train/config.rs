@@ -20,6 +20,17 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+/// How the learning rate changes over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// `--lr` throughout.
+    #[default]
+    Constant,
+    /// Cosine decay from `--lr` at the first step to 0 after the last: lr·½(1 + cos(π·step/steps)).
+    Cosine,
+}
+
 /// Everything that defines a run (written to `config.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -29,6 +40,9 @@ pub struct TrainConfig {
     pub epochs: u32,
     pub batch_size: usize,
     pub lr: f32,
+    /// Absent in config.json files written before schedules existed: constant.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     pub optimizer: OptimizerKind,
     pub momentum: f32,
     pub weight_decay: f32,
@@ -57,6 +71,17 @@ fn default_cagrad_c() -> f32 {
 }
 
 impl TrainConfig {
+    /// The learning rate of global step `step` (0-based) of a run of `steps` steps.
+    pub fn lr_at(&self, step: u32, steps: u32) -> f32 {
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => {
+                let t = step as f64 / steps.max(1) as f64;
+                (self.lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+            }
+        }
+    }
+
     /// Rejects values that make no sense, with one line naming the flag.
     pub fn validate(&self) -> Result<()> {
         let pos = |v: f32| v.is_finite() && v > 0.0;

@@ -10,7 +10,7 @@ pub mod plot;
 pub mod report;
 pub mod resume;
 
-pub use config::{objective, OptimizerKind, TrainConfig};
+pub use config::{objective, LrSchedule, OptimizerKind, TrainConfig};
 pub use report::{describe, eval_run, evaluate, EpochMetrics, Summary};
 
 use std::collections::BTreeMap;
@@ -214,6 +214,7 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
                 }
                 _ => {}
             }
+            opt.set_lr(cfg.lr_at(pos.global_step, cfg.epochs * steps_per_epoch));
             let s: StepStats = match cfg.method {
                 Method::Mtcool => mtcool_step(&mut model, &mut opt, &batch, &objective, pos.global_step, &mt_cfg),
                 Method::Independent | Method::Joint => summed_step(&mut model, &mut opt, &batch, &objective),
