@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{ensure, Result};
 
 use crate::checkpoint;
-use crate::model::{MultiTaskModel, Read};
+use crate::model::{Arch, MultiTaskModel, Read, TaskSpec};
 use crate::tape::Tape;
 use crate::Tensor;
 
@@ -34,12 +34,24 @@ impl Predictor {
         &self.model
     }
 
-    /// Both tasks' logits, each [B, classes], for normalised images [B, 1, 28, 28].
+    /// Both tasks' logits for normalised images [B, C, H, W]: [B, classes] for a classification task,
+    /// [B, classes, H, W] for a segmentation task. MultiLeNet models take [B, 1, 28, 28]; U-Net models
+    /// take the channels they were trained with and any H, W divisible by 4.
     pub fn logits(&self, images: &Tensor) -> Result<[Tensor; 2]> {
         let s = images.shape();
+        let cfg = &self.model.cfg;
+        let ok = s.len() == 4
+            && s[0] > 0
+            && s[1] == cfg.in_channels
+            && match cfg.arch {
+                Arch::Lenet => s[2..] == [28, 28],
+                Arch::Unet { .. } => s[2] > 0 && s[3] > 0 && s[2].is_multiple_of(4) && s[3].is_multiple_of(4),
+            };
         ensure!(
-            s.len() == 4 && s[1..] == [1, 28, 28] && s[0] > 0,
-            "expected images of shape [B, 1, 28, 28], got {s:?}"
+            ok,
+            "images of shape {s:?} do not fit this {:?} model with {} input channel(s)",
+            cfg.arch,
+            cfg.in_channels
         );
         let mut tape = Tape::new();
         tape.set_grad_enabled(false);
@@ -48,8 +60,13 @@ impl Predictor {
         Ok(out.map(|v| tape.value(v).clone()))
     }
 
-    /// The predicted class of each task for each image.
+    /// The predicted class of each task for each image (models whose two tasks are image-level
+    /// classifications; for segmentation take `logits` and its per-pixel arg-max).
     pub fn predict(&self, images: &Tensor) -> Result<Vec<[u32; 2]>> {
+        ensure!(
+            self.model.cfg.tasks.iter().all(|t| matches!(t, TaskSpec::Classify { .. })),
+            "predict() is for two classification tasks; this model segments: use logits()"
+        );
         let [a, b] = self.logits(images)?;
         let argmax = |t: &Tensor, i: usize| {
             let c = t.shape()[1];

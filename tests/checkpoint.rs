@@ -71,3 +71,24 @@ fn bad_checkpoints_are_errors_not_panics() {
     assert!(e.contains("shape"), "{e}");
     assert!(load(std::path::Path::new("/nonexistent/model.safetensors")).is_err());
 }
+
+#[test]
+fn predictor_checks_shapes_and_serves_unet_models() {
+    use mtcool::model::{Arch, TaskSpec};
+    let lenet = Predictor::from_model(MultiTaskModel::new(cfg(Method::Joint), 0));
+    assert!(lenet.logits(&Tensor::zeros(&[2, 1, 32, 32])).is_err(), "MultiLeNet takes 28×28");
+    assert!(lenet.logits(&Tensor::zeros(&[2, 3, 28, 28])).is_err(), "one input channel");
+    let seg_cls = ModelConfig {
+        arch: Arch::Unet { base: 4 },
+        method: Method::Mtcool,
+        fusion: Fusion::Concat,
+        width: 1.0,
+        in_channels: 3,
+        tasks: [TaskSpec::Segment { classes: 3 }, TaskSpec::Classify { classes: 2 }],
+    };
+    let unet = Predictor::from_model(MultiTaskModel::new(seg_cls, 0));
+    let [seg, cls] = unet.logits(&Tensor::full(&[2, 3, 32, 40], 0.3)).unwrap();
+    assert_eq!((seg.shape(), cls.shape()), (&[2, 3, 32, 40][..], &[2, 2][..]));
+    assert!(unet.logits(&Tensor::zeros(&[1, 3, 30, 32])).is_err(), "H must be divisible by 4");
+    assert!(unet.predict(&Tensor::zeros(&[1, 3, 32, 32])).is_err(), "predict() is for classification pairs");
+}
