@@ -7,6 +7,9 @@
 //!   small MultiMNIST run per method above chance on both tasks (skipped without MNIST, except under
 //!   CI=true, where that is a failure).
 
+mod common;
+
+use common::real_mnist_dir;
 use std::path::Path;
 use std::process::Command;
 
@@ -324,21 +327,9 @@ fn combiner_options_are_recorded_and_old_configs_still_parse() {
     }
 }
 
-fn mnist_present() -> bool {
-    let dir = default_mnist_dir();
-    let ok = ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte"]
-        .iter()
-        .all(|f| dir.join(f).exists() || dir.join(format!("{f}.gz")).exists());
-    if !ok {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "MNIST missing at {} under CI", dir.display());
-        eprintln!("skipping: MNIST not found at {} (set MTCOOL_MNIST_DIR)", dir.display());
-    }
-    ok
-}
-
 #[test]
 fn each_method_beats_chance_on_multimnist() {
-    if !mnist_present() {
+    if real_mnist_dir().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

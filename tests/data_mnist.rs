@@ -1,12 +1,15 @@
 //! MNIST IDX reader: round-trips on files written here (raw and gzip), one error per kind of damage,
 //! and — when the real dataset is present — a sanity check of both splits.
 
+mod common;
+
+use common::real_mnist_dir;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use mtcool::data::mnist::{default_mnist_dir, load_mnist, read_idx_images, read_idx_labels, Split};
+use mtcool::data::mnist::{load_mnist, read_idx_images, read_idx_labels, Split};
 use mtcool::data::DataError;
 
 /// An IDX file: magic `00 00 08 ndims`, big-endian sizes, payload.
@@ -210,26 +213,9 @@ fn corrupt_inputs_are_errors_naming_the_file() {
     expect_err(load_mnist(t.path(), Split::Train), "train-images-idx3-ubyte", "truncated");
 }
 
-/// Whether the real dataset is present; if not, skip (or fail under CI).
-fn real_data_dir() -> Option<PathBuf> {
-    let dir = default_mnist_dir();
-    let have =
-        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-            .iter()
-            .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
-    if have {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("MNIST not found in {} and CI=true: the dataset must be present in CI", dir.display());
-    }
-    eprintln!("skipping real-MNIST test: no dataset in {} (set MTCOOL_MNIST_DIR)", dir.display());
-    None
-}
-
 #[test]
 fn real_mnist_if_present() {
-    let Some(dir) = real_data_dir() else { return };
+    let Some(dir) = real_mnist_dir() else { return };
     let train = load_mnist(&dir, Split::Train).unwrap();
     let test = load_mnist(&dir, Split::Test).unwrap();
     assert_eq!(train.len(), 60000);

@@ -1,9 +1,11 @@
 //! MultiMNIST construction: shapes, labels, determinism, hand-checked placement and resize, max-overlap,
 //! normalisation; and a build from the real test split when it is present.
 
-use std::path::PathBuf;
+mod common;
 
-use mtcool::data::mnist::{default_mnist_dir, load_mnist, MnistSplit, Split};
+use common::real_mnist_dir;
+
+use mtcool::data::mnist::{load_mnist, MnistSplit, Split};
 use mtcool::data::multimnist::{build, resize_src, MEAN, STD};
 
 const PX: usize = 784;
@@ -158,25 +160,9 @@ fn overlap_takes_the_max() {
     assert_eq!(pairs_seen.len(), 4, "all four pairings occur with 64 draws");
 }
 
-fn real_data_dir() -> Option<PathBuf> {
-    let dir = default_mnist_dir();
-    let have =
-        ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
-            .iter()
-            .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
-    if have {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("MNIST not found in {} and CI=true: the dataset must be present in CI", dir.display());
-    }
-    eprintln!("skipping real-MultiMNIST test: no dataset in {} (set MTCOOL_MNIST_DIR)", dir.display());
-    None
-}
-
 #[test]
 fn real_multimnist_if_present() {
-    let Some(dir) = real_data_dir() else { return };
+    let Some(dir) = real_mnist_dir() else { return };
     let test = load_mnist(&dir, Split::Test).unwrap();
     let m = build(&test, 1, Some(1000));
     assert_eq!(m.len(), 1000);

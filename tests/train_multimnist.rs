@@ -2,22 +2,13 @@
 //! folder is complete, `mtcool eval` reproduces the summary, and bad data gives one clear error line.
 //! Skips when the dataset is absent, except under CI (CI=true), where that is a failure.
 
+mod common;
+
+use common::real_mnist_dir;
 use std::path::Path;
 use std::process::Command;
 
 use mtcool::data::mnist::default_mnist_dir;
-
-fn mnist_present() -> bool {
-    let dir = default_mnist_dir();
-    let ok = ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte"]
-        .iter()
-        .all(|f| dir.join(f).exists() || dir.join(format!("{f}.gz")).exists());
-    if !ok {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "MNIST missing at {} under CI", dir.display());
-        eprintln!("skipping: MNIST not found at {} (set MTCOOL_MNIST_DIR)", dir.display());
-    }
-    ok
-}
 
 fn mtcool(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_mtcool")).args(args).output().expect("run mtcool")
@@ -29,7 +20,7 @@ fn read_json(p: &Path) -> serde_json::Value {
 
 #[test]
 fn mtcool_trains_above_chance_and_eval_reproduces_it() {
-    if !mnist_present() {
+    if real_mnist_dir().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -66,3 +66,22 @@ pub fn assert_close_abs(a: &[f32], b: &[f32], tol: f32) {
         assert!((x - y).abs() <= tol, "element {i}: {x} vs {y} (got {a:?}, want {b:?})");
     }
 }
+
+/// The real MNIST folder (`default_mnist_dir()`) when all four IDX files are there (raw or .gz). When
+/// they are not, tests skip with a message, except under CI (CI=true), where that is a failure.
+#[allow(dead_code)]
+pub fn real_mnist_dir() -> Option<std::path::PathBuf> {
+    let dir = mtcool::data::mnist::default_mnist_dir();
+    let have =
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+            .iter()
+            .all(|f| dir.join(f).is_file() || dir.join(format!("{f}.gz")).is_file());
+    if have {
+        return Some(dir);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("MNIST not found in {} and CI=true: the dataset must be present in CI", dir.display());
+    }
+    eprintln!("skipping real-MNIST test: no dataset in {} (set MTCOOL_MNIST_DIR)", dir.display());
+    None
+}
