@@ -1,5 +1,6 @@
-//! Helpers shared by the `ops_*` CPU reference tests (`mod common;` in each). Not every test file
-//! uses every helper, hence the `#[allow(dead_code)]`s.
+//! Helpers shared by the integration tests (`mod common;` in each): tensors and finite differences for
+//! the `ops_*` CPU reference tests, and the real-MNIST location for the data and training tests. Not
+//! every test file uses every helper, hence the `#[allow(dead_code)]`s.
 
 use mtcool::Tensor;
 use rand::rngs::StdRng;
