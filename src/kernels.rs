@@ -26,6 +26,15 @@ include!(concat!(env!("OUT_DIR"), "/kernels_gen.rs"));
 
 /// Every kernel the fatbin must contain (`kernels/*.cu`), named like its CPU reference.
 pub const KERNEL_NAMES: &[&str] = &[
+    // kernels/attention.cu
+    "bmm_nn",
+    "bmm_nt",
+    "bmm_tn",
+    "bmm_tt",
+    "softmax_lastdim_forward",
+    "softmax_lastdim_backward",
+    "sigmoid_gate_forward",
+    "sigmoid_gate_backward",
     // kernels/elementwise.cu
     "add",
     "sub",

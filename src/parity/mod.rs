@@ -3,6 +3,7 @@
 //! Runs from the built binary (`mtcool check parity --device cuda`, for GPU hosts without Rust) and from
 //! `tests/cuda_parity.rs`. One file per kernel family, named like `kernels/<family>.cu`.
 
+pub mod attention;
 pub mod concat;
 pub mod conv;
 pub mod dropout;
@@ -125,6 +126,7 @@ pub fn run_all(gpu: &Gpu, seed: u64) -> Result<Vec<Outcome>> {
     upsample::run(&mut c)?;
     concat::run(&mut c)?;
     dropout::run(&mut c)?;
+    attention::run(&mut c)?;
     gpu.synchronize()?;
     Ok(c.outcomes)
 }

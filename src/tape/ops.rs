@@ -6,7 +6,9 @@ use super::{Tape, Var};
 use crate::backend::cpu::conv::Conv2dCfg;
 use crate::backend::cpu::loss::DiceMode;
 use crate::backend::cpu::norm::BatchNormStats;
-use crate::backend::cpu::{concat, conv, dropout, elementwise as ew, linear, loss, norm, pool, upsample};
+use crate::backend::cpu::{
+    attention as attn, concat, conv, dropout, elementwise as ew, linear, loss, norm, pool, upsample,
+};
 use crate::noise::NoiseKey;
 use crate::params::ParamId;
 use crate::Tensor;
@@ -28,6 +30,9 @@ pub enum Op {
     Conv2d { x: Var, w: Var, b: Option<Var>, cfg: Conv2dCfg },
     ConvTranspose2d { x: Var, w: Var, b: Option<Var>, cfg: Conv2dCfg },
     Matmul(Var, Var),
+    Bmm { a: Var, b: Var, trans_a: bool, trans_b: bool },
+    SoftmaxLastdim(Var),
+    SigmoidGate(Var, Var),
     Linear { x: Var, w: Var, b: Option<Var> },
     MaxPool2d { x: Var, argmax: Vec<u32> },
     AvgPool2d { x: Var, k: usize, stride: usize },
@@ -48,10 +53,14 @@ impl Op {
         use Op::*;
         match self {
             Leaf | Param(_) => vec![],
-            Add(a, b) | Sub(a, b) | Mul(a, b) | AddChannelBias(a, b) | Matmul(a, b) => vec![*a, *b],
+            Add(a, b) | Sub(a, b) | Mul(a, b) | AddChannelBias(a, b) | Matmul(a, b) | SigmoidGate(a, b) => {
+                vec![*a, *b]
+            }
+            Bmm { a, b, .. } => vec![*a, *b],
             Scale(x, _)
             | Relu(x)
             | Sigmoid(x)
+            | SoftmaxLastdim(x)
             | SumAll(x)
             | MeanAll(x)
             | Reshape(x)
@@ -110,6 +119,15 @@ pub(super) fn backward(t: &Tape, op: &Op, y: &Tensor, dy: &Tensor) -> Vec<(Var, 
         Matmul(a, b) => {
             let (da, db) = linear::matmul_backward(v(a), v(b), dy);
             vec![(*a, da), (*b, db)]
+        }
+        Bmm { a, b, trans_a, trans_b } => {
+            let (da, db) = attn::bmm_backward(v(a), *trans_a, v(b), *trans_b, dy);
+            vec![(*a, da), (*b, db)]
+        }
+        SoftmaxLastdim(x) => vec![(*x, attn::softmax_lastdim_backward(dy, y))],
+        SigmoidGate(x, g) => {
+            let (dx, dg) = attn::sigmoid_gate_backward(dy, v(x), v(g));
+            vec![(*x, dx), (*g, dg)]
         }
         Linear { x, w, b } => {
             let (dx, dw, db) = linear::linear_backward(v(x), v(w), dy);
@@ -197,6 +215,21 @@ impl Tape {
     pub fn matmul(&mut self, a: Var, b: Var) -> Var {
         let y = linear::matmul(self.value(a), self.value(b));
         self.push(y, Op::Matmul(a, b))
+    }
+    /// Batched matrix product y[i] = op(a[i]) · op(b[i]) of 3-d tensors (op = transpose when asked).
+    pub fn bmm(&mut self, a: Var, trans_a: bool, b: Var, trans_b: bool) -> Var {
+        let y = attn::bmm(self.value(a), trans_a, self.value(b), trans_b);
+        self.push(y, Op::Bmm { a, b, trans_a, trans_b })
+    }
+    /// Softmax over the last axis.
+    pub fn softmax_lastdim(&mut self, x: Var) -> Var {
+        let y = attn::softmax_lastdim_forward(self.value(x));
+        self.push(y, Op::SoftmaxLastdim(x))
+    }
+    /// x ⊙ σ(g), x and g of one shape.
+    pub fn sigmoid_gate(&mut self, x: Var, g: Var) -> Var {
+        let y = attn::sigmoid_gate_forward(self.value(x), self.value(g));
+        self.push(y, Op::SigmoidGate(x, g))
     }
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Var {
         let y = linear::linear_forward(self.value(x), self.value(w), b.map(|b| self.value(b)));

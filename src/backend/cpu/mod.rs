@@ -1,6 +1,7 @@
 //! The CPU reference backend: plain, readable loops. Every op's forward and backward lives here,
 //! one file per family; the CUDA kernels are checked against these functions.
 
+pub mod attention;
 pub mod concat;
 pub mod conv;
 pub mod dropout;

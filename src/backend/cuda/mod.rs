@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchArgs, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 
+mod attention;
 mod concat;
 mod conv;
 mod dropout;
