@@ -2,7 +2,7 @@
 //! exactly one line on stderr and a non-zero exit (see `main.rs`).
 
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use std::path::PathBuf;
 
@@ -36,6 +36,8 @@ pub enum Command {
     },
     /// Train a two-task model and write a run folder (config, metrics, checkpoint, summary, curves).
     Train(TrainArgs),
+    /// Train methods × seeds on one task and write the comparison table (table.md, results.json).
+    Compare(CompareArgs),
     /// Reload a run's checkpoint and recompute its test metrics.
     Eval {
         /// The run folder written by `mtcool train`.
@@ -46,6 +48,30 @@ pub enum Command {
         data: Option<PathBuf>,
     },
 }
+
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    #[arg(long, value_enum, default_value_t = TaskKind::Multimnist)]
+    pub task: TaskKind,
+    /// Comma-separated rows: a --method value (mtcool = full), mtcool-vanilla, mtcool-noreg,
+    /// mtcool-full, or mtcool-attention (full, attention fusion).
+    #[arg(long, value_delimiter = ',', default_value = COMPARE_METHODS)]
+    pub methods: Vec<String>,
+    /// Seeds 0, 1, …, N − 1 per method.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Folder for the runs and the table (default: runs/compare-<task>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// `mtcool train` flags for every run, after `--` (e.g. `-- --epochs 4 --limit-train 10000`).
+    #[arg(last = true)]
+    pub train_flags: Vec<String>,
+}
+
+/// The rows of `mtcool compare` by default: every baseline and MT-CooL.
+pub const COMPARE_METHODS: &str = "independent,joint,pcgrad,cagrad,mgda,graddrop,mtan,ctan,mtcool-full";
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
@@ -268,6 +294,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check { what: CheckCommand::Grad { seed, json } } => check_grad(seed, json),
         Command::Check { what: CheckCommand::Parity { device, seed, json } } => check_parity(device, seed, json),
         Command::Train(args) => train_cmd(&args),
+        Command::Compare(args) => compare_cmd(&args),
         Command::Eval { run, data } => {
             let (summary, metrics) = train::eval_run(&run, data)?;
             println!("task  metric               summary.json  re-evaluated");
@@ -325,6 +352,63 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
     if opts.skip_nonfinite {
         println!("  {} step(s) skipped for a non-finite loss or gradient", s.skipped_steps);
     }
+    Ok(())
+}
+
+/// The `train` flags of one comparison row.
+fn row_flags(row: &str) -> Result<Vec<&str>> {
+    Ok(match row {
+        "mtcool-vanilla" => vec!["--method", "mtcool", "--mode", "vanilla"],
+        "mtcool-noreg" => vec!["--method", "mtcool", "--mode", "noreg"],
+        "mtcool-full" => vec!["--method", "mtcool", "--mode", "full"],
+        "mtcool-attention" => vec!["--method", "mtcool", "--mode", "full", "--fusion", "attention"],
+        "" => bail!("--methods has an empty entry"),
+        m => vec!["--method", m],
+    })
+}
+
+/// Each row's per-seed configs, parsed exactly as `mtcool train` would parse the same flags.
+fn compare_rows(args: &CompareArgs) -> Result<Vec<train::compare::Row>> {
+    anyhow::ensure!((1..=100).contains(&args.seeds), "--seeds must be in 1..=100, got {}", args.seeds);
+    let task = args.task.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+    let mut rows = vec![];
+    for name in &args.methods {
+        let mut runs = vec![];
+        for seed in 0..args.seeds {
+            let seed = seed.to_string();
+            let mut argv = vec!["mtcool", "train", "--task", &task, "--seed", &seed];
+            argv.extend(row_flags(name)?);
+            argv.extend(args.train_flags.iter().map(String::as_str));
+            let cli = Cli::try_parse_from(&argv).map_err(|e| {
+                let first =
+                    e.to_string().lines().next().unwrap_or("invalid flags").trim_start_matches("error: ").to_string();
+                anyhow::anyhow!("compare row {name}: {first}")
+            })?;
+            let Command::Train(t) = cli.command else { unreachable!("parsed a train command") };
+            anyhow::ensure!(
+                t.resume.is_none() && t.out.is_none(),
+                "compare: --resume and --out are set by compare itself"
+            );
+            let cfg = t.config();
+            cfg.validate().map_err(|e| anyhow::anyhow!("compare row {name}: {e}"))?;
+            runs.push(cfg);
+        }
+        rows.push(train::compare::Row { name: name.clone(), runs });
+    }
+    Ok(rows)
+}
+
+fn compare_cmd(args: &CompareArgs) -> Result<()> {
+    let rows = compare_rows(args)?;
+    let (device, msg) = device::select(args.device)?;
+    if matches!(device, Device::Cuda(_)) && args.device == DeviceChoice::Cuda {
+        bail!("training on CUDA is not available yet (the GPU tape is not built); use --device cpu");
+    }
+    let task = format!("{:?}", args.task).to_lowercase();
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("compare-{task}")));
+    let table = train::compare::run(args.task, &rows, &out, &msg)?;
+    print!("{table}");
+    println!("table: {}", out.join("table.md").display());
     Ok(())
 }
 

@@ -65,13 +65,52 @@ fn default_init(shape: &[usize], fan_in: usize, rng: &mut impl Rng) -> Tensor {
     Tensor::uniform(shape, -bound, bound, rng)
 }
 
+/// Extractors run in `STAGES` stages, so cross-task modules can act between them (CTAN mixes the two
+/// extractors after stages 0 and 1: "encoder" and "bottleneck"; MTAN gates every stage's output).
+pub const STAGES: usize = 3;
+
+/// What flows between stages: the current value and what later stages read again (U-Net skips).
+pub struct StageState {
+    pub h: Var,
+    pub skips: Vec<Var>,
+}
+
+impl StageState {
+    pub fn new(x: Var) -> Self {
+        StageState { h: x, skips: vec![] }
+    }
+}
+
+/// The shape of a stage's output: a feature map [B, channels, H, W] (with H·W when the architecture
+/// fixes it) or a feature vector [B, channels].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Level {
+    pub channels: usize,
+    pub vector: bool,
+    pub pixels: Option<usize>,
+}
+
+impl Level {
+    pub fn map(channels: usize, pixels: Option<usize>) -> Self {
+        Level { channels, vector: false, pixels }
+    }
+    pub fn vector(channels: usize) -> Self {
+        Level { channels, vector: true, pixels: None }
+    }
+}
+
 pub struct Conv2d {
     pub weight: ParamId,
     pub bias: ParamId,
     pub cfg: Conv2dCfg,
+    out_channels: usize,
 }
 
 impl Conv2d {
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
     /// Registers `<name>.weight` [out, in, k, k] and `<name>.bias` [out].
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -89,7 +128,7 @@ impl Conv2d {
         let bias = store.add(&format!("{name}.bias"), default_init(&[cout], fan_in, rng));
         group.push(weight, cout * cin * k * k);
         group.push(bias, cout);
-        Conv2d { weight, bias, cfg }
+        Conv2d { weight, bias, cfg, out_channels: cout }
     }
 
     pub fn forward(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, x: Var, read: Read) -> Var {

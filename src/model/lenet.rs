@@ -4,7 +4,7 @@
 
 use rand::Rng;
 
-use super::layers::{Conv2d, Linear, ParamGroup, Read};
+use super::layers::{Conv2d, Level, Linear, ParamGroup, Read, StageState, STAGES};
 use crate::backend::cpu::conv::Conv2dCfg;
 use crate::params::ParamStore;
 use crate::tape::{Tape, Var};
@@ -36,18 +36,38 @@ impl LeNetExtractor {
 
     /// x: [B, 1, 28, 28] → features [B, out_dim].
     pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var, read: Read) -> Var {
+        let mut st = StageState::new(x);
+        for i in 0..STAGES {
+            self.stage(tape, store, i, &mut st, read);
+        }
+        st.h
+    }
+
+    /// What each stage outputs: [c1, 12, 12], [c2, 4, 4], then the feature vector.
+    pub fn levels(&self) -> [Level; STAGES] {
+        let (c1, c2) = (self.conv1.out_channels(), self.conv2.out_channels());
+        [Level::map(c1, Some(144)), Level::map(c2, Some(16)), Level::vector(self.out_dim)]
+    }
+
+    /// Runs stage `i` on `st.h`: conv1-pool-relu, conv2-pool-relu, flatten-fc-relu.
+    pub fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) {
         let g = &self.group;
-        let h = self.conv1.forward(tape, store, g, x, read);
-        let h = tape.max_pool2d(h, 2, 2);
-        let h = tape.relu(h);
-        let h = self.conv2.forward(tape, store, g, h, read);
-        let h = tape.max_pool2d(h, 2, 2);
-        let h = tape.relu(h);
-        let b = tape.value(h).shape()[0];
-        let flat = tape.value(h).numel() / b;
-        let h = tape.reshape(h, &[b, flat]);
-        let h = self.fc.forward(tape, store, g, h, read);
-        tape.relu(h)
+        let h = st.h;
+        st.h = match i {
+            0 | 1 => {
+                let conv = if i == 0 { &self.conv1 } else { &self.conv2 };
+                let h = conv.forward(tape, store, g, h, read);
+                let h = tape.max_pool2d(h, 2, 2);
+                tape.relu(h)
+            }
+            _ => {
+                let b = tape.value(h).shape()[0];
+                let flat = tape.value(h).numel() / b;
+                let h = tape.reshape(h, &[b, flat]);
+                let h = self.fc.forward(tape, store, g, h, read);
+                tape.relu(h)
+            }
+        };
     }
 }
 

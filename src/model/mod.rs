@@ -1,7 +1,9 @@
 //! Models: layers that own parameter handles (`layers.rs`), the MultiLeNet extractor and head
 //! (`lenet.rs`), the U-Net extractor and its heads (`unet.rs`), and the two-task models built from them
-//! (`multitask.rs`).
+//! (`multitask.rs`), and the cross-task attention modules of MTAN, CTAN and MT-CooL's attention fusion
+//! (`attention.rs`).
 
+pub mod attention;
 pub mod layers;
 pub mod lenet;
 pub mod multitask;

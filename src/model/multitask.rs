@@ -3,7 +3,11 @@
 //! - Joint (hard parameter sharing): one shared extractor, two heads, trained on the summed loss.
 //!   PCGrad, CAGrad, MGDA(-UB) and GradDrop use the same architecture and combine the tasks' gradients
 //!   instead (`mtl::gradient_step`).
-//! - MT-CooL: one extractor per task; each head sees the fusion M(F1(x), F2(x)) of both extractors.
+//! - MT-CooL: one extractor per task; each head sees the fusion M(F1(x), F2(x)) of both extractors
+//!   (concat, add, or cross-task attention: [F_t, CrossAttention_t(F_t, F_other)]).
+//! - MTAN: one shared extractor; each task reads it through its own attention masks (`attention.rs`).
+//! - CTAN: one extractor per task; after the encoder stage and the bottleneck each task's features get
+//!   a cross-task attention over the other's added (residual); trained on the summed loss.
 //!
 //! Parameter names follow PyTorch conventions (`task1.extractor.conv1.weight`, `shared.extractor...`,
 //! `task2.head.fc2.bias`), so a checkpoint reads naturally from `safetensors.torch.load_file`.
@@ -12,7 +16,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{ParamGroup, Read};
+use super::attention::{CrossAttention, MtanBridges, MtanTower};
+use super::layers::{Level, ParamGroup, Read, StageState, STAGES};
 use super::lenet::{LeNetExtractor, LeNetHead};
 use super::unet::{PoolHead, SegHead, UNetExtractor};
 use crate::params::{ParamId, ParamStore};
@@ -32,6 +37,10 @@ pub enum Method {
     Mgda,
     /// Joint, shared-feature gradients combined by GradDrop (Chen et al. 2020; --graddrop-leak)
     Graddrop,
+    /// Shared extractor with per-task attention masks (Liu et al. 2019), summed loss
+    Mtan,
+    /// Two extractors exchanging features by cross-task attention, summed loss
+    Ctan,
 }
 
 impl Method {
@@ -40,8 +49,13 @@ impl Method {
     pub fn shares_extractor(self) -> bool {
         match self {
             Method::Joint | Method::Pcgrad | Method::Cagrad | Method::Mgda | Method::Graddrop => true,
-            Method::Independent | Method::Mtcool => false,
+            Method::Independent | Method::Mtcool | Method::Mtan | Method::Ctan => false,
         }
+    }
+
+    /// Whether the model has a single extractor (Joint, the combiners, MTAN).
+    fn one_extractor(self) -> bool {
+        self.shares_extractor() || self == Method::Mtan
     }
 }
 
@@ -51,6 +65,8 @@ impl Method {
 pub enum Fusion {
     Concat,
     Add,
+    /// [F_t, CrossAttention_t(F_t, F_other)]: queries from the task's own features
+    Attention,
 }
 
 /// Task 1 or task 2, as an index 0 or 1.
@@ -162,6 +178,29 @@ impl Extractor {
             Extractor::Unet(e) => e.forward(tape, store, x, read),
         }
     }
+    fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) {
+        match self {
+            Extractor::Lenet(e) => e.stage(tape, store, i, st, read),
+            Extractor::Unet(e) => e.stage(tape, store, i, st, read),
+        }
+    }
+    fn levels(&self) -> [Level; STAGES] {
+        match self {
+            Extractor::Lenet(e) => e.levels(),
+            Extractor::Unet(e) => e.levels(),
+        }
+    }
+}
+
+/// The cross-task modules of a model, besides extractors and heads.
+enum Mixer {
+    None,
+    /// MTAN: shared bridges, one tower per task.
+    Mtan(MtanBridges, [MtanTower; 2]),
+    /// CTAN: per task, one cross attention after each of the first STAGES − 1 stages.
+    Ctan(Vec<[CrossAttention; 2]>),
+    /// MT-CooL's attention fusion, per task.
+    Fusion([CrossAttention; 2]),
 }
 
 enum Head {
@@ -215,6 +254,11 @@ pub struct MultiTaskModel {
     /// One (joint) or two (independent, MT-CooL) extractors.
     extractors: Vec<Extractor>,
     heads: Vec<Head>,
+    mixer: Mixer,
+    /// Task t's own parameters besides its extractor: its head and its attention modules.
+    task_ids: [Vec<ParamId>; 2],
+    /// The groups holding each task's attention modules.
+    task_groups: [ParamGroup; 2],
 }
 
 impl MultiTaskModel {
@@ -226,29 +270,66 @@ impl MultiTaskModel {
         }
         let mut rng = StdRng::seed_from_u64(seed);
         let mut store = ParamStore::new();
-        let extractors: Vec<Extractor> = if cfg.method.shares_extractor() {
+        let extractors: Vec<Extractor> = if cfg.method.one_extractor() {
             vec![Extractor::new(&cfg, &mut store, "shared.extractor", &mut rng)]
         } else {
             (1..=2).map(|t| Extractor::new(&cfg, &mut store, &format!("task{t}.extractor"), &mut rng)).collect()
         };
+        let levels = extractors[0].levels();
+        let mut task_groups = [ParamGroup::default(), ParamGroup::default()];
+        let mixer = match (cfg.method, cfg.fusion) {
+            (Method::Mtan, _) => {
+                let bridges = MtanBridges::new(&mut store, "shared.attention", &levels, &mut rng);
+                let towers =
+                    [1, 2].map(|t| MtanTower::new(&mut store, &format!("task{t}.attention"), &levels, &mut rng));
+                Mixer::Mtan(bridges, towers)
+            }
+            (Method::Ctan, _) => Mixer::Ctan(
+                (0..STAGES - 1)
+                    .map(|j| {
+                        let [g1, g2] = &mut task_groups;
+                        [(1, g1), (2, g2)].map(|(t, g)| {
+                            CrossAttention::new(&mut store, g, &format!("task{t}.cross{j}"), levels[j], &mut rng)
+                        })
+                    })
+                    .collect(),
+            ),
+            (Method::Mtcool, Fusion::Attention) => {
+                let last = levels[STAGES - 1];
+                let [g1, g2] = &mut task_groups;
+                Mixer::Fusion(
+                    [(1, g1), (2, g2)]
+                        .map(|(t, g)| CrossAttention::new(&mut store, g, &format!("task{t}.fusion"), last, &mut rng)),
+                )
+            }
+            _ => Mixer::None,
+        };
         let d = extractors[0].out_dim();
         let head_in = match (cfg.method, cfg.fusion) {
-            (Method::Mtcool, Fusion::Concat) => 2 * d,
+            (Method::Mtcool, Fusion::Concat | Fusion::Attention) => 2 * d,
             _ => d,
         };
-        let heads = (0..2)
+        let heads: Vec<Head> = (0..2)
             .map(|t| Head::new(&cfg, &mut store, &format!("task{}.head", t + 1), head_in, cfg.tasks[t], &mut rng))
             .collect();
-        MultiTaskModel { cfg, store, extractors, heads }
+        let task_ids = [0, 1].map(|t| {
+            let mut ids = heads[t].group().ids().to_vec();
+            ids.extend_from_slice(task_groups[t].ids());
+            if let Mixer::Mtan(_, towers) = &mixer {
+                ids.extend_from_slice(towers[t].group.ids());
+            }
+            ids
+        });
+        MultiTaskModel { cfg, store, extractors, heads, mixer, task_ids, task_groups }
     }
 
     /// θ of the extractor task `t` trains (the shared one for Joint).
     pub fn extractor_params(&self, t: TaskId) -> &[ParamId] {
         self.extractors[t.0.min(self.extractors.len() - 1)].group().ids()
     }
-    /// φ: task `t`'s head.
+    /// φ: task `t`'s head, with its attention modules (MTAN gates, CTAN and fusion attention).
     pub fn head_params(&self, t: TaskId) -> &[ParamId] {
-        self.heads[t.0].group().ids()
+        &self.task_ids[t.0]
     }
     pub fn all_params(&self) -> Vec<ParamId> {
         self.store.ids().collect()
@@ -257,19 +338,53 @@ impl MultiTaskModel {
         self.store.count(&self.all_params())
     }
 
-    /// Extractor features: one per extractor, each read as `reads[i]` asks.
+    /// Extractor features: one per extractor (per task for MTAN and CTAN), extractor i read as
+    /// `reads[i]` asks.
     fn features(&self, tape: &mut Tape, x: Var, reads: [Read; 2]) -> Vec<Var> {
-        self.extractors.iter().zip(reads).map(|(e, r)| e.forward(tape, &self.store, x, r)).collect()
+        let store = &self.store;
+        match &self.mixer {
+            Mixer::Mtan(bridges, towers) => {
+                let mut st = StageState::new(x);
+                let mut levels = vec![];
+                for i in 0..STAGES {
+                    self.extractors[0].stage(tape, store, i, &mut st, reads[0]);
+                    levels.push(st.h);
+                }
+                towers.iter().map(|tw| tw.forward(tape, store, bridges, &levels)).collect()
+            }
+            Mixer::Ctan(cross) => {
+                let mut st = [StageState::new(x), StageState::new(x)];
+                for i in 0..STAGES {
+                    for (e, (s, r)) in self.extractors.iter().zip(st.iter_mut().zip(reads)) {
+                        e.stage(tape, store, i, s, r);
+                    }
+                    if let Some(pair) = cross.get(i) {
+                        let h = [st[0].h, st[1].h];
+                        for t in 0..2 {
+                            let a = pair[t].forward(tape, store, &self.task_groups[t], h[t], h[1 - t]);
+                            st[t].h = tape.add(h[t], a);
+                        }
+                    }
+                }
+                st.iter().map(|s| s.h).collect()
+            }
+            _ => self.extractors.iter().zip(reads).map(|(e, r)| e.forward(tape, store, x, r)).collect(),
+        }
     }
 
     /// What head `t` sees, given the extractor features.
     fn head_input(&self, tape: &mut Tape, feats: &[Var], t: TaskId) -> Var {
         match self.cfg.method {
             Method::Joint | Method::Pcgrad | Method::Cagrad | Method::Mgda | Method::Graddrop => feats[0],
-            Method::Independent => feats[t.0],
-            Method::Mtcool => match self.cfg.fusion {
-                Fusion::Concat => tape.concat_channels(&[feats[0], feats[1]]),
-                Fusion::Add => tape.add(feats[0], feats[1]),
+            Method::Independent | Method::Mtan | Method::Ctan => feats[t.0],
+            Method::Mtcool => match (&self.mixer, self.cfg.fusion) {
+                (Mixer::Fusion(cross), _) => {
+                    let (own, other) = (feats[t.0], feats[t.other().0]);
+                    let a = cross[t.0].forward(tape, &self.store, &self.task_groups[t.0], own, other);
+                    tape.concat_channels(&[own, a])
+                }
+                (_, Fusion::Add) => tape.add(feats[0], feats[1]),
+                _ => tape.concat_channels(&[feats[0], feats[1]]),
             },
         }
     }
@@ -278,10 +393,10 @@ impl MultiTaskModel {
     pub fn forward_all(&self, tape: &mut Tape, x: Var, reads: [Read; 2]) -> [Var; 2] {
         let feats = self.features(tape, x, reads);
         let z = self.head_input(tape, &feats, TaskId(0));
-        let z2 = match self.cfg.method {
-            Method::Independent => self.head_input(tape, &feats, TaskId(1)),
-            _ => z, // both heads read the same (shared or fused) features
-        };
+        let per_task = matches!(self.cfg.method, Method::Independent | Method::Mtan | Method::Ctan)
+            || matches!(self.mixer, Mixer::Fusion(_));
+        // Otherwise both heads read the same (shared or fused) features.
+        let z2 = if per_task { self.head_input(tape, &feats, TaskId(1)) } else { z };
         [self.heads[0].forward(tape, &self.store, z), self.heads[1].forward(tape, &self.store, z2)]
     }
 

@@ -13,7 +13,7 @@
 
 use rand::Rng;
 
-use super::layers::{Conv2d, Linear, ParamGroup, Read};
+use super::layers::{Conv2d, Level, Linear, ParamGroup, Read, StageState, STAGES};
 use crate::backend::cpu::conv::Conv2dCfg;
 use crate::params::ParamStore;
 use crate::tape::{Tape, Var};
@@ -49,23 +49,50 @@ impl UNetExtractor {
 
     /// x: [B, C, H, W] → features [B, b, H, W].
     pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var, read: Read) -> Var {
+        let mut st = StageState::new(x);
+        for i in 0..STAGES {
+            self.stage(tape, store, i, &mut st, read);
+        }
+        st.h
+    }
+
+    /// What each stage outputs: e1 [2b, H/2, W/2], m [4b, H/4, W/4], d0 [b, H, W].
+    pub fn levels(&self) -> [Level; STAGES] {
+        let b = self.out_dim;
+        [Level::map(2 * b, None), Level::map(4 * b, None), Level::map(b, None)]
+    }
+
+    /// Stage 0: e0, e1 (e0 kept for the decoder); stage 1: the bottleneck m (the stage's input, e1 as
+    /// the caller may have changed it, is kept); stage 2: the decoder.
+    pub fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) {
         let g = &self.group;
         let conv_relu = |tape: &mut Tape, i: usize, h: Var| {
             let h = self.convs[i].forward(tape, store, g, h, read);
             tape.relu(h)
         };
-        let e0 = conv_relu(tape, 0, x);
-        let p0 = tape.max_pool2d(e0, 2, 2);
-        let e1 = conv_relu(tape, 1, p0);
-        let p1 = tape.max_pool2d(e1, 2, 2);
-        let m = conv_relu(tape, 2, p1);
-        let m = conv_relu(tape, 3, m);
-        let u1 = tape.upsample_nearest(m, 2);
-        let c1 = tape.concat_channels(&[u1, e1]);
-        let d1 = conv_relu(tape, 4, c1);
-        let u0 = tape.upsample_nearest(d1, 2);
-        let c0 = tape.concat_channels(&[u0, e0]);
-        conv_relu(tape, 5, c0)
+        st.h = match i {
+            0 => {
+                let e0 = conv_relu(tape, 0, st.h);
+                st.skips.push(e0);
+                let p0 = tape.max_pool2d(e0, 2, 2);
+                conv_relu(tape, 1, p0)
+            }
+            1 => {
+                st.skips.push(st.h);
+                let p1 = tape.max_pool2d(st.h, 2, 2);
+                let m = conv_relu(tape, 2, p1);
+                conv_relu(tape, 3, m)
+            }
+            _ => {
+                let (e0, e1) = (st.skips[0], st.skips[1]);
+                let u1 = tape.upsample_nearest(st.h, 2);
+                let c1 = tape.concat_channels(&[u1, e1]);
+                let d1 = conv_relu(tape, 4, c1);
+                let u0 = tape.upsample_nearest(d1, 2);
+                let c0 = tape.concat_channels(&[u0, e0]);
+                conv_relu(tape, 5, c0)
+            }
+        };
     }
 }
 

@@ -155,7 +155,7 @@ impl TrainConfig {
             Method::Cagrad => Some(Combiner::Cagrad { c: self.cagrad_c }),
             Method::Mgda => Some(Combiner::Mgda { norm: self.mgda_norm, upper_bound: true }),
             Method::Graddrop => Some(Combiner::Graddrop { leak: self.graddrop_leak, seed: self.seed }),
-            Method::Independent | Method::Joint | Method::Mtcool => None,
+            Method::Independent | Method::Joint | Method::Mtcool | Method::Mtan | Method::Ctan => None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! `predictions.png`, and the training checkpoints `ckpt/step-<N>.safetensors` that `--resume` goes on
 //! from, see `resume`).
 
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod pictures;
@@ -217,7 +218,9 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
             opt.set_lr(cfg.lr_at(pos.global_step, cfg.epochs * steps_per_epoch));
             let s: StepStats = match cfg.method {
                 Method::Mtcool => mtcool_step(&mut model, &mut opt, &batch, &objective, pos.global_step, &mt_cfg),
-                Method::Independent | Method::Joint => summed_step(&mut model, &mut opt, &batch, &objective),
+                Method::Independent | Method::Joint | Method::Mtan | Method::Ctan => {
+                    summed_step(&mut model, &mut opt, &batch, &objective)
+                }
                 Method::Pcgrad | Method::Cagrad | Method::Mgda | Method::Graddrop => {
                     let combiner = cfg.combiner().expect("a gradient-combination method");
                     combined_step(&mut model, &mut opt, &batch, &objective, &combiner, pos.global_step)

@@ -92,27 +92,31 @@ fn last_axis(x: &Tensor, op: &str) -> (usize, usize) {
     (x.numel() / n, n)
 }
 
-/// Softmax over the last axis (max-subtracted, sums in f64).
+/// Softmax over the last axis (max-subtracted, f32 exponentials, sums in f64).
 pub fn softmax_lastdim_forward(x: &Tensor) -> Tensor {
     let (_, n) = last_axis(x, "softmax_lastdim");
-    let mut y = Vec::with_capacity(x.numel());
-    for row in x.data().chunks_exact(n) {
+    let mut y = vec![0f32; x.numel()];
+    for (row, out) in x.data().chunks_exact(n).zip(y.chunks_exact_mut(n)) {
         let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let e: Vec<f64> = row.iter().map(|&v| ((v - m) as f64).exp()).collect();
-        let s: f64 = e.iter().sum();
-        y.extend(e.iter().map(|&v| (v / s) as f32));
+        let mut s = 0f64;
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = (v - m).exp();
+            s += *o as f64;
+        }
+        let inv = (1.0 / s) as f32;
+        out.iter_mut().for_each(|o| *o *= inv);
     }
     Tensor::from_parts(x.shape().to_vec(), y)
 }
 
-/// dx = y ⊙ (dy − Σ_j dy_j y_j) per row, from the forward output y.
+/// dx = y ⊙ (dy − Σ_j dy_j y_j) per row, from the forward output y (the sum in f64).
 pub fn softmax_lastdim_backward(dy: &Tensor, y: &Tensor) -> Tensor {
     assert_eq!(dy.shape(), y.shape(), "softmax_lastdim_backward: dy {:?} vs y {:?}", dy.shape(), y.shape());
     let (_, n) = last_axis(y, "softmax_lastdim_backward");
-    let mut dx = Vec::with_capacity(y.numel());
-    for (g, p) in dy.data().chunks_exact(n).zip(y.data().chunks_exact(n)) {
-        let dot: f64 = g.iter().zip(p).map(|(&a, &b)| a as f64 * b as f64).sum();
-        dx.extend(g.iter().zip(p).map(|(&a, &b)| (b as f64 * (a as f64 - dot)) as f32));
+    let mut dx = vec![0f32; y.numel()];
+    for ((g, p), out) in dy.data().chunks_exact(n).zip(y.data().chunks_exact(n)).zip(dx.chunks_exact_mut(n)) {
+        let dot = g.iter().zip(p).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
+        out.iter_mut().zip(g.iter().zip(p)).for_each(|(o, (&a, &b))| *o = b * (a - dot));
     }
     Tensor::from_parts(y.shape().to_vec(), dx)
 }
