@@ -38,6 +38,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Train methods × seeds on one task and write the comparison table (table.md, results.json).
     Compare(CompareArgs),
+    /// Time training steps on one fixed batch (median µs/step, images/s); see bench/README.md.
+    Bench(BenchArgs),
+    /// Per-op table of the training step (calls, µs, share, GFLOP/s or GB/s, % of measured peaks).
+    Profile(BenchArgs),
     /// Reload a run's checkpoint and recompute its test metrics.
     Eval {
         /// The run folder written by `mtcool train`.
@@ -66,6 +70,36 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
     /// `mtcool train` flags for every run, after `--` (e.g. `-- --epochs 4 --limit-train 10000`).
+    #[arg(last = true)]
+    pub train_flags: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = TaskKind::Multimnist)]
+    pub task: TaskKind,
+    #[arg(long, value_enum, default_value_t = Method::Mtcool)]
+    pub method: Method,
+    #[arg(long, value_enum, default_value_t = Mode::Full)]
+    pub mode: Mode,
+    /// Mini-batch size [default: as `mtcool train`].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Write the initial weights, the batch and the report here (for bench/torch_ref.py).
+    #[arg(long, value_name = "DIR")]
+    pub save: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    pub device: DeviceChoice,
+    /// Print JSON instead of a line.
+    #[arg(long)]
+    pub json: bool,
+    /// Further `mtcool train` flags, after `--` (e.g. `-- --b 1e-3 --width 0.7`).
     #[arg(last = true)]
     pub train_flags: Vec<String>,
 }
@@ -295,6 +329,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check { what: CheckCommand::Parity { device, seed, json } } => check_parity(device, seed, json),
         Command::Train(args) => train_cmd(&args),
         Command::Compare(args) => compare_cmd(&args),
+        Command::Bench(args) => bench_cmd(&args),
+        Command::Profile(args) => profile_cmd(&args),
         Command::Eval { run, data } => {
             let (summary, metrics) = train::eval_run(&run, data)?;
             println!("task  metric               summary.json  re-evaluated");
@@ -355,6 +391,104 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Parses `mtcool train` flags exactly as `train` would, into its config.
+fn parse_train_flags(what: &str, argv: &[&str]) -> Result<TrainConfig> {
+    let mut full = vec!["mtcool", "train"];
+    full.extend_from_slice(argv);
+    let cli = Cli::try_parse_from(&full).map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or("invalid flags").trim_start_matches("error: ").to_string();
+        anyhow::anyhow!("{what}: {first}")
+    })?;
+    let Command::Train(t) = cli.command else { unreachable!("parsed a train command") };
+    anyhow::ensure!(t.resume.is_none() && t.out.is_none(), "{what}: --resume and --out do not apply");
+    let cfg = t.config();
+    cfg.validate().map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    Ok(cfg)
+}
+
+/// The config a bench or profile run steps with, and the line describing the device.
+fn bench_config(args: &BenchArgs) -> Result<(TrainConfig, String)> {
+    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string()).unwrap_or_default();
+    let (task, method, mode) = (
+        name(args.task.to_possible_value()),
+        name(args.method.to_possible_value()),
+        name(args.mode.to_possible_value()),
+    );
+    let batch = args.batch_size.map(|b| b.to_string());
+    let mut argv = vec!["--task", &task, "--method", &method, "--mode", &mode];
+    if let Some(b) = &batch {
+        argv.extend(["--batch-size", b.as_str()]);
+    }
+    argv.extend(args.train_flags.iter().map(String::as_str));
+    let cfg = parse_train_flags("bench", &argv)?;
+    let (device, msg) = device::select(args.device)?;
+    if matches!(device, Device::Cuda(_)) {
+        bail!("the CUDA training step is not built yet (GPU tape); use --device cpu");
+    }
+    Ok((cfg, msg))
+}
+
+fn profile_cmd(args: &BenchArgs) -> Result<()> {
+    if args.save.is_some() {
+        bail!("--save applies to `mtcool bench` only");
+    }
+    let (cfg, msg) = bench_config(args)?;
+    let r = train::bench::profile(&cfg, args.warmup, args.steps, &msg)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "peaks (measured now): copy {:.1} GB/s (read + write), sgemm 1024³ {:.1} GFLOP/s; {} threads",
+        r.peaks.copy_gb_s, r.peaks.sgemm_gflop_s, r.bench.threads
+    );
+    println!(
+        "{} {} batch {}: {:.0} µs/step unprofiled (median of {}), {:.0} µs/step profiled, {:.0} µs not charged to any op",
+        r.bench.task, r.bench.method, r.bench.batch_size, r.bench.median_us, r.bench.steps, r.step_us, r.unattributed_us
+    );
+    println!(
+        "{:<10} {:<24} {:>7} {:>10} {:>6} {:>9} {:>8} {:>7}",
+        "phase", "op", "calls", "µs/step", "share", "GFLOP/s", "GB/s", "% peak"
+    );
+    let opt = |v: Option<f64>, w: usize| v.map_or(format!("{:>w$}", "-"), |v| format!("{v:>w$.1}"));
+    for row in &r.rows {
+        println!(
+            "{:<10} {:<24} {:>7.1} {:>10.0} {:>5.1}% {} {} {}",
+            row.phase,
+            row.op,
+            row.calls,
+            row.us,
+            row.share,
+            opt(row.gflop_s, 9),
+            opt(row.gb_s, 8),
+            opt(row.peak_pct, 7)
+        );
+    }
+    Ok(())
+}
+
+fn bench_cmd(args: &BenchArgs) -> Result<()> {
+    let (cfg, msg) = bench_config(args)?;
+    let r = train::bench::run(&cfg, args.warmup, args.steps, &msg, args.save.as_deref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!(
+            "{} {}{} batch {} on CPU ({} threads): median {:.0} µs/step (p10 {:.0}, p90 {:.0}), {:.0} images/s",
+            r.task,
+            r.method,
+            r.mode.as_ref().map(|m| format!("-{m}")).unwrap_or_default(),
+            r.batch_size,
+            r.threads,
+            r.median_us,
+            r.p10_us,
+            r.p90_us,
+            r.images_per_s
+        );
+    }
+    Ok(())
+}
+
 /// The `train` flags of one comparison row.
 fn row_flags(row: &str) -> Result<Vec<&str>> {
     Ok(match row {
@@ -376,21 +510,10 @@ fn compare_rows(args: &CompareArgs) -> Result<Vec<train::compare::Row>> {
         let mut runs = vec![];
         for seed in 0..args.seeds {
             let seed = seed.to_string();
-            let mut argv = vec!["mtcool", "train", "--task", &task, "--seed", &seed];
+            let mut argv = vec!["--task", &task, "--seed", &seed];
             argv.extend(row_flags(name)?);
             argv.extend(args.train_flags.iter().map(String::as_str));
-            let cli = Cli::try_parse_from(&argv).map_err(|e| {
-                let first =
-                    e.to_string().lines().next().unwrap_or("invalid flags").trim_start_matches("error: ").to_string();
-                anyhow::anyhow!("compare row {name}: {first}")
-            })?;
-            let Command::Train(t) = cli.command else { unreachable!("parsed a train command") };
-            anyhow::ensure!(
-                t.resume.is_none() && t.out.is_none(),
-                "compare: --resume and --out are set by compare itself"
-            );
-            let cfg = t.config();
-            cfg.validate().map_err(|e| anyhow::anyhow!("compare row {name}: {e}"))?;
+            let cfg = parse_train_flags(&format!("compare row {name}"), &argv)?;
             runs.push(cfg);
         }
         rows.push(train::compare::Row { name: name.clone(), runs });

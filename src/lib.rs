@@ -18,6 +18,7 @@ pub mod optim;
 pub mod params;
 pub mod parity;
 pub mod predict;
+pub mod profile;
 pub mod tape;
 pub mod tensor;
 pub mod train;

@@ -133,6 +133,15 @@ impl Optimizer {
     /// Updates `ids` from their accumulated gradients. Parameters covered by `bbox` are clamped into it
     /// in the same pass; others (e.g. heads, which MT-CooL does not clamp) are updated freely.
     pub fn step(&mut self, store: &mut ParamStore, ids: &[ParamId], bbox: Option<&BoxProjection>) {
+        let (name, words) = match self {
+            Optimizer::Sgd { .. } => ("sgd_step", 5.0), // read θ, g, velocity; write θ, velocity
+            Optimizer::Adam { .. } => ("adam_step", 7.0), // read θ, g, m, v; write θ, m, v
+        };
+        let bytes = if crate::profile::enabled() { 4.0 * words * store.count(ids) as f64 } else { 0.0 };
+        crate::profile::timed("optimizer", name, 0.0, bytes, || self.step_inner(store, ids, bbox));
+    }
+
+    fn step_inner(&mut self, store: &mut ParamStore, ids: &[ParamId], bbox: Option<&BoxProjection>) {
         for &id in ids {
             let p = store.get_mut(id);
             let n = p.value.numel();

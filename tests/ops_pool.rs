@@ -223,3 +223,23 @@ fn pool_adjoint_identities() {
         assert!((lhs - rhs).abs() / lhs.abs().max(1.0) < 1e-5, "global: {lhs} vs {rhs}");
     }
 }
+
+#[test]
+fn max_pool2d_2x2_fast_path_matches_the_reference_loop() {
+    // Odd and even sizes (a dropped last row/column), ties, and NaNs.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for (h, w) in [(2, 2), (5, 7), (24, 24), (9, 4)] {
+        let mut x = nonzero(&[2, 3, h, w], &mut rng);
+        for (i, v) in x.data_mut().iter_mut().enumerate() {
+            match i % 13 {
+                0 => *v = f32::NAN,
+                5 | 6 => *v = 0.5, // ties
+                _ => {}
+            }
+        }
+        let (y, idx) = max_pool2d_forward(&x, 2, 2);
+        let (want_y, want_idx) = max_pool2d_reference(&x, 2, 2);
+        assert_eq!(idx, want_idx, "{h}x{w}: argmax");
+        assert!(y.data().iter().zip(want_y.data()).all(|(a, b)| a.to_bits() == b.to_bits()), "{h}x{w}: values");
+    }
+}

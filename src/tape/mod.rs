@@ -80,22 +80,36 @@ impl Tape {
     /// A trainable parameter: its gradient is accumulated into the store by `Grads::accumulate_into`.
     pub fn param(&mut self, store: &ParamStore, id: ParamId) -> Var {
         let needs_grad = self.grad_enabled;
-        self.push_node(store.value(id).clone(), Op::Param(id), needs_grad)
+        crate::profile::mark();
+        let value = store.value(id).clone();
+        if crate::profile::enabled() {
+            crate::profile::forward("param", 0.0, 8.0 * value.numel() as f64);
+        }
+        self.push_node(value, Op::Param(id), needs_grad)
     }
     /// A parameter read without gradient, optionally perturbed by ε ~ U(−b, b) from the counter-based
     /// noise stream (see `WeightNoise`).
     pub fn frozen_param(&mut self, store: &ParamStore, id: ParamId, noise: Option<WeightNoise>) -> Var {
+        crate::profile::mark();
         let w = store.value(id);
         let value = match noise {
             Some(n) => Tensor::from_parts(w.shape().to_vec(), n.key.perturb(w.data(), n.b, n.offset)),
             None => w.clone(),
         };
+        if crate::profile::enabled() {
+            let name = if noise.is_some() { "frozen_param_noisy" } else { "frozen_param" };
+            crate::profile::forward(name, 0.0, 8.0 * value.numel() as f64);
+        }
         self.push_node(value, Op::Leaf, false)
     }
 
     /// Appends an op's output. The node needs a gradient when recording is on and any input needs one;
     /// otherwise the op's saved state is dropped straight away.
     fn push(&mut self, value: Tensor, op: Op) -> Var {
+        if crate::profile::enabled() {
+            let (flops, bytes) = op.work(self, &value);
+            crate::profile::forward(op.name(), flops, bytes);
+        }
         let needs_grad = self.grad_enabled && op.inputs().iter().any(|&v| self.needs_grad(v));
         let op = if needs_grad { op } else { Op::Leaf };
         self.push_node(value, op, needs_grad)
@@ -115,6 +129,7 @@ impl Tape {
 
     /// Backward from any output with an explicit output gradient `seed`.
     pub fn backward_with(&self, out: Var, seed: Tensor) -> Grads {
+        crate::profile::mark();
         assert_eq!(seed.shape(), self.value(out).shape(), "seed gradient shape");
         let mut grads: Vec<Option<Tensor>> = vec![None; out.0 + 1];
         grads[out.0] = Some(seed);
@@ -124,15 +139,23 @@ impl Tape {
                 continue;
             }
             let Some(dy) = grads[i].take() else { continue };
-            for (input, g) in ops::backward(self, &node.op, &node.value, &dy) {
-                if !self.needs_grad(input) {
-                    continue;
+            let (flops, bytes) = if crate::profile::enabled() { node.op.work(self, &node.value) } else { (0.0, 0.0) };
+            let name = node.op.name();
+            let bytes = if flops > 0.0 { 0.0 } else { bytes + 4.0 * dy.numel() as f64 };
+            let input_grads = crate::profile::timed("backward", name, 2.0 * flops, bytes, || {
+                ops::backward(self, &node.op, &node.value, &dy)
+            });
+            crate::profile::timed("backward", "grad_accumulate", 0.0, 0.0, || {
+                for (input, g) in input_grads {
+                    if !self.needs_grad(input) {
+                        continue;
+                    }
+                    match &mut grads[input.0] {
+                        Some(acc) => acc.add_assign(&g),
+                        slot => *slot = Some(g),
+                    }
                 }
-                match &mut grads[input.0] {
-                    Some(acc) => acc.add_assign(&g),
-                    slot => *slot = Some(g),
-                }
-            }
+            });
             grads[i] = Some(dy);
         }
         Grads { grads, params: self.param_leaves(out) }

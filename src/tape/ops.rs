@@ -77,6 +77,65 @@ impl Op {
     }
 }
 
+impl Op {
+    /// The op's name, as in `Tape::<name>` and `backend::cpu` (for the profiler).
+    pub fn name(&self) -> &'static str {
+        use Op::*;
+        match self {
+            Leaf => "leaf",
+            Param(_) => "param",
+            Add(..) => "add",
+            Sub(..) => "sub",
+            Mul(..) => "mul",
+            Scale(..) => "scale",
+            Relu(_) => "relu",
+            Sigmoid(_) => "sigmoid",
+            AddChannelBias(..) => "add_channel_bias",
+            SumAll(_) => "sum_all",
+            MeanAll(_) => "mean_all",
+            Reshape(_) => "reshape",
+            Conv2d { .. } => "conv2d",
+            ConvTranspose2d { .. } => "conv_transpose2d",
+            Matmul(..) => "matmul",
+            Bmm { .. } => "bmm",
+            SoftmaxLastdim(_) => "softmax_lastdim",
+            SigmoidGate(..) => "sigmoid_gate",
+            Linear { .. } => "linear",
+            MaxPool2d { .. } => "max_pool2d",
+            AvgPool2d { .. } => "avg_pool2d",
+            GlobalAvgPool(_) => "global_avg_pool",
+            UpsampleNearest { .. } => "upsample_nearest",
+            UpsampleBilinear(_) => "upsample_bilinear",
+            BatchNormTrain { .. } => "batch_norm_train",
+            BatchNormEval { .. } => "batch_norm_eval",
+            Concat { .. } => "concat_channels",
+            Dropout { .. } => "dropout",
+            SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
+            SoftDice { .. } => "soft_dice",
+        }
+    }
+
+    /// Estimated forward work (FLOPs of the matrix ops, else bytes read + written), given the tape and
+    /// the output `y`; a backward is counted as twice the FLOPs, or the bytes plus one more output.
+    pub fn work(&self, t: &Tape, y: &Tensor) -> (f64, f64) {
+        use Op::*;
+        let n = |v: &Var| t.value(*v).numel() as f64;
+        let flops = match self {
+            Conv2d { w, .. } => 2.0 * y.numel() as f64 * (n(w) / t.value(*w).shape()[0] as f64),
+            ConvTranspose2d { x, w, .. } => 2.0 * n(x) * (n(w) / t.value(*w).shape()[0] as f64),
+            Linear { x, w, .. } => 2.0 * n(x) * t.value(*w).shape()[0] as f64,
+            Matmul(a, b) => 2.0 * n(a) * t.value(*b).shape()[1] as f64,
+            Bmm { a, .. } => {
+                let s = y.shape();
+                2.0 * y.numel() as f64 * (n(a) / (s[0] * s[1]).max(1) as f64)
+            }
+            _ => 0.0,
+        };
+        let bytes = 4.0 * (self.inputs().iter().map(n).sum::<f64>() + y.numel() as f64);
+        (flops, if flops > 0.0 { 0.0 } else { bytes })
+    }
+}
+
 /// Gradients of an op's inputs given its output value `y` and output gradient `dy`.
 pub(super) fn backward(t: &Tape, op: &Op, y: &Tensor, dy: &Tensor) -> Vec<(Var, Tensor)> {
     use Op::*;

@@ -3,6 +3,7 @@
 //! `predictions.png`, and the training checkpoints `ckpt/step-<N>.safetensors` that `--resume` goes on
 //! from, see `resume`).
 
+pub mod bench;
 pub mod compare;
 pub mod config;
 pub mod data;
@@ -31,7 +32,8 @@ use crate::checkpoint;
 use crate::model::{Method, MultiTaskModel, TaskId};
 use crate::mtl::gradient_step::combined_step;
 use crate::mtl::mtcool::mtcool_step;
-use crate::mtl::{summed_step, StepStats};
+use crate::mtl::{summed_step, Batch, Objective, StepStats};
+use crate::optim::Optimizer;
 
 /// Base width of the U-Net extractor (before `--width`).
 pub const UNET_BASE: usize = 8;
@@ -137,6 +139,25 @@ fn nonfinite(s: &StepStats, model: &MultiTaskModel) -> Option<String> {
     })
 }
 
+/// One optimisation step of `cfg.method` on `batch` (global step `step` keys the noise and shuffles).
+pub fn train_step(
+    cfg: &TrainConfig,
+    model: &mut MultiTaskModel,
+    opt: &mut Optimizer,
+    batch: &Batch,
+    objective: &Objective,
+    step: u32,
+) -> StepStats {
+    match cfg.method {
+        Method::Mtcool => mtcool_step(model, opt, batch, objective, step, &cfg.mtcool_config()),
+        Method::Independent | Method::Joint | Method::Mtan | Method::Ctan => summed_step(model, opt, batch, objective),
+        Method::Pcgrad | Method::Cagrad | Method::Mgda | Method::Graddrop => {
+            let combiner = cfg.combiner().expect("a gradient-combination method");
+            combined_step(model, opt, batch, objective, &combiner, step)
+        }
+    }
+}
+
 /// Trains as `cfg` says, writing the run folder `out`; `device` is the line describing where it runs.
 pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
     train_with(cfg, out, device, &RunOptions::default())
@@ -178,7 +199,6 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
         .open(&metrics_path)
         .with_context(|| format!("cannot write {}", metrics_path.display()))?;
 
-    let mt_cfg = cfg.mtcool_config();
     let objective = objective(cfg, &setup, train_set.as_ref());
     let param_count = model.param_count();
     eprintln!(
@@ -216,16 +236,7 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
                 _ => {}
             }
             opt.set_lr(cfg.lr_at(pos.global_step, cfg.epochs * steps_per_epoch));
-            let s: StepStats = match cfg.method {
-                Method::Mtcool => mtcool_step(&mut model, &mut opt, &batch, &objective, pos.global_step, &mt_cfg),
-                Method::Independent | Method::Joint | Method::Mtan | Method::Ctan => {
-                    summed_step(&mut model, &mut opt, &batch, &objective)
-                }
-                Method::Pcgrad | Method::Cagrad | Method::Mgda | Method::Graddrop => {
-                    let combiner = cfg.combiner().expect("a gradient-combination method");
-                    combined_step(&mut model, &mut opt, &batch, &objective, &combiner, pos.global_step)
-                }
-            };
+            let s = train_step(cfg, &mut model, &mut opt, &batch, &objective, pos.global_step);
             if let Some(bad) = nonfinite(&s, &model) {
                 let at = format!(
                     "{bad} at epoch {epoch}, step {} of {steps_per_epoch} (global step {})",

@@ -33,6 +33,16 @@ pub fn max_pool2d_forward(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec<u
     let (n, c, h, w) = x.dims4();
     let (ho, wo) = pool2d_out_hw(h, w, k, stride);
     assert!(x.numel() <= u32::MAX as usize, "max_pool2d input of {} elements overflows u32 indices", x.numel());
+    if k == 2 && stride == 2 {
+        return max_pool2d_2x2(x.data(), [n, c, h, w], ho, wo);
+    }
+    max_pool2d_reference(x, k, stride)
+}
+
+/// The plain window loop of `max_pool2d_forward` for any k and stride (the spec of the 2×2 fast path).
+pub fn max_pool2d_reference(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec<u32>) {
+    let (n, c, h, w) = x.dims4();
+    let (ho, wo) = pool2d_out_hw(h, w, k, stride);
     let xd = x.data();
     let mut y = Vec::with_capacity(n * c * ho * wo);
     let mut argmax = Vec::with_capacity(n * c * ho * wo);
@@ -54,6 +64,38 @@ pub fn max_pool2d_forward(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec<u
                 }
                 y.push(best);
                 argmax.push(best_idx as u32);
+            }
+        }
+    }
+    (Tensor::from_parts(vec![n, c, ho, wo], y), argmax)
+}
+
+/// The common 2×2, stride-2 case of `max_pool2d_forward`, same results: the window's four values in
+/// row-major order, each taking over when larger (or the first NaN), written so the comparisons become
+/// selects rather than branches.
+fn max_pool2d_2x2(xd: &[f32], [n, c, h, w]: [usize; 4], ho: usize, wo: usize) -> (Tensor, Vec<u32>) {
+    let mut y = vec![0f32; n * c * ho * wo];
+    let mut argmax = vec![0u32; n * c * ho * wo];
+    let take = |(bv, bi): (f32, u32), v: f32, i: u32| {
+        if v > bv || (v.is_nan() && !bv.is_nan()) {
+            (v, i)
+        } else {
+            (bv, bi)
+        }
+    };
+    for plane in 0..n * c {
+        for oy in 0..ho {
+            let r0 = plane * h * w + 2 * oy * w;
+            let (row0, row1) = (&xd[r0..r0 + 2 * wo], &xd[r0 + w..r0 + w + 2 * wo]);
+            let o = (plane * ho + oy) * wo;
+            let (yo, ao) = (&mut y[o..o + wo], &mut argmax[o..o + wo]);
+            for ox in 0..wo {
+                let i0 = (r0 + 2 * ox) as u32;
+                let mut best = (row0[2 * ox], i0);
+                best = take(best, row0[2 * ox + 1], i0 + 1);
+                best = take(best, row1[2 * ox], i0 + w as u32);
+                best = take(best, row1[2 * ox + 1], i0 + w as u32 + 1);
+                (yo[ox], ao[ox]) = best;
             }
         }
     }

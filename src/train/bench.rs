@@ -1,0 +1,239 @@
+//! `mtcool bench`: training-step throughput on one fixed mini-batch.
+//!
+//! The model is built as `mtcool train` would build it; one batch of `batch_size` training examples
+//! is stepped on `warmup + steps` times; each timed step's wall time is recorded and the median (with
+//! the 10th and 90th percentiles) reported, with images/s = batch_size / median. The losses of the first
+//! steps are recorded too: `bench/torch_ref.py` replays the same steps from the same initial weights
+//! and batch (written by `--save DIR`) and checks it computes the same losses before timing itself.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use serde::Serialize;
+
+use super::{config::objective, data, train_step, TrainConfig};
+use crate::checkpoint;
+use crate::model::MultiTaskModel;
+use crate::mtl::{Batch, Objective};
+use crate::optim::Optimizer;
+use crate::profile::{self, OpStat};
+
+/// Losses recorded for the PyTorch cross-check.
+pub const CHECK_STEPS: usize = 3;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub task: String,
+    pub method: String,
+    pub mode: Option<String>,
+    pub batch_size: usize,
+    pub lr: f32,
+    /// MT-CooL's radius b (noise and box).
+    pub b: f32,
+    pub params: usize,
+    pub threads: usize,
+    pub warmup: usize,
+    pub steps: usize,
+    pub median_us: f64,
+    pub p10_us: f64,
+    pub p90_us: f64,
+    pub images_per_s: f64,
+    /// Both tasks' losses at each of the first `CHECK_STEPS` steps (from the initial weights).
+    pub first_losses: Vec<[f32; 2]>,
+    pub device: String,
+}
+
+/// The `q`-quantile (nearest rank) of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// What a benchmark steps on: the model as `train` builds it, its optimiser, one batch, the objective.
+struct Setup {
+    model: MultiTaskModel,
+    opt: Optimizer,
+    batch: Batch,
+    obj: Objective,
+}
+
+fn setup(cfg: &TrainConfig) -> Result<Setup> {
+    cfg.validate()?;
+    let mut dcfg = cfg.data.clone();
+    dcfg.limit_train = Some(cfg.batch_size);
+    dcfg.limit_test = Some(1);
+    let (train_set, _) = data::load(&dcfg)?;
+    ensure!(
+        train_set.len() >= cfg.batch_size,
+        "the training set has {} examples, fewer than the batch size {}",
+        train_set.len(),
+        cfg.batch_size
+    );
+    let batch = train_set.batch(&(0..cfg.batch_size).collect::<Vec<_>>());
+    let obj = objective(cfg, &data::setup(cfg.data.task), train_set.as_ref());
+    Ok(Setup { model: MultiTaskModel::new(cfg.model_config(), cfg.seed), opt: cfg.optimizer(), batch, obj })
+}
+
+fn f32_view(shape: Vec<usize>, data: &[f32]) -> Result<TensorView<'_>, safetensors::SafeTensorError> {
+    TensorView::new(Dtype::F32, shape, bytemuck::cast_slice(data))
+}
+
+/// Runs the benchmark; with `save`, writes `model.safetensors` (initial weights), `batch.safetensors`
+/// (x, labels1, labels2 as f32) and `bench.json` there.
+pub fn run(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str, save: Option<&Path>) -> Result<BenchReport> {
+    ensure!((1..=100_000).contains(&steps), "--steps must be in 1..=100000, got {steps}");
+    ensure!(warmup <= 100_000, "--warmup must be at most 100000, got {warmup}");
+    let Setup { mut model, mut opt, batch, obj } = setup(cfg)?;
+    if let Some(dir) = save {
+        std::fs::create_dir_all(dir)?;
+        checkpoint::save(&model, &dir.join("model.safetensors"))?;
+        let labels: Vec<Vec<f32>> = batch.labels.iter().map(|l| l.iter().map(|&v| v as f32).collect()).collect();
+        let views = vec![
+            ("x".to_string(), f32_view(batch.x.shape().to_vec(), batch.x.data())?),
+            ("labels1".to_string(), f32_view(vec![labels[0].len()], &labels[0])?),
+            ("labels2".to_string(), f32_view(vec![labels[1].len()], &labels[1])?),
+        ];
+        checkpoint::write_atomic(&dir.join("batch.safetensors"), &safetensors::serialize(views, None)?)?;
+    }
+    let mut first_losses = vec![];
+    let mut times = vec![];
+    for step in 0..warmup + steps {
+        let start = Instant::now();
+        let s = train_step(cfg, &mut model, &mut opt, &batch, &obj, step as u32);
+        let us = start.elapsed().as_secs_f64() * 1e6;
+        ensure!(s.loss.iter().all(|l| l.is_finite()), "non-finite loss {:?} at benchmark step {}", s.loss, step + 1);
+        if first_losses.len() < CHECK_STEPS {
+            first_losses.push(s.loss);
+        }
+        if step >= warmup {
+            times.push(us);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = quantile(&times, 0.5);
+    let report = BenchReport {
+        task: format!("{:?}", cfg.data.task).to_lowercase(),
+        method: format!("{:?}", cfg.method).to_lowercase(),
+        mode: (cfg.method == crate::model::Method::Mtcool).then(|| format!("{:?}", cfg.mode).to_lowercase()),
+        batch_size: cfg.batch_size,
+        lr: cfg.lr,
+        b: cfg.b,
+        params: model.param_count(),
+        threads: crate::backend::cpu::gemm::num_threads(),
+        warmup,
+        steps,
+        median_us: median,
+        p10_us: quantile(&times, 0.1),
+        p90_us: quantile(&times, 0.9),
+        images_per_s: cfg.batch_size as f64 / (median * 1e-6),
+        first_losses,
+        device: device.to_string(),
+    };
+    if let Some(dir) = save {
+        super::write_json(&dir.join("bench.json"), &report)?;
+    }
+    Ok(report)
+}
+
+/// This machine's measured peaks, the yardsticks of `mtcool profile`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Peaks {
+    /// Large buffer copy, counting bytes read + written.
+    pub copy_gb_s: f64,
+    /// `gemm::sgemm` on 1024×1024×1024, all threads.
+    pub sgemm_gflop_s: f64,
+}
+
+/// Best of a few runs of a 256 MiB copy and a 1024³ SGEMM.
+pub fn measure_peaks() -> Peaks {
+    let n = 64 << 20; // floats: 256 MiB
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let mut best = f64::INFINITY;
+    for _ in 0..4 {
+        let t = Instant::now();
+        dst.copy_from_slice(&src);
+        best = best.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(&dst);
+    }
+    let copy_gb_s = 2.0 * 4.0 * n as f64 / best / 1e9;
+    let m = 1024;
+    let (a, b) = (vec![0.5f32; m * m], vec![0.25f32; m * m]);
+    let mut c = vec![0.0f32; m * m];
+    let mut best = f64::INFINITY;
+    for _ in 0..4 {
+        let t = Instant::now();
+        crate::backend::cpu::gemm::sgemm(false, false, m, m, m, 1.0, &a, m, &b, m, 0.0, &mut c, m);
+        best = best.min(t.elapsed().as_secs_f64());
+        std::hint::black_box(&c);
+    }
+    Peaks { copy_gb_s, sgemm_gflop_s: 2.0 * (m * m * m) as f64 / best / 1e9 }
+}
+
+/// One row of the profile: totals per step.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProfileRow {
+    pub phase: String,
+    pub op: String,
+    pub calls: f64,
+    pub us: f64,
+    pub share: f64,
+    pub gflop_s: Option<f64>,
+    pub gb_s: Option<f64>,
+    /// Of the matching peak: SGEMM for FLOP-counted ops, copy bandwidth for the rest.
+    pub peak_pct: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProfileReport {
+    pub bench: BenchReport,
+    pub peaks: Peaks,
+    /// Wall time per step, and the part no op was charged with (gaps between ops).
+    pub step_us: f64,
+    pub unattributed_us: f64,
+    pub rows: Vec<ProfileRow>,
+}
+
+/// Per-op profile of `steps` steps (after `warmup`), per step, largest first.
+pub fn profile(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str) -> Result<ProfileReport> {
+    ensure!((1..=10_000).contains(&steps), "--steps must be in 1..=10000, got {steps}");
+    let peaks = measure_peaks();
+    let bench = run(cfg, warmup, steps, device, None)?;
+    let Setup { mut model, mut opt, batch, obj } = setup(cfg)?;
+    for step in 0..warmup {
+        train_step(cfg, &mut model, &mut opt, &batch, &obj, step as u32);
+    }
+    profile::start();
+    let t = Instant::now();
+    for step in warmup..warmup + steps {
+        train_step(cfg, &mut model, &mut opt, &batch, &obj, step as u32);
+    }
+    let total = t.elapsed().as_secs_f64();
+    let stats = profile::stop();
+    let per = steps as f64;
+    let step_us = total / per * 1e6;
+    let charged: f64 = stats.values().map(|s| s.seconds).sum();
+    let mut rows: Vec<ProfileRow> = stats
+        .into_iter()
+        .map(|((phase, op), s): ((&str, &str), OpStat)| {
+            let gflop_s = (s.flops > 0.0).then(|| s.flops / s.seconds / 1e9);
+            let gb_s = (s.bytes > 0.0).then(|| s.bytes / s.seconds / 1e9);
+            let peak_pct =
+                gflop_s.map(|g| 100.0 * g / peaks.sgemm_gflop_s).or(gb_s.map(|g| 100.0 * g / peaks.copy_gb_s));
+            ProfileRow {
+                phase: phase.to_string(),
+                op: op.to_string(),
+                calls: s.calls as f64 / per,
+                us: s.seconds / per * 1e6,
+                share: 100.0 * s.seconds / total,
+                gflop_s,
+                gb_s,
+                peak_pct,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| b.us.total_cmp(&a.us));
+    Ok(ProfileReport { bench, peaks, step_us, unattributed_us: (total - charged).max(0.0) / per * 1e6, rows })
+}
