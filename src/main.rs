@@ -15,8 +15,19 @@ fn tune_allocator() {
     }
 }
 
+/// Restores the default SIGPIPE action (Rust ignores it, so `println!` into a closed pipe, e.g.
+/// `mtcool profile | head`, would panic): the process then ends quietly, like other Unix tools.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal disposition to its default; called before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    default_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

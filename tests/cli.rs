@@ -11,7 +11,7 @@ fn help_lists_the_subcommands() {
     let out = mtcool(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["info", "check", "train"] {
+    for sub in ["info", "check", "train", "eval", "compare", "bench", "profile"] {
         assert!(text.contains(sub), "--help lacks {sub}: {text}");
     }
 }
@@ -55,4 +55,23 @@ fn check_grad_passes_and_prints_every_op() {
     for op in ["conv2d", "batch_norm_train", "soft_dice_multiclass", "softmax_cross_entropy", "upsample_bilinear"] {
         assert!(text.lines().any(|l| l.starts_with(op)), "missing {op}:\n{text}");
     }
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_the_process_without_a_panic() {
+    // `mtcool check grad | head -1`: the reader goes away while mtcool is still printing.
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtcool"))
+        .args(["check", "grad"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mtcool");
+    drop(child.stdout.take()); // close the read end before anything is printed
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(!err.contains("panicked"), "panic on a closed pipe: {err}");
+    assert!(!status.success(), "killed by SIGPIPE, not a success");
 }

@@ -75,3 +75,30 @@ fn sigmoid_gate_hand_computed() {
     assert_close(&dx, &t(&[2], &[0.5, 1.5]), 1e-6);
     assert_close(&dg, &t(&[2], &[2. * 0.25, 2. * -4. * 0.75 * 0.25]), 1e-6);
 }
+
+#[test]
+fn exp_nonpositive_is_within_a_few_ulps_of_exp() {
+    let mut worst = 0f64;
+    let mut x = 0f32;
+    while x > -87.0 {
+        let got = exp_nonpositive(x) as f64;
+        let want = (x as f64).exp();
+        worst = worst.max((got - want).abs() / want);
+        x -= 0.000_731;
+    }
+    assert!(worst < 3e-7, "max relative error {worst:e}");
+    assert_eq!(exp_nonpositive(0.0), 1.0);
+    assert!(exp_nonpositive(-1000.0) < 1e-37);
+}
+
+#[test]
+fn fast_softmax_matches_the_reference_and_propagates_nan() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for (rows, cols) in [(3, 1), (5, 7), (4, 8), (6, 144), (2, 4099)] {
+        let x = nonzero(&[rows, cols], &mut rng);
+        let x = mtcool::Tensor::new(&[rows, cols], x.data().iter().map(|v| 12.0 * v).collect()).unwrap();
+        assert_close(&softmax_lastdim_forward(&x), &softmax_lastdim_reference(&x), 2e-6);
+    }
+    let y = softmax_lastdim_forward(&t(&[2, 3], &[1., f32::NAN, 0., 1., 2., 3.]));
+    assert!(y.data()[..3].iter().all(|v| v.is_nan()) && y.data()[3..].iter().all(|v| v.is_finite()));
+}

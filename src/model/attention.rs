@@ -73,10 +73,10 @@ impl CrossAttention {
             tape.reshape(y, &[s[0], s[1], s[2] * s[3]])
         };
         let q = tokens(tape, &self.q, mq); // [B, dk, N]
+        let q = tape.scale(q, 1.0 / (self.dk as f32).sqrt()); // on Q: smaller than the scores
         let k = tokens(tape, &self.k, mkv); // [B, dk, M]
         let v = tokens(tape, &self.v, mkv); // [B, C, M]
         let scores = tape.bmm(q, true, k, false); // [B, N, M]
-        let scores = tape.scale(scores, 1.0 / (self.dk as f32).sqrt());
         let p = tape.softmax_lastdim(scores);
         let out = tape.bmm(v, false, p, true); // [B, C, N]
         tape.reshape(out, &shape)

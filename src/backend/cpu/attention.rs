@@ -7,9 +7,10 @@
 //!   sigmoid_gate:    y = x · σ(g)                    x, g of one shape
 //!
 //! `bmm` runs each batch item on `gemm::sgemm`; `bmm_naive` is the reference loop (f64 sums).
+//! `softmax_lastdim_reference` is the plain softmax (libm exp, f64 sums) the fast one is tested against.
 
 use super::elementwise::sigmoid_scalar;
-use super::gemm::sgemm;
+use super::gemm;
 use crate::Tensor;
 
 /// (batch, rows, cols) of a 3-d tensor.
@@ -31,14 +32,23 @@ pub fn bmm_dims(a: &Tensor, trans_a: bool, b: &Tensor, trans_b: bool) -> (usize,
 }
 
 /// One batched product on stored operands: per item, c = op(a) · op(b), with op(a) m×k, op(b) k×n.
+/// Items are spread over threads (each item's product single-threaded), so results do not depend on
+/// the thread count.
 #[allow(clippy::too_many_arguments)]
 fn bmm_raw(batch: usize, ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
     let (lda, ldb) = (if ta { m } else { k }, if tb { k } else { n });
     let mut c = vec![0f32; batch * m * n];
-    for i in 0..batch {
-        let (ai, bi) = (&a[i * m * k..(i + 1) * m * k], &b[i * k * n..(i + 1) * k * n]);
-        sgemm(ta, tb, m, n, k, 1.0, ai, lda, bi, ldb, 0.0, &mut c[i * m * n..(i + 1) * m * n], n);
+    if m * n == 0 {
+        return c;
     }
+    let threads = gemm::threads_for(batch * m * n * k.max(1));
+    gemm::parallel_items(&mut c, m * n, threads, |first, cs| {
+        for (j, ci) in cs.chunks_exact_mut(m * n).enumerate() {
+            let i = first + j;
+            let (ai, bi) = (&a[i * m * k..(i + 1) * m * k], &b[i * k * n..(i + 1) * k * n]);
+            gemm::sgemm_with_threads(1, ta, tb, m, n, k, 1.0, ai, lda, bi, ldb, 0.0, ci, n);
+        }
+    });
     c
 }
 
@@ -92,30 +102,71 @@ fn last_axis(x: &Tensor, op: &str) -> (usize, usize) {
     (x.numel() / n, n)
 }
 
-/// Softmax over the last axis (max-subtracted, f32 exponentials, sums in f64).
+/// e^x for x ≤ 0 (the max-subtracted softmax inputs), to within a few f32 ulps of `f32::exp`:
+/// x = k·ln 2 + r with |r| ≤ ln 2 / 2, e^r by Cephes' degree-6 polynomial, 2^k through the exponent bits.
+/// Plain arithmetic (no calls, no branches), so loops over it vectorise. x below −87 gives e^−87 ≈ 1.6e-38.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to an integer
+    let x = x.clamp(-87.0, 0.0);
+    let k = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 0.166_666_65;
+    let p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((k as i32 + 127) as u32) << 23)
+}
+
+/// Lanes of the row reductions below (a fixed split, so sums do not depend on the target's vectors).
+const LANES: usize = 8;
+
+/// Σ of a row in LANES interleaved f32 partial sums, added in lane order.
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for c in &mut chunks {
+        acc.iter_mut().zip(c).for_each(|(a, &x)| *a += x);
+    }
+    acc.iter_mut().zip(chunks.remainder()).for_each(|(a, &x)| *a += x);
+    acc.iter().sum()
+}
+
+/// Softmax over the last axis (max-subtracted; `exp_nonpositive`; lane-split f32 sums; a NaN in a
+/// row makes the row NaN).
 pub fn softmax_lastdim_forward(x: &Tensor) -> Tensor {
     let (_, n) = last_axis(x, "softmax_lastdim");
     let mut y = vec![0f32; x.numel()];
     for (row, out) in x.data().chunks_exact(n).zip(y.chunks_exact_mut(n)) {
-        let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut s = 0f64;
-        for (o, &v) in out.iter_mut().zip(row) {
-            *o = (v - m).exp();
-            s += *o as f64;
+        let mut mx = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            mx.iter_mut().zip(c).for_each(|(m, &v)| *m = if v > *m { v } else { *m });
         }
-        let inv = (1.0 / s) as f32;
+        mx.iter_mut().zip(chunks.remainder()).for_each(|(m, &v)| *m = if v > *m { v } else { *m });
+        let m = mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        if row.iter().any(|v| v.is_nan()) || m == f32::INFINITY {
+            out.fill(f32::NAN);
+            continue;
+        }
+        out.iter_mut().zip(row).for_each(|(o, &v)| *o = exp_nonpositive(v - m));
+        let inv = 1.0 / lane_sum(out);
         out.iter_mut().for_each(|o| *o *= inv);
     }
     Tensor::from_parts(x.shape().to_vec(), y)
 }
 
-/// dx = y ⊙ (dy − Σ_j dy_j y_j) per row, from the forward output y (the sum in f64).
+/// dx = y ⊙ (dy − Σ_j dy_j y_j) per row, from the forward output y (lane-split f32 dot product).
 pub fn softmax_lastdim_backward(dy: &Tensor, y: &Tensor) -> Tensor {
     assert_eq!(dy.shape(), y.shape(), "softmax_lastdim_backward: dy {:?} vs y {:?}", dy.shape(), y.shape());
     let (_, n) = last_axis(y, "softmax_lastdim_backward");
     let mut dx = vec![0f32; y.numel()];
     for ((g, p), out) in dy.data().chunks_exact(n).zip(y.data().chunks_exact(n)).zip(dx.chunks_exact_mut(n)) {
-        let dot = g.iter().zip(p).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
+        out.iter_mut().zip(g.iter().zip(p)).for_each(|(o, (&a, &b))| *o = a * b);
+        let dot = lane_sum(out);
         out.iter_mut().zip(g.iter().zip(p)).for_each(|(o, (&a, &b))| *o = b * (a - dot));
     }
     Tensor::from_parts(y.shape().to_vec(), dx)
@@ -139,4 +190,17 @@ pub fn sigmoid_gate_backward(dy: &Tensor, x: &Tensor, g: &Tensor) -> (Tensor, Te
         dg.push(d * v * s * (1.0 - s));
     }
     (Tensor::from_parts(x.shape().to_vec(), dx), Tensor::from_parts(x.shape().to_vec(), dg))
+}
+
+/// Softmax over the last axis with `f64::exp` and f64 sums: the spec of `softmax_lastdim_forward`.
+pub fn softmax_lastdim_reference(x: &Tensor) -> Tensor {
+    let (_, n) = last_axis(x, "softmax_lastdim_reference");
+    let mut y = Vec::with_capacity(x.numel());
+    for row in x.data().chunks_exact(n) {
+        let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        y.extend(e.iter().map(|&v| (v / s) as f32));
+    }
+    Tensor::from_parts(x.shape().to_vec(), y)
 }

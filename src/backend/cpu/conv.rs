@@ -261,31 +261,6 @@ fn copy_row(dst: &mut [f32], src: &[f32]) {
     *tail = src[n - 8..n].try_into().unwrap();
 }
 
-/// Splits `data` into items of `item_len` floats and calls `f(first_item_index, items)` on `threads`
-/// contiguous runs of items, one per thread (the last run on the calling thread).
-fn parallel_items<F>(data: &mut [f32], item_len: usize, threads: usize, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Sync,
-{
-    let items = data.len() / item_len.max(1);
-    let threads = threads.clamp(1, items.max(1));
-    if threads == 1 {
-        return f(0, data);
-    }
-    let per = items.div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut chunks = data.chunks_mut(per * item_len).enumerate().peekable();
-        while let Some((t, chunk)) = chunks.next() {
-            let f = &f;
-            if chunks.peek().is_some() {
-                s.spawn(move || f(t * per, chunk));
-            } else {
-                f(t * per, chunk);
-            }
-        }
-    });
-}
-
 /// (threads over items, threads inside each GEMM) for `items` independent items and `macs` total
 /// multiply-adds: items across threads when there are enough of them, else threaded GEMMs.
 fn thread_split(items: usize, macs: usize) -> (usize, usize) {
@@ -315,7 +290,7 @@ pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg
     }
     let (xd, wdat) = (x.data(), w.data());
     let (outer, inner) = thread_split(n, n * co * rows * pix);
-    parallel_items(&mut y, co * pix, outer, |n0, ys| {
+    gemm::parallel_items(&mut y, co * pix, outer, |n0, ys| {
         let mut col = Vec::new();
         for (i, yn) in ys.chunks_exact_mut(co * pix).enumerate() {
             let xn = &xd[(n0 + i) * g.in_len()..][..g.in_len()];
@@ -362,7 +337,7 @@ pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Con
     }
     let (dyd, wdat) = (dy.data(), w.data());
     let (outer, inner) = thread_split(n, n * co * rows * pix);
-    parallel_items(&mut dx, g.in_len(), outer, |n0, dxs| {
+    gemm::parallel_items(&mut dx, g.in_len(), outer, |n0, dxs| {
         let mut col = Vec::new();
         for (i, dxn) in dxs.chunks_exact_mut(g.in_len()).enumerate() {
             let dyn_ = &dyd[(n0 + i) * co * pix..][..co * pix];
@@ -404,7 +379,7 @@ pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: C
     let mut partials = vec![0f32; groups * wlen];
     let (dyd, xd) = (dy.data(), x.data());
     let (outer, inner) = thread_split(groups, n * co * rows * pix);
-    parallel_items(&mut partials, wlen, outer, |g0, parts| {
+    gemm::parallel_items(&mut partials, wlen, outer, |g0, parts| {
         let (mut cols, mut dys) = (Vec::new(), Vec::new());
         for (gi, part) in parts.chunks_exact_mut(wlen).enumerate() {
             let first = (g0 + gi) * group;

@@ -55,6 +55,31 @@ pub fn threads_for(macs: usize) -> usize {
     }
 }
 
+/// Splits `data` into items of `item_len` floats and calls `f(first_item_index, items)` on `threads`
+/// contiguous runs of items, one per thread (the last run on the calling thread).
+pub fn parallel_items<F>(data: &mut [f32], item_len: usize, threads: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    let items = data.len() / item_len.max(1);
+    let threads = threads.clamp(1, items.max(1));
+    if threads == 1 {
+        return f(0, data);
+    }
+    let per = items.div_ceil(threads);
+    std::thread::scope(|s| {
+        let mut chunks = data.chunks_mut(per * item_len).enumerate().peekable();
+        while let Some((t, chunk)) = chunks.next() {
+            let f = &f;
+            if chunks.peek().is_some() {
+                s.spawn(move || f(t * per, chunk));
+            } else {
+                f(t * per, chunk);
+            }
+        }
+    });
+}
+
 /// C = α·op(A)·op(B) + β·C, row-major. op(A) is m×k (A stored k×m when `trans_a`), op(B) is k×n
 /// (stored n×k when `trans_b`), C is m×n; lda/ldb/ldc are the row strides of the stored matrices.
 /// β = 0 overwrites C without reading it (NaNs in C are ignored). Threads: `num_threads()`.
