@@ -126,7 +126,8 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
     let (bn_mean, bn_var) = (Tensor::randn(&[c], 0.5, r), Tensor::uniform(&[c], 0.5, 2.0, r));
     let (uh, uw) = (h + d(1, 5), w + d(0, 5));
     let (ph, pw) = (2 * h, 2 * w);
-    vec![
+    let tn = |transposed: bool| if transposed { "t" } else { "n" };
+    let mut all_cases = vec![
         case("add", vec![x4(r), x4(r)], all(2), 1e-2, Box::new(|t, v| t.add(v[0], v[1]))),
         case("sub", vec![x4(r), x4(r)], all(2), 1e-2, Box::new(|t, v| t.sub(v[0], v[1]))),
         case("mul", vec![x4(r), x4(r)], all(2), 1e-2, Box::new(|t, v| t.mul(v[0], v[1]))),
@@ -178,34 +179,16 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
             1e-2,
             Box::new(|t, v| t.linear(v[0], v[1], Some(v[2]))),
         ),
-        case(
-            "bmm",
-            vec![Tensor::randn(&[n, c2 + 1, feat], 1.0, r), Tensor::randn(&[n, feat, out], 1.0, r)],
-            all(2),
-            1e-2,
-            Box::new(|t, v| t.bmm(v[0], false, v[1], false)),
-        ),
-        case(
-            "bmm_tn",
-            vec![Tensor::randn(&[n, feat, c2 + 1], 1.0, r), Tensor::randn(&[n, feat, out], 1.0, r)],
-            all(2),
-            1e-2,
-            Box::new(|t, v| t.bmm(v[0], true, v[1], false)),
-        ),
-        case(
-            "bmm_nt",
-            vec![Tensor::randn(&[n, c2 + 1, feat], 1.0, r), Tensor::randn(&[n, out, feat], 1.0, r)],
-            all(2),
-            1e-2,
-            Box::new(|t, v| t.bmm(v[0], false, v[1], true)),
-        ),
-        case(
-            "bmm_tt",
-            vec![Tensor::randn(&[n, feat, c2 + 1], 1.0, r), Tensor::randn(&[n, out, feat], 1.0, r)],
-            all(2),
-            1e-2,
-            Box::new(|t, v| t.bmm(v[0], true, v[1], true)),
-        ),
+    ];
+    // bmm on every transpose: a stored [n, m, k] or [n, k, m], b [n, k, out] or [n, out, k].
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let sa = if ta { [n, feat, c2 + 1] } else { [n, c2 + 1, feat] };
+        let sb = if tb { [n, out, feat] } else { [n, feat, out] };
+        let name = if (ta, tb) == (false, false) { "bmm".into() } else { format!("bmm_{}{}", tn(ta), tn(tb)) };
+        let inputs = vec![Tensor::randn(&sa, 1.0, r), Tensor::randn(&sb, 1.0, r)];
+        all_cases.push(case(&name, inputs, all(2), 1e-2, Box::new(move |t, v| t.bmm(v[0], ta, v[1], tb))));
+    }
+    all_cases.extend([
         case(
             "softmax_lastdim",
             vec![Tensor::randn(&[n, c, w], 2.0, r)],
@@ -286,7 +269,8 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
             1e-2,
             Box::new(move |t, v| t.soft_dice(v[0], &mc_target, DiceMode::MultiClass, 1.0)),
         ),
-    ]
+    ]);
+    all_cases
 }
 
 /// Draws shapes from `seed` and checks every op.

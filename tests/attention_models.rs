@@ -9,10 +9,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::real_mnist_dir;
+use common::{assert_ok, read_json, real_mnist_dir, run_mtcool};
 use mtcool::model::multitask::{Arch, ModelConfig};
 use mtcool::model::{Fusion, Method, MultiTaskModel, Read, TaskId, TaskSpec};
 use mtcool::mtl::mtcool::{mtcool_step, Mode, MtCoolConfig};
@@ -184,23 +181,6 @@ fn mtcool_with_attention_fusion_keeps_the_other_extractor_and_trains_the_fusion(
 
 // ------------------------------------------------------------------------------------ through the binary
 
-fn mtcool_bin(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mtcool")).args(args).output().expect("run mtcool")
-}
-
-fn ok(o: &std::process::Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
 const NEW_ROWS: [(&str, &[&str]); 3] = [
     ("mtan", &["--method", "mtan"]),
     ("ctan", &["--method", "ctan"]),
@@ -216,10 +196,10 @@ fn each_new_method_trains_on_synthetic_fundus_and_reevaluates() {
         let mut args = vec!["train", "--task", "fundus", "--size", "32", "--limit-train", "16", "--limit-test", "8"];
         args.extend_from_slice(flags);
         args.extend_from_slice(&["--epochs", "1", "--device", "cpu", "--out", r]);
-        ok(&mtcool_bin(&args), name);
+        assert_ok(&run_mtcool(&args), name);
         let s = read_json(&run.join("summary.json"));
         assert!(s["metrics"][0]["dice_disc"].as_f64().is_some_and(f64::is_finite), "{name}: {s}");
-        ok(&mtcool_bin(&["eval", "--run", r]), &format!("{name}: eval"));
+        assert_ok(&run_mtcool(&["eval", "--run", r]), &format!("{name}: eval"));
     }
 }
 
@@ -243,7 +223,7 @@ fn each_new_method_beats_chance_on_multimnist() {
             "--out",
             run.to_str().unwrap(),
         ]);
-        ok(&mtcool_bin(&args), name);
+        assert_ok(&run_mtcool(&args), name);
         let s = read_json(&run.join("summary.json"));
         for t in 0..2 {
             let acc = s["metrics"][t]["acc"].as_f64().unwrap();
@@ -262,8 +242,8 @@ fn compare_writes_the_table_and_resumes_without_retraining() {
     let mut args = vec!["compare", "--task", "fundus", "--methods", "joint,mtan,mtcool-noreg", "--seeds", "2"];
     args.extend_from_slice(&["--out", o]);
     args.extend_from_slice(&flags);
-    let first = mtcool_bin(&args);
-    ok(&first, "compare");
+    let first = run_mtcool(&args);
+    assert_ok(&first, "compare");
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2 + 3, "header, rule, 3 rows:\n{table}");
@@ -277,21 +257,21 @@ fn compare_writes_the_table_and_resumes_without_retraining() {
     assert_eq!(read_json(&out.join("mtcool-noreg-s1/config.json"))["mode"], "noreg");
     // A second call finds every summary.json and trains nothing: same table, no new run output.
     let stamp = std::fs::metadata(out.join("joint-s0/summary.json")).unwrap().modified().unwrap();
-    let again = mtcool_bin(&args);
-    ok(&again, "compare again");
+    let again = run_mtcool(&args);
+    assert_ok(&again, "compare again");
     assert_eq!(std::fs::read_to_string(out.join("table.md")).unwrap(), table);
     assert_eq!(std::fs::metadata(out.join("joint-s0/summary.json")).unwrap().modified().unwrap(), stamp);
     // Bad rows and flags are one-line errors.
     for bad in [&["--methods", "joint,nope"][..], &["--methods", "joint,"], &["--seeds", "0"]] {
         let mut a = vec!["compare", "--task", "fundus", "--out", o];
         a.extend_from_slice(bad);
-        let r = mtcool_bin(&a);
+        let r = run_mtcool(&a);
         let err = String::from_utf8_lossy(&r.stderr);
         assert!(
             !r.status.success() && err.trim_end().lines().count() == 1 && err.starts_with("error:"),
             "{bad:?}: {err}"
         );
     }
-    let r = mtcool_bin(&["compare", "--task", "fundus", "--out", o, "--", "--seed", "4"]);
+    let r = run_mtcool(&["compare", "--task", "fundus", "--out", o, "--", "--seed", "4"]);
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("--seed"));
 }

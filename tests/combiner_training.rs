@@ -9,9 +9,7 @@
 
 mod common;
 
-use common::real_mnist_dir;
-use std::path::Path;
-use std::process::Command;
+use common::{assert_ok, read_json, real_mnist_dir, run_mtcool};
 
 use mtcool::data::mnist::default_mnist_dir;
 use mtcool::model::multitask::ModelConfig;
@@ -197,30 +195,13 @@ fn combined_steps_are_deterministic_and_move_every_part() {
 
 const METHODS: [&str; 4] = ["pcgrad", "cagrad", "mgda", "graddrop"];
 
-fn mtcool(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mtcool")).args(args).output().expect("run mtcool")
-}
-
-fn ok(o: &std::process::Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
 #[test]
 fn each_method_trains_on_synthetic_fundus_with_finite_metrics() {
     let dir = tempfile::tempdir().unwrap();
     for m in METHODS {
         let run = dir.path().join(m);
         let r = run.to_str().unwrap();
-        let o = mtcool(&[
+        let o = run_mtcool(&[
             "train",
             "--task",
             "fundus",
@@ -239,7 +220,7 @@ fn each_method_trains_on_synthetic_fundus_with_finite_metrics() {
             "--out",
             r,
         ]);
-        ok(&o, m);
+        assert_ok(&o, m);
         let s = read_json(&run.join("summary.json"));
         assert_eq!(s["method"], m);
         let metrics = read_json(&run.join("metrics.jsonl"));
@@ -253,7 +234,7 @@ fn each_method_trains_on_synthetic_fundus_with_finite_metrics() {
             }
         }
         assert!(s["metrics"][0]["dice_cup"].is_number() && s["metrics"][1]["acc"].is_number(), "{m}: {s}");
-        ok(&mtcool(&["eval", "--run", r]), &format!("{m}: eval"));
+        assert_ok(&run_mtcool(&["eval", "--run", r]), &format!("{m}: eval"));
     }
 }
 
@@ -261,7 +242,7 @@ fn each_method_trains_on_synthetic_fundus_with_finite_metrics() {
 fn combiner_options_are_recorded_and_old_configs_still_parse() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("opts");
-    let o = mtcool(&[
+    let o = run_mtcool(&[
         "train",
         "--task",
         "fundus",
@@ -286,7 +267,7 @@ fn combiner_options_are_recorded_and_old_configs_still_parse() {
         "--out",
         run.to_str().unwrap(),
     ]);
-    ok(&o, "cagrad with options");
+    assert_ok(&o, "cagrad with options");
     let cfg = read_json(&run.join("config.json"));
     assert_eq!(cfg["method"], "cagrad");
     assert_eq!(cfg["cagrad_c"], 0.25);
@@ -300,7 +281,7 @@ fn combiner_options_are_recorded_and_old_configs_still_parse() {
     let parsed: mtcool::train::TrainConfig = serde_json::from_value(old).expect("old config.json parses");
     assert_eq!((parsed.cagrad_c, parsed.mgda_norm, parsed.graddrop_leak), (0.5, MgdaNorm::LossPlus, 0.0));
     let never = dir.path().join("never");
-    let loss_plus = mtcool(&[
+    let loss_plus = run_mtcool(&[
         "train",
         "--method",
         "mgda",
@@ -318,7 +299,7 @@ fn combiner_options_are_recorded_and_old_configs_still_parse() {
         let bad = dir.path().join("bad");
         a.push(bad.to_str().unwrap());
         a.extend_from_slice(args);
-        let o = mtcool(&a);
+        let o = run_mtcool(&a);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             !o.status.success() && err.trim_end().lines().count() == 1 && err.starts_with("error:"),
@@ -336,7 +317,7 @@ fn each_method_beats_chance_on_multimnist() {
     let data = default_mnist_dir();
     for m in METHODS {
         let run = dir.path().join(m);
-        let o = mtcool(&[
+        let o = run_mtcool(&[
             "train",
             "--task",
             "multimnist",
@@ -361,7 +342,7 @@ fn each_method_beats_chance_on_multimnist() {
             "--out",
             run.to_str().unwrap(),
         ]);
-        ok(&o, m);
+        assert_ok(&o, m);
         let s = read_json(&run.join("summary.json"));
         let acc: Vec<f64> = (0..2).map(|t| s["metrics"][t]["acc"].as_f64().unwrap()).collect();
         assert!(acc.iter().all(|&a| a > 0.3), "{m}: accuracy {acc:?} not above chance (0.1) by a margin");

@@ -86,3 +86,26 @@ pub fn real_mnist_dir() -> Option<std::path::PathBuf> {
     eprintln!("skipping real-MNIST test: no dataset in {} (set MTCOOL_MNIST_DIR)", dir.display());
     None
 }
+
+/// Runs the built `mtcool` binary with `args`.
+#[allow(dead_code)]
+pub fn run_mtcool(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mtcool")).args(args).output().expect("run mtcool")
+}
+
+/// Fails with the command's stdout and stderr unless it succeeded.
+#[allow(dead_code)]
+pub fn assert_ok(o: &std::process::Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A JSON file's contents.
+#[allow(dead_code)]
+pub fn read_json(p: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
