@@ -150,14 +150,15 @@ class JointStep:
         return [float(l1.detach()), float(l2.detach())]
 
 
-def make_step(folder, compiled=False):
+def make_step(folder, compiled=False, device="cpu"):
     bench = json.loads((folder / "bench.json").read_text())
     cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
     weights = load_file(folder / "model.safetensors")
     batch = load_file(folder / "batch.safetensors")
-    x = batch["x"]
-    ys = [batch["labels1"].long(), batch["labels2"].long()]
-    _, exts, heads = build(weights, bench["method"])
+    x = batch["x"].to(device)
+    ys = [batch["labels1"].long().to(device), batch["labels2"].long().to(device)]
+    root, exts, heads = build(weights, bench["method"])
+    root.to(device)
     lr, b = bench["lr"], bench["b"]
     if bench["method"] == "mtcool":
         step = MtCoolStep(exts, heads, lr, b, bench["mode"])
@@ -170,8 +171,8 @@ def make_step(folder, compiled=False):
     return bench, step, x, ys
 
 
-def check(folder, tol):
-    bench, step, x, ys = make_step(folder)
+def check(folder, tol, device):
+    bench, step, x, ys = make_step(folder, device=device)
     worst = 0.0
     for i, want in enumerate(bench["first_losses"]):
         got = step(x, ys)
@@ -183,16 +184,19 @@ def check(folder, tol):
     return ok
 
 
-def time_steps(folder, compiled, warmup, steps):
-    bench, step, x, ys = make_step(folder, compiled)
+def time_steps(folder, compiled, warmup, steps, device):
+    bench, step, x, ys = make_step(folder, compiled, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     for _ in range(warmup):
         step(x, ys)
+    sync()
     warm_s = time.perf_counter() - t0
     times = []
     for _ in range(steps):
         t = time.perf_counter()
-        step(x, ys)
+        step(x, ys)  # the loss values read back as floats synchronise the step
+        sync()
         times.append((time.perf_counter() - t) * 1e6)
     med = statistics.median(times)
     return {
@@ -213,21 +217,23 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: bench.json's)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = ap.parse_args()
     bench = json.loads((a.folder / "bench.json").read_text())
     torch.manual_seed(0)
     torch.set_num_threads(a.threads or bench["threads"])
     ok = True
     if a.check:
-        ok = check(a.folder, a.tol)
+        ok = check(a.folder, a.tol, a.device)
     if a.time:
-        rows = [time_steps(a.folder, False, a.warmup, a.steps)]
+        rows = [time_steps(a.folder, False, a.warmup, a.steps, a.device)]
         if a.compile:
             try:
-                rows.append(time_steps(a.folder, True, a.warmup, a.steps))
+                rows.append(time_steps(a.folder, True, a.warmup, a.steps, a.device))
             except Exception as e:  # report, do not hide: the table says compile failed and why
                 rows.append({"engine": "torch.compile", "error": str(e).splitlines()[0][:200]})
-        print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}))
+        dev = torch.cuda.get_device_name() if a.device == "cuda" else "cpu"
+        print(json.dumps({"torch": torch.__version__, "device": dev, "threads": torch.get_num_threads(), "rows": rows}))
     sys.exit(0 if ok else 1)
 
 

@@ -52,6 +52,24 @@ run)
       grep -E "ERROR SUMMARY|RACECHECK SUMMARY|========= (Invalid|Uninitialized|Error)" /tmp/sanitizer-$tool.out | head -n 40 || true
       echo '```'
     done
+    echo
+    echo "## PyTorch on this GPU: the MultiMNIST MT-CooL step (batch 256), the baseline for mtcool's GPU step"
+    echo
+    echo "mtcool's GPU training step is not built yet, so this records PyTorch alone (bench/torch_ref.py,"
+    echo "same initial weights and batch as \`mtcool bench --save\`), and mtcool's CPU step on this host."
+    echo '```'
+    if [ -d "$bundle/mnist" ] && python3 -c "import torch, safetensors" 2>/dev/null; then
+      for mode in vanilla full; do
+        dir="/tmp/mtcool-bench-$mode"
+        MTCOOL_MNIST_DIR="$bundle/mnist" "$bin" bench --mode "$mode" --steps 20 --warmup 3 --device cpu --save "$dir" \
+          || echo "mtcool bench failed"
+        [ "$mode" = vanilla ] && python3 bench/torch_ref.py "$dir" --check --device cuda --tol 1e-4
+        [ "$mode" = full ] && python3 bench/torch_ref.py "$dir" --time --compile --device cuda --steps 50 --warmup 5
+      done
+    else
+      echo "skipped: needs the MNIST files in the bundle and python3 with torch and safetensors"
+    fi
+    echo '```'
   } > "$report"
   echo "wrote $report"
   ;;
