@@ -1,6 +1,8 @@
 //! Evaluation metrics, accumulated batch by batch.
 //! - classification: accuracy; for two classes also AUROC (of the softmax probability of class 1),
-//!   sensitivity and specificity (at the arg-max decision);
+//!   sensitivity and specificity (at the arg-max decision), and the sensitivity at 85 % specificity
+//!   (`sen_at_spe85`, REFUGE's reference sensitivity: a fixed operating point on the ROC curve, so it
+//!   does not move with the calibration of the arg-max boundary);
 //! - segmentation: pixel accuracy, and per named region Dice (= F1) and one-vs-rest pixel accuracy.
 //!   Regions are either nested (REFUGE: "disc" = label ≥ 1 includes the cup, "cup" = label ≥ 2) or
 //!   per class ("artery" = label 1, "vein" = label 2).
@@ -76,6 +78,37 @@ pub fn auroc(scores: &[(f32, u32)]) -> f64 {
     (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
 }
 
+/// The best sensitivity among the decisions "score ≥ t" whose specificity is at least `min_spe` (the
+/// ROC curve read at that specificity; "nothing positive" always qualifies, with sensitivity 0).
+/// NaN without positives or negatives.
+pub fn sensitivity_at_specificity(scores: &[(f32, u32)], min_spe: f64) -> f64 {
+    let mut s: Vec<(f32, u32)> = scores.to_vec();
+    s.sort_by(|a, b| b.0.total_cmp(&a.0)); // highest score first
+    let pos = s.iter().filter(|x| x.1 == 1).count() as f64;
+    let neg = s.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return f64::NAN;
+    }
+    let (mut tp, mut fp, mut best, mut i) = (0.0, 0.0, 0.0f64, 0);
+    while i < s.len() {
+        // Lower the threshold to s[i].0: every item with that score turns positive at once.
+        let mut j = i;
+        while j < s.len() && s[j].0 == s[i].0 {
+            if s[j].1 == 1 {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            j += 1;
+        }
+        if 1.0 - fp / neg >= min_spe - 1e-12 {
+            best = best.max(tp / pos);
+        }
+        i = j;
+    }
+    best
+}
+
 /// Accumulates one task's predictions over an evaluation pass.
 #[derive(Clone, Debug)]
 pub struct TaskMetrics {
@@ -147,6 +180,7 @@ impl TaskMetrics {
                     m.insert("sensitivity".into(), ratio(c[1][1], c[1][0]));
                     m.insert("specificity".into(), ratio(c[0][0], c[0][1]));
                     m.insert("auroc".into(), auroc(&self.scores));
+                    m.insert("sen_at_spe85".into(), sensitivity_at_specificity(&self.scores, 0.85));
                 }
             }
             MetricKind::Segment(regions) => {

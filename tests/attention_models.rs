@@ -247,7 +247,7 @@ fn compare_writes_the_table_and_resumes_without_retraining() {
     let table = std::fs::read_to_string(out.join("table.md")).unwrap();
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2 + 3, "header, rule, 3 rows:\n{table}");
-    assert!(lines[0].contains("disc Dice") && lines[0].contains("AUROC") && lines[0].contains("× Joint"));
+    assert!(lines[0].contains("disc Dice") && lines[0].contains("Sen@Spe85") && lines[0].contains("× Joint"));
     assert!(lines[2].starts_with("| joint |") && lines[2].contains("| 1.00 | 2 | 1 |"), "{}", lines[2]);
     assert!(lines[4].starts_with("| mtcool-noreg |"));
     let raw = read_json(&out.join("results.json"));
@@ -261,6 +261,16 @@ fn compare_writes_the_table_and_resumes_without_retraining() {
     assert_ok(&again, "compare again");
     assert_eq!(std::fs::read_to_string(out.join("table.md")).unwrap(), table);
     assert_eq!(std::fs::metadata(out.join("joint-s0/summary.json")).unwrap().modified().unwrap(), stamp);
+    // A finished run whose summary lacks a column's metric (written before the metric existed) is
+    // re-evaluated from its checkpoint for the table; its summary.json is left as it was.
+    let path = out.join("mtan-s0/summary.json");
+    let mut s = read_json(&path);
+    s["metrics"][1].as_object_mut().unwrap().remove("sen_at_spe85");
+    std::fs::write(&path, serde_json::to_string(&s).unwrap()).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    assert_ok(&run_mtcool(&args), "compare with an old summary");
+    assert_eq!(std::fs::read_to_string(out.join("table.md")).unwrap(), table, "same table after re-evaluation");
+    assert_eq!(std::fs::read(&path).unwrap(), before);
     // Bad rows and flags are one-line errors.
     for bad in [&["--methods", "joint,nope"][..], &["--methods", "joint,"], &["--seeds", "0"]] {
         let mut a = vec!["compare", "--task", "fundus", "--out", o];

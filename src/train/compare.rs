@@ -1,7 +1,8 @@
 //! `mtcool compare`: train a list of methods × seeds on one task and write the comparison table.
 //!
 //! Each run is an ordinary run folder `<out>/<row>-s<seed>/`; a run whose `summary.json` exists is not
-//! trained again, so an interrupted comparison picks up where it stopped. The table (`table.md`, mean ±
+//! trained again, so an interrupted comparison picks up where it stopped (a finished run lacking a
+//! column's metric, e.g. one added since, is re-evaluated from its checkpoint; summary.json is kept). The table (`table.md`, mean ±
 //! std over seeds of every test metric in %, parameters and their ratio to Joint's, seconds per run)
 //! and the raw summaries (`results.json`) are written after every run.
 
@@ -12,7 +13,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::data::TaskKind;
-use super::report::Summary;
+use super::report::{eval_run, Summary};
 use super::{train_with, write_json, RunOptions, TrainConfig};
 use crate::model::{Method, MultiTaskModel};
 
@@ -29,8 +30,9 @@ pub fn columns(task: TaskKind) -> Vec<(usize, &'static str, &'static str)> {
         TaskKind::Fundus => vec![
             (0, "dice_disc", "disc Dice"),
             (0, "dice_cup", "cup Dice"),
-            (1, "acc", "glaucoma Acc"),
             (1, "auroc", "AUROC"),
+            (1, "sen_at_spe85", "Sen@Spe85"),
+            (1, "acc", "glaucoma Acc"),
             (1, "sensitivity", "Sen"),
             (1, "specificity", "Spe"),
         ],
@@ -107,7 +109,14 @@ pub fn run(task: TaskKind, rows: &[Row], out: &Path, device: &str) -> Result<Str
             let summary_path = dir.join("summary.json");
             let summary: Summary = if summary_path.exists() {
                 let text = fs::read_to_string(&summary_path)?;
-                serde_json::from_str(&text).with_context(|| format!("reading {}", summary_path.display()))?
+                let mut s: Summary =
+                    serde_json::from_str(&text).with_context(|| format!("reading {}", summary_path.display()))?;
+                // A run finished before a table column's metric existed: re-evaluate its checkpoint.
+                if columns(task).iter().any(|&(t, key, _)| !s.metrics[t].contains_key(key)) {
+                    eprintln!("compare: re-evaluating {} for metrics it lacks", dir.display());
+                    s.metrics = eval_run(&dir, cfg.data.data_dir.clone())?.1;
+                }
+                s
             } else {
                 eprintln!("compare: {} seed {} → {}", row.name, cfg.seed, dir.display());
                 train_with(cfg, &dir, device, &RunOptions::default())
