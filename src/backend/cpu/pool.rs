@@ -70,9 +70,10 @@ pub fn max_pool2d_reference(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec
     (Tensor::from_parts(vec![n, c, ho, wo], y), argmax)
 }
 
-/// The common 2×2, stride-2 case of `max_pool2d_forward`, same results: the window's four values in
-/// row-major order, each taking over when larger (or the first NaN), written so the comparisons become
-/// selects rather than branches.
+/// The common 2×2, stride-2 case of `max_pool2d_forward`, same results. A plane without NaN takes the
+/// window's first maximum pairwise ((a, b), (c, d), then the two winners; ties keep the earlier), which
+/// compiles to selects, not branches; a plane with a NaN goes value by value in row-major order, the
+/// first NaN winning, as the reference does.
 fn max_pool2d_2x2(xd: &[f32], [n, c, h, w]: [usize; 4], ho: usize, wo: usize) -> (Tensor, Vec<u32>) {
     let mut y = vec![0f32; n * c * ho * wo];
     let mut argmax = vec![0u32; n * c * ho * wo];
@@ -83,19 +84,30 @@ fn max_pool2d_2x2(xd: &[f32], [n, c, h, w]: [usize; 4], ho: usize, wo: usize) ->
             (bv, bi)
         }
     };
-    for plane in 0..n * c {
-        for oy in 0..ho {
-            let r0 = plane * h * w + 2 * oy * w;
-            let (row0, row1) = (&xd[r0..r0 + 2 * wo], &xd[r0 + w..r0 + w + 2 * wo]);
-            let o = (plane * ho + oy) * wo;
-            let (yo, ao) = (&mut y[o..o + wo], &mut argmax[o..o + wo]);
-            for ox in 0..wo {
-                let i0 = (r0 + 2 * ox) as u32;
-                let mut best = (row0[2 * ox], i0);
-                best = take(best, row0[2 * ox + 1], i0 + 1);
-                best = take(best, row1[2 * ox], i0 + w as u32);
-                best = take(best, row1[2 * ox + 1], i0 + w as u32 + 1);
-                (yo[ox], ao[ox]) = best;
+    let wu = w as u32;
+    let planes = y.chunks_exact_mut(ho * wo).zip(argmax.chunks_exact_mut(ho * wo));
+    for (plane, (yp, ap)) in planes.enumerate() {
+        let base = plane * h * w;
+        let xp = &xd[base..base + h * w];
+        let nan = xp.iter().fold(false, |acc, v| acc | v.is_nan());
+        for (oy, (yo, ao)) in yp.chunks_exact_mut(wo).zip(ap.chunks_exact_mut(wo)).enumerate() {
+            let (row0, row1) = (&xp[2 * oy * w..2 * oy * w + 2 * wo], &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * wo]);
+            let r0 = (base + 2 * oy * w) as u32;
+            if nan {
+                for ox in 0..wo {
+                    let i0 = r0 + 2 * ox as u32;
+                    let best = take((row0[2 * ox], i0), row0[2 * ox + 1], i0 + 1);
+                    let best = take(take(best, row1[2 * ox], i0 + wu), row1[2 * ox + 1], i0 + wu + 1);
+                    (yo[ox], ao[ox]) = best;
+                }
+            } else {
+                for ox in 0..wo {
+                    let (a, b, cc, d) = (row0[2 * ox], row0[2 * ox + 1], row1[2 * ox], row1[2 * ox + 1]);
+                    let (m1, o1) = if b > a { (b, 1) } else { (a, 0) };
+                    let (m2, o2) = if d > cc { (d, wu + 1) } else { (cc, wu) };
+                    let (m, off) = if m2 > m1 { (m2, o2) } else { (m1, o1) };
+                    (yo[ox], ao[ox]) = (m, r0 + 2 * ox as u32 + off);
+                }
             }
         }
     }
