@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # CPU benchmark: the MultiMNIST training step (batch 256) of mtcool against PyTorch on the same machine,
 # same threads, same initial weights and batch. Installs PyTorch (PyPI wheel) into bench/.venv if missing.
-# Writes bench/results/cpu-<UTC date>-<host>.md (table + raw JSON). Usage: bench/cpu-bench.sh [STEPS]
+# Writes bench/results/cpu-<UTC date>-<host>.md (table + raw JSON). Usage: bench/cpu-bench.sh [STEPS] [ROUNDS]
 # Needs the MNIST IDX files (MTCOOL_MNIST_DIR, default ../shared/data/mnist). Run it on a quiet machine:
 # every number is a median over STEPS steps, but other load still shifts both engines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps="${1:-30}"
+rounds="${2:-3}"
 venv=bench/.venv
 if ! "$venv/bin/python" -c "import torch, safetensors" 2>/dev/null; then
   python3 -m venv "$venv"
@@ -27,7 +28,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   echo
   echo "- date (UTC): $(date -u '+%Y-%m-%d %H:%M'); commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "- CPU: $cpu, $threads threads visible; torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
-  echo "- batch 256, Adam lr 1e-3, b = 1e-3; median of $steps steps after 3 warm-up steps; same weights and batch"
+  echo "- batch 256, Adam lr 1e-3, b = 1e-3; same weights and batch for both engines; same thread count"
   echo
   echo "Loss cross-check (first 3 steps from the same weights; vanilla and Joint are noise-free, full"
   echo "draws different noise in each engine):"
@@ -46,8 +47,12 @@ done
 echo '```' >> "$out"
 {
   echo
-  echo "| step | engine | median µs/step | images/s | mtcool speed-up |"
-  echo "|---|---|---|---|---|"
+  echo "Timing: $rounds rounds, alternating the engines (mtcool, PyTorch eager, torch.compile) so that the"
+  echo "VM's background load hits all of them alike; each round's number is the median of $steps steps;"
+  echo "the table gives the median over rounds (with the range)."
+  echo
+  echo "| step | engine | µs/step (median of rounds) | range over rounds | images/s | mtcool speed-up |"
+  echo "|---|---|---|---|---|---|"
 } >> "$out"
 raw="$work/raw.jsonl"
 for row in "mtcool full" "joint -"; do
@@ -55,19 +60,27 @@ for row in "mtcool full" "joint -"; do
   dir="$work/time-$1-$2"
   flags=(--method "$1")
   [ "$2" != - ] && flags+=(--mode "$2")
-  "$bin" bench "${flags[@]}" --steps "$steps" --warmup 3 --device cpu --save "$dir" --json > "$dir.mtcool.json"
-  "$venv/bin/python" bench/torch_ref.py "$dir" --time --compile --steps "$steps" --warmup 3 > "$dir.torch.json"
-  python3 - "$dir.mtcool.json" "$dir.torch.json" "$1${2/#-/}" >> "$out" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1])); t = json.load(open(sys.argv[2])); name = sys.argv[3].replace("mtcoolfull", "MT-CooL full")
-print(f"| {name} | mtcool | {m['median_us']:.0f} | {m['images_per_s']:.0f} | |")
-for r in t["rows"]:
-    if "error" in r:
-        print(f"| {name} | {r['engine']} | failed: {r['error']} | | |")
-    else:
-        print(f"| {name} | {r['engine']} | {r['median_us']:.0f} | {r['images_per_s']:.0f} | {r['median_us'] / m['median_us']:.2f}× |")
+  for r in $(seq "$rounds"); do
+    "$bin" bench "${flags[@]}" --steps "$steps" --warmup 3 --device cpu --save "$dir" --json > "$dir.mtcool.$r.json"
+    "$venv/bin/python" bench/torch_ref.py "$dir" --time --compile --steps "$steps" --warmup 3 > "$dir.torch.$r.json"
+    cat "$dir.mtcool.$r.json" "$dir.torch.$r.json" >> "$raw"
+  done
+  python3 - "$dir" "$rounds" "$1${2/#-/}" >> "$out" <<'PY'
+import json, statistics, sys
+d, rounds, name = sys.argv[1], int(sys.argv[2]), sys.argv[3].replace("mtcoolfull", "MT-CooL full")
+m = [json.load(open(f"{d}.mtcool.{r}.json"))["median_us"] for r in range(1, rounds + 1)]
+t = [json.load(open(f"{d}.torch.{r}.json")) for r in range(1, rounds + 1)]
+batch = json.load(open(f"{d}.mtcool.1.json"))["batch_size"]
+med = statistics.median(m)
+print(f"| {name} | mtcool | {med:.0f} | {min(m):.0f}–{max(m):.0f} | {batch / med * 1e6:.0f} | |")
+for i, row in enumerate(t[0]["rows"]):
+    vals = [x["rows"][i].get("median_us") for x in t]
+    if any(v is None for v in vals):
+        print(f"| {name} | {row['engine']} | failed: {row.get('error', '?')} | | | |")
+        continue
+    tm = statistics.median(vals)
+    print(f"| {name} | {row['engine']} | {tm:.0f} | {min(vals):.0f}–{max(vals):.0f} | {batch / tm * 1e6:.0f} | {tm / med:.2f}× |")
 PY
-  cat "$dir.mtcool.json" "$dir.torch.json" >> "$raw"
 done
 {
   echo
