@@ -171,3 +171,41 @@ fn bilinear_adjoint_identity() {
         assert!((lhs - rhs).abs() / lhs.abs().max(1.0) < 1e-5, "{shape:?} → {oh}×{ow}: {lhs} vs {rhs}");
     }
 }
+
+#[test]
+fn nearest_upsampling_matches_the_index_formula_exactly() {
+    // y[n, c, oy, ox] = x[n, c, oy / s, ox / s]; dx[.., iy, ix] = f64 sum of dy over the s×s block.
+    let mut rng = StdRng::seed_from_u64(21);
+    for (shape, s) in [([1, 1, 1, 1], 1), ([2, 3, 4, 5], 2), ([1, 2, 3, 7], 3), ([3, 1, 5, 2], 4)] {
+        let x = nonzero(&shape, &mut rng);
+        let (h, w) = (shape[2], shape[3]);
+        let y = upsample_nearest_forward(&x, s);
+        let planes = shape[0] * shape[1];
+        let mut want = vec![];
+        for p in 0..planes {
+            for oy in 0..h * s {
+                for ox in 0..w * s {
+                    want.push(x.data()[(p * h + oy / s) * w + ox / s]);
+                }
+            }
+        }
+        assert_eq!(y.data(), &want[..], "forward {shape:?} ×{s}");
+        let dy = nonzero(y.shape(), &mut rng);
+        let dx = upsample_nearest_backward(&dy, s);
+        let mut want = vec![];
+        for p in 0..planes {
+            for iy in 0..h {
+                for ix in 0..w {
+                    let mut acc = 0f64;
+                    for sy in 0..s {
+                        for sx in 0..s {
+                            acc += dy.data()[(p * h * s + iy * s + sy) * w * s + ix * s + sx] as f64;
+                        }
+                    }
+                    want.push(acc as f32);
+                }
+            }
+        }
+        assert_eq!(dx.data(), &want[..], "backward {shape:?} ×{s}");
+    }
+}

@@ -26,13 +26,17 @@ pub fn upsample_nearest_forward(x: &Tensor, scale: usize) -> Tensor {
     let (n, c, h, w) = x.dims4();
     let (ho, wo) = (h * scale, w * scale);
     let xd = x.data();
-    let mut y = Vec::with_capacity(n * c * ho * wo);
-    for plane in 0..n * c {
-        for oy in 0..ho {
-            for ox in 0..wo {
-                y.push(xd[(plane * h + oy / scale) * w + ox / scale]);
-            }
+    let mut y = vec![0f32; n * c * ho * wo];
+    if w == 0 {
+        return Tensor::from_parts(vec![n, c, ho, wo], y);
+    }
+    // Each input row widened once (every value `scale` times), then copied to its `scale` output rows.
+    for (src, out) in xd.chunks_exact(w).zip(y.chunks_exact_mut(scale * wo)) {
+        let (first, rest) = out.split_at_mut(wo);
+        for (d, &v) in first.chunks_exact_mut(scale).zip(src) {
+            d.fill(v);
         }
+        rest.chunks_exact_mut(wo).for_each(|r| r.copy_from_slice(first));
     }
     Tensor::from_parts(vec![n, c, ho, wo], y)
 }
@@ -49,18 +53,22 @@ pub fn upsample_nearest_backward(dy: &Tensor, scale: usize) -> Tensor {
     let (h, w) = (ho / scale, wo / scale);
     let dyd = dy.data();
     let mut dx = Vec::with_capacity(n * c * h * w);
-    for plane in 0..n * c {
-        for iy in 0..h {
-            for ix in 0..w {
-                let mut acc = 0f64;
-                for sy in 0..scale {
-                    for sx in 0..scale {
-                        acc += dyd[(plane * ho + iy * scale + sy) * wo + ix * scale + sx] as f64;
-                    }
+    if wo == 0 {
+        return Tensor::from_parts(vec![n, c, h, w], dx);
+    }
+    // Per input row: the f64 sums of its scale×scale blocks, added row by row (sy), then along each
+    // row (sx): the same order as summing each block on its own.
+    let mut acc = vec![0f64; w];
+    for block in dyd.chunks_exact(scale * wo) {
+        acc.fill(0.0);
+        for row in block.chunks_exact(wo) {
+            for (a, d) in acc.iter_mut().zip(row.chunks_exact(scale)) {
+                for &v in d {
+                    *a += v as f64;
                 }
-                dx.push(acc as f32);
             }
         }
+        dx.extend(acc.iter().map(|&a| a as f32));
     }
     Tensor::from_parts(vec![n, c, h, w], dx)
 }
