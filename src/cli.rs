@@ -408,14 +408,14 @@ fn parse_train_flags(what: &str, argv: &[&str]) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
+/// The command-line spelling of a value (e.g. `Method::Mtcool` → "mtcool").
+fn value_name(v: &impl ValueEnum) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+}
+
 /// The config a bench or profile run steps with, and the line describing the device.
 fn bench_config(args: &BenchArgs) -> Result<(TrainConfig, String)> {
-    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string()).unwrap_or_default();
-    let (task, method, mode) = (
-        name(args.task.to_possible_value()),
-        name(args.method.to_possible_value()),
-        name(args.mode.to_possible_value()),
-    );
+    let (task, method, mode) = (value_name(&args.task), value_name(&args.method), value_name(&args.mode));
     let batch = args.batch_size.map(|b| b.to_string());
     let mut argv = vec!["--task", &task, "--method", &method, "--mode", &mode];
     if let Some(b) = &batch {
@@ -506,7 +506,7 @@ fn row_flags(row: &str) -> Result<Vec<&str>> {
 /// Each row's per-seed configs, parsed exactly as `mtcool train` would parse the same flags.
 fn compare_rows(args: &CompareArgs) -> Result<Vec<train::compare::Row>> {
     anyhow::ensure!((1..=100).contains(&args.seeds), "--seeds must be in 1..=100, got {}", args.seeds);
-    let task = args.task.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+    let task = value_name(&args.task);
     let mut rows = vec![];
     for name in &args.methods {
         let mut runs = vec![];

@@ -2,13 +2,10 @@
 //! the reports hold what they promise, `--save` writes what bench/torch_ref.py reads, the per-op profile
 //! accounts for the step, and bad flags are one-line errors.
 
-use std::process::Command;
+mod common;
 
+use common::run_mtcool as mtcool;
 use mtcool::checkpoint;
-
-fn mtcool(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mtcool")).args(args).output().expect("run mtcool")
-}
 
 fn json(o: &std::process::Output) -> serde_json::Value {
     assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));

@@ -1,10 +1,9 @@
 //! The binary: help, info, and one clear error line (non-zero exit, no panic) for bad input.
 
-use std::process::Command;
+mod common;
 
-fn mtcool(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mtcool")).args(args).output().expect("run mtcool")
-}
+use common::run_mtcool as mtcool;
+use std::process::Command;
 
 #[test]
 fn help_lists_the_subcommands() {

@@ -1,24 +1,13 @@
 //! The fundus task pairs end to end on tiny sets (CPU): synthetic seg+cls and seg+seg runs write a
 //! complete run folder that `mtcool eval` reproduces, and a REFUGE-layout folder trains too.
 
+mod common;
+
+use common::{assert_ok, read_json, run_mtcool as mtcool};
 use std::path::Path;
-use std::process::Command;
-
-fn mtcool(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mtcool")).args(args).output().expect("run mtcool")
-}
-
-fn ok(o: &std::process::Output) {
-    assert!(
-        o.status.success(),
-        "mtcool failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 fn summary(run: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
+    read_json(&run.join("summary.json"))
 }
 
 #[test]
@@ -27,21 +16,24 @@ fn synthetic_task_pairs_train_and_reevaluate() {
     for (task, keys) in [("fundus", ["dice_cup", "auroc"]), ("fundus-av", ["dice_artery", "dice_vessel"])] {
         let run = dir.path().join(task);
         let r = run.to_str().unwrap();
-        ok(&mtcool(&[
-            "train",
-            "--task",
-            task,
-            "--limit-train",
-            "24",
-            "--limit-test",
-            "8",
-            "--epochs",
-            "1",
-            "--size",
-            "32",
-            "--out",
-            r,
-        ]));
+        assert_ok(
+            &mtcool(&[
+                "train",
+                "--task",
+                task,
+                "--limit-train",
+                "24",
+                "--limit-test",
+                "8",
+                "--epochs",
+                "1",
+                "--size",
+                "32",
+                "--out",
+                r,
+            ]),
+            "mtcool",
+        );
         for f in ["config.json", "metrics.jsonl", "model.safetensors", "summary.json", "curves.svg", "predictions.png"]
         {
             assert!(run.join(f).exists(), "{task}: run folder lacks {f}");
@@ -53,7 +45,7 @@ fn synthetic_task_pairs_train_and_reevaluate() {
         }
         let png = image::open(run.join("predictions.png")).expect("predictions.png decodes");
         assert!(png.width() >= 32 * 3 && png.height() >= 32 * 3);
-        ok(&mtcool(&["eval", "--run", r]));
+        assert_ok(&mtcool(&["eval", "--run", r]), "mtcool");
     }
 }
 
@@ -106,10 +98,10 @@ fn refuge_folder_trains() {
         "--out",
         run.to_str().unwrap(),
     ]);
-    ok(&o);
+    assert_ok(&o, "mtcool");
     let s = summary(&run);
     assert_eq!(s["test_examples"], 2, "10 images: every 5th is test");
-    ok(&mtcool(&["eval", "--run", run.to_str().unwrap()]));
+    assert_ok(&mtcool(&["eval", "--run", run.to_str().unwrap()]), "mtcool");
 }
 
 #[test]

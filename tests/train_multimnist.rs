@@ -4,19 +4,9 @@
 
 mod common;
 
-use common::real_mnist_dir;
-use std::path::Path;
-use std::process::Command;
+use common::{read_json, real_mnist_dir, run_mtcool as mtcool};
 
 use mtcool::data::mnist::default_mnist_dir;
-
-fn mtcool(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mtcool")).args(args).output().expect("run mtcool")
-}
-
-fn read_json(p: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
 
 #[test]
 fn mtcool_trains_above_chance_and_eval_reproduces_it() {

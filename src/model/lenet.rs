@@ -34,15 +34,6 @@ impl LeNetExtractor {
         LeNetExtractor { conv1, conv2, fc, group, out_dim: d }
     }
 
-    /// x: [B, 1, 28, 28] → features [B, out_dim].
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var, read: Read) -> Var {
-        let mut st = StageState::new(x);
-        for i in 0..STAGES {
-            self.stage(tape, store, i, &mut st, read);
-        }
-        st.h
-    }
-
     /// What each stage outputs: [c1, 12, 12], [c2, 4, 4], then the feature vector.
     pub fn levels(&self) -> [Level; STAGES] {
         let (c1, c2) = (self.conv1.out_channels(), self.conv2.out_channels());

@@ -172,11 +172,13 @@ impl Extractor {
             Extractor::Unet(e) => e.out_dim,
         }
     }
+    /// Features of `x`: every stage in turn (LeNet [B, out_dim], U-Net [B, b, H, W]).
     fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var, read: Read) -> Var {
-        match self {
-            Extractor::Lenet(e) => e.forward(tape, store, x, read),
-            Extractor::Unet(e) => e.forward(tape, store, x, read),
+        let mut st = StageState::new(x);
+        for i in 0..STAGES {
+            self.stage(tape, store, i, &mut st, read);
         }
+        st.h
     }
     fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) {
         match self {

@@ -47,15 +47,6 @@ impl UNetExtractor {
         UNetExtractor { convs, group, out_dim: b }
     }
 
-    /// x: [B, C, H, W] → features [B, b, H, W].
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var, read: Read) -> Var {
-        let mut st = StageState::new(x);
-        for i in 0..STAGES {
-            self.stage(tape, store, i, &mut st, read);
-        }
-        st.h
-    }
-
     /// What each stage outputs: e1 [2b, H/2, W/2], m [4b, H/4, W/4], d0 [b, H, W].
     pub fn levels(&self) -> [Level; STAGES] {
         let b = self.out_dim;

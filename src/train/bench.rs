@@ -80,15 +80,21 @@ fn f32_view(shape: Vec<usize>, data: &[f32]) -> Result<TensorView<'_>, safetenso
     TensorView::new(Dtype::F32, shape, bytemuck::cast_slice(data))
 }
 
+fn check_counts(warmup: usize, steps: usize) -> Result<()> {
+    ensure!((1..=100_000).contains(&steps), "--steps must be in 1..=100000, got {steps}");
+    ensure!(warmup <= 100_000, "--warmup must be at most 100000, got {warmup}");
+    Ok(())
+}
+
 /// Runs the benchmark; with `save`, writes `model.safetensors` (initial weights), `batch.safetensors`
 /// (x, labels1, labels2 as f32) and `bench.json` there.
 pub fn run(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str, save: Option<&Path>) -> Result<BenchReport> {
-    ensure!((1..=100_000).contains(&steps), "--steps must be in 1..=100000, got {steps}");
-    ensure!(warmup <= 100_000, "--warmup must be at most 100000, got {warmup}");
-    let Setup { mut model, mut opt, batch, obj } = setup(cfg)?;
+    check_counts(warmup, steps)?;
+    let mut su = setup(cfg)?;
     if let Some(dir) = save {
+        let batch = &su.batch;
         std::fs::create_dir_all(dir)?;
-        checkpoint::save(&model, &dir.join("model.safetensors"))?;
+        checkpoint::save(&su.model, &dir.join("model.safetensors"))?;
         let labels: Vec<Vec<f32>> = batch.labels.iter().map(|l| l.iter().map(|&v| v as f32).collect()).collect();
         let views = vec![
             ("x".to_string(), f32_view(batch.x.shape().to_vec(), batch.x.data())?),
@@ -97,11 +103,20 @@ pub fn run(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str, save: O
         ];
         checkpoint::write_atomic(&dir.join("batch.safetensors"), &safetensors::serialize(views, None)?)?;
     }
+    let report = timed_steps(cfg, &mut su, warmup, steps, device)?;
+    if let Some(dir) = save {
+        super::write_json(&dir.join("bench.json"), &report)?;
+    }
+    Ok(report)
+}
+
+/// Steps `warmup + steps` times (global steps 0, 1, …) and reports the timed ones.
+fn timed_steps(cfg: &TrainConfig, su: &mut Setup, warmup: usize, steps: usize, device: &str) -> Result<BenchReport> {
     let mut first_losses = vec![];
     let mut times = vec![];
     for step in 0..warmup + steps {
         let start = Instant::now();
-        let s = train_step(cfg, &mut model, &mut opt, &batch, &obj, step as u32);
+        let s = train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32);
         let us = start.elapsed().as_secs_f64() * 1e6;
         ensure!(s.loss.iter().all(|l| l.is_finite()), "non-finite loss {:?} at benchmark step {}", s.loss, step + 1);
         if first_losses.len() < CHECK_STEPS {
@@ -113,14 +128,14 @@ pub fn run(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str, save: O
     }
     times.sort_by(f64::total_cmp);
     let median = quantile(&times, 0.5);
-    let report = BenchReport {
+    Ok(BenchReport {
         task: format!("{:?}", cfg.data.task).to_lowercase(),
         method: format!("{:?}", cfg.method).to_lowercase(),
         mode: (cfg.method == crate::model::Method::Mtcool).then(|| format!("{:?}", cfg.mode).to_lowercase()),
         batch_size: cfg.batch_size,
         lr: cfg.lr,
         b: cfg.b,
-        params: model.param_count(),
+        params: su.model.param_count(),
         threads: crate::backend::cpu::gemm::num_threads(),
         warmup,
         steps,
@@ -130,11 +145,7 @@ pub fn run(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str, save: O
         images_per_s: cfg.batch_size as f64 / (median * 1e-6),
         first_losses,
         device: device.to_string(),
-    };
-    if let Some(dir) = save {
-        super::write_json(&dir.join("bench.json"), &report)?;
-    }
-    Ok(report)
+    })
 }
 
 /// This machine's measured peaks, the yardsticks of `mtcool profile`.
@@ -196,19 +207,19 @@ pub struct ProfileReport {
     pub rows: Vec<ProfileRow>,
 }
 
-/// Per-op profile of `steps` steps (after `warmup`), per step, largest first.
+/// Per-op profile, per step, largest first: `warmup` + `steps` unprofiled steps (the benchmark in the
+/// report), then `steps` profiled ones.
 pub fn profile(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str) -> Result<ProfileReport> {
-    ensure!((1..=10_000).contains(&steps), "--steps must be in 1..=10000, got {steps}");
+    check_counts(warmup, steps)?;
+    ensure!(steps <= 10_000, "--steps must be in 1..=10000 for a profile, got {steps}");
     let peaks = measure_peaks();
-    let bench = run(cfg, warmup, steps, device, None)?;
-    let Setup { mut model, mut opt, batch, obj } = setup(cfg)?;
-    for step in 0..warmup {
-        train_step(cfg, &mut model, &mut opt, &batch, &obj, step as u32);
-    }
+    let mut su = setup(cfg)?;
+    // The unprofiled benchmark doubles as the warm-up of the profiled steps, which continue from it.
+    let bench = timed_steps(cfg, &mut su, warmup, steps, device)?;
     profile::start();
     let t = Instant::now();
-    for step in warmup..warmup + steps {
-        train_step(cfg, &mut model, &mut opt, &batch, &obj, step as u32);
+    for step in warmup + steps..warmup + 2 * steps {
+        train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32);
     }
     let total = t.elapsed().as_secs_f64();
     let stats = profile::stop();

@@ -27,6 +27,12 @@ fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {
     (shape[0], shape[1], shape[2], shape[3])
 }
 
+/// Whether `v`, met later in a window, replaces the running maximum `best`: larger, or the first NaN.
+#[inline(always)]
+fn takes_over(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
 /// k×k max pooling with the given stride: (y [N, C, Ho, Wo], argmax), argmax[i] being the flat index
 /// into x of the element y.data()[i] came from.
 pub fn max_pool2d_forward(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec<u32>) {
@@ -56,7 +62,7 @@ pub fn max_pool2d_reference(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec
                     for kx in 0..k {
                         let idx = base + (oy * stride + ky) * w + ox * stride + kx;
                         let v = xd[idx];
-                        if v > best || (v.is_nan() && !best.is_nan()) {
+                        if takes_over(v, best) {
                             best = v;
                             best_idx = idx;
                         }
@@ -78,7 +84,7 @@ fn max_pool2d_2x2(xd: &[f32], [n, c, h, w]: [usize; 4], ho: usize, wo: usize) ->
     let mut y = vec![0f32; n * c * ho * wo];
     let mut argmax = vec![0u32; n * c * ho * wo];
     let take = |(bv, bi): (f32, u32), v: f32, i: u32| {
-        if v > bv || (v.is_nan() && !bv.is_nan()) {
+        if takes_over(v, bv) {
             (v, i)
         } else {
             (bv, bi)
