@@ -15,6 +15,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "emu/build.rs"]
+mod emu;
+
 /// Real GPU code for these architectures, plus compute_90 PTX that newer GPUs can JIT.
 const GENCODE: &[&str] =
     &["arch=compute_80,code=sm_80", "arch=compute_90,code=sm_90", "arch=compute_90,code=compute_90"];
@@ -40,6 +43,7 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let sources = kernel_sources(&kernels);
+    emu::build(&root, &out, &sources);
 
     let generated = match find_nvcc(&root) {
         Err(why) => {
