@@ -542,23 +542,37 @@ fn check_parity(choice: DeviceChoice, seed: u64, json: bool) -> Result<()> {
         (Device::Cuda(ordinal), _) => ordinal,
         (Device::Cpu, msg) => bail!("parity needs a GPU ({msg})"),
     };
+    let info = device::probe(ordinal).map_err(|why| anyhow::anyhow!("cannot use GPU {ordinal}: {why}"))?;
     let gpu = crate::backend::cuda::Gpu::new(ordinal)?;
     let outcomes = crate::parity::run_all(&gpu, seed)?;
+    let kernels = crate::parity::per_kernel(&outcomes);
     if json {
-        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+        let doc = serde_json::json!({ "device": info, "cases": outcomes, "kernels": kernels });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
+        println!("device: cuda:{ordinal} {info}");
         println!("{:<28} {:>11} {:>7}  {:<6} case", "kernel", "rel err", "tol", "result");
         for o in &outcomes {
             let verdict = if o.pass { "ok" } else { "FAIL" };
             println!("{:<28} {:>11.3e} {:>7.0e}  {:<6} {}", o.kernel, o.max_rel_err, o.tol, verdict, o.case);
+        }
+        println!("\nper kernel (cases that named it or launched it; worst error / tolerance):");
+        println!("{:<34} {:>6} {:>11} {:>9}  result", "kernel", "cases", "max err", "err/tol");
+        for k in &kernels {
+            let verdict = if k.pass { "ok" } else if k.cases == 0 { "NOT RUN" } else { "FAIL" };
+            println!("{:<34} {:>6} {:>11.3e} {:>9.3}  {verdict}", k.kernel, k.cases, k.max_rel_err, k.worst_ratio);
         }
     }
     let failed = outcomes.iter().filter(|o| !o.pass).count();
     if failed > 0 {
         bail!("{failed} of {} parity cases failed", outcomes.len());
     }
+    let missing: Vec<&str> = kernels.iter().filter(|k| k.cases == 0).map(|k| k.kernel).collect();
+    if !missing.is_empty() {
+        bail!("no parity case ran kernel(s) {}", missing.join(", "));
+    }
     if !json {
-        println!("all {} parity cases within tolerance", outcomes.len());
+        println!("all {} parity cases within tolerance; all {} kernels checked", outcomes.len(), kernels.len());
     }
     Ok(())
 }

@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+/// How the emulated device (emu/) names itself; a device whose name starts with this is the emulator.
+pub const EMULATED_NAME_PREFIX: &str = "mtcool-emu";
+
 /// The oldest GPU generation the fatbin has code for (sm_80, Ampere). Newer ones run the sm_90 SASS
 /// (Hopper) or JIT the compute_90 PTX.
 pub const MIN_COMPUTE_CAPABILITY: (u32, u32) = (8, 0);
@@ -44,13 +47,20 @@ pub struct GpuInfo {
     pub ordinal: usize,
     /// (major, minor), e.g. (9, 0) for an H100.
     pub compute_capability: (u32, u32),
+    /// The CUDA device is mtcool's emulator (emu/): it runs the kernels on the CPU to check them, far
+    /// slower than the CPU backend, so `--device auto` never picks it.
+    pub emulated: bool,
 }
 
 impl fmt::Display for GpuInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let gib = self.memory_bytes as f64 / (1u64 << 30) as f64;
         let (major, minor) = self.compute_capability;
-        write!(f, "{}, {gib:.1} GiB, compute capability {major}.{minor}", self.name)
+        write!(f, "{}, {gib:.1} GiB, compute capability {major}.{minor}", self.name)?;
+        if self.emulated {
+            write!(f, " [emulated device: checks kernels, not for training speed]")?;
+        }
+        Ok(())
     }
 }
 
@@ -97,7 +107,8 @@ fn probe_driver(ordinal: usize) -> Result<GpuInfo, String> {
     };
     let major = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
     let minor = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
-    Ok(GpuInfo { name, memory_bytes: memory as u64, ordinal, compute_capability: (major, minor) })
+    let emulated = name.starts_with(EMULATED_NAME_PREFIX);
+    Ok(GpuInfo { name, memory_bytes: memory as u64, ordinal, compute_capability: (major, minor), emulated })
 }
 
 /// GPU 0 if this binary can run its kernels there, else why not.
@@ -117,7 +128,8 @@ fn usable_gpu() -> Result<GpuInfo, String> {
 }
 
 /// Picks the device for `choice`, with a one-line message saying which one and why. `Cuda` fails
-/// with one clear error when no GPU is usable; `Auto` then falls back to the CPU.
+/// with one clear error when no GPU is usable; `Auto` then falls back to the CPU. `Auto` never picks
+/// the emulated device; `Cuda` does.
 pub fn select(choice: DeviceChoice) -> anyhow::Result<(Device, String)> {
     match choice {
         DeviceChoice::Cpu => Ok((Device::Cpu, "device: cpu (requested)".into())),
@@ -126,6 +138,10 @@ pub fn select(choice: DeviceChoice) -> anyhow::Result<(Device, String)> {
             Err(why) => Err(anyhow::anyhow!("--device cuda: no usable GPU: {why}")),
         },
         DeviceChoice::Auto => Ok(match usable_gpu() {
+            Ok(gpu) if gpu.emulated => (
+                Device::Cpu,
+                format!("device: cpu (auto: the CUDA device is {}, which only --device cuda uses)", gpu.name),
+            ),
             Ok(gpu) => (Device::Cuda(gpu.ordinal), format!("device: cuda:{} ({gpu}; auto)", gpu.ordinal)),
             Err(why) => (Device::Cpu, format!("device: cpu (auto: {why})")),
         }),

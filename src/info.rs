@@ -19,6 +19,8 @@ pub struct InfoReport {
     /// What `--device auto` picks here ("cpu" or "cuda:0"), and the one-line reason.
     pub auto_device: String,
     pub auto_message: String,
+    /// Where the build put the emulated CUDA device (emu/), or null when it was not built.
+    pub emulator_dir: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -48,6 +50,7 @@ pub fn gather() -> InfoReport {
         gpu,
         auto_device,
         auto_message,
+        emulator_dir: Some(env!("MTCOOL_EMU_DIR")).filter(|d| !d.is_empty()),
     }
 }
 
@@ -61,6 +64,9 @@ pub fn render_text(r: &InfoReport) -> String {
         (None, why) => writeln!(s, "gpu:     none ({})", why.as_deref().unwrap_or("not found")),
     };
     let _ = writeln!(s, "auto:    {}", r.auto_message);
+    if let Some(dir) = r.emulator_dir {
+        let _ = writeln!(s, "emu:     {dir} (LD_LIBRARY_PATH={dir} runs the kernels on the emulated device)");
+    }
     if !r.kernels_available {
         let why = r.kernels_unavailable_reason.unwrap_or("nvcc not found at build time");
         let _ = writeln!(s, "kernels: unavailable ({why}); install with scripts/install-cuda-toolchain.sh");

@@ -32,6 +32,9 @@ pub const BF16_TOL: f64 = 2e-2;
 pub struct Outcome {
     pub kernel: String,
     pub case: String,
+    /// Every kernel launched since the previous outcome: what produced the checked output (a fused
+    /// op's helper kernels, e.g. the reductions behind a loss, are attributed here).
+    pub launched: Vec<String>,
     pub max_rel_err: f64,
     pub tol: f64,
     pub pass: bool,
@@ -102,9 +105,11 @@ impl<'a> Ctx<'a> {
     }
 
     fn record(&mut self, kernel: &str, case: &str, err: f64, tol: f64) {
+        let launched = self.gpu.take_launched().into_iter().map(String::from).collect();
         self.outcomes.push(Outcome {
             kernel: kernel.into(),
             case: case.into(),
+            launched,
             max_rel_err: err,
             tol,
             pass: err <= tol,
@@ -112,9 +117,42 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// One kernel's part in the suite: the cases it was checked in (named, or launched for), its worst
+/// error relative to each case's tolerance, and whether every one of those cases passed.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelSummary {
+    pub kernel: &'static str,
+    pub cases: usize,
+    pub max_rel_err: f64,
+    /// max over its cases of error / tolerance (≤ 1 passes; exact cases count 0 or ∞).
+    pub worst_ratio: f64,
+    pub pass: bool,
+}
+
+/// Every kernel of the fatbin ([`crate::kernels::KERNEL_NAMES`]) with its cases; a kernel no case
+/// ran has `cases == 0` and does not pass.
+pub fn per_kernel(outcomes: &[Outcome]) -> Vec<KernelSummary> {
+    crate::kernels::KERNEL_NAMES
+        .iter()
+        .map(|&kernel| {
+            let mine: Vec<&Outcome> =
+                outcomes.iter().filter(|o| o.kernel == kernel || o.launched.iter().any(|l| l == kernel)).collect();
+            let ratio = |o: &Outcome| if o.max_rel_err == 0.0 { 0.0 } else { o.max_rel_err / o.tol };
+            KernelSummary {
+                kernel,
+                cases: mine.len(),
+                max_rel_err: mine.iter().map(|o| o.max_rel_err).fold(0.0, f64::max),
+                worst_ratio: mine.iter().map(|o| ratio(o)).fold(0.0, f64::max),
+                pass: !mine.is_empty() && mine.iter().all(|o| o.pass),
+            }
+        })
+        .collect()
+}
+
 /// Runs every family; returns one outcome per (kernel, case).
 pub fn run_all(gpu: &Gpu, seed: u64) -> Result<Vec<Outcome>> {
     let mut c = Ctx::new(gpu, seed);
+    gpu.take_launched();
     elementwise::run(&mut c)?;
     noise::run(&mut c)?;
     optim::run(&mut c)?;

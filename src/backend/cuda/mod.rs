@@ -7,7 +7,7 @@
 //! inside one surfaces at the next synchronising call ([`Gpu::download`], [`Gpu::synchronize`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchArgs, LaunchConfig};
@@ -45,6 +45,9 @@ pub struct Gpu {
     _module: Arc<CudaModule>,
     functions: HashMap<&'static str, CudaFunction>,
     max_blocks: u32,
+    /// Kernels launched since the last [`Gpu::take_launched`] (the parity suite attributes each
+    /// checked output to the kernels that produced it).
+    launched: Mutex<Vec<&'static str>>,
 }
 
 /// An f32 tensor in GPU memory: contiguous, row-major; `buf.len()` equals the product of `shape`.
@@ -91,7 +94,7 @@ impl Gpu {
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .context("reading the SM count")?
             .max(1) as u32;
-        Ok(Gpu { ctx, stream, _module: module, functions, max_blocks: sms * BLOCKS_PER_SM })
+        Ok(Gpu { ctx, stream, _module: module, functions, max_blocks: sms * BLOCKS_PER_SM, launched: Mutex::default() })
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -133,6 +136,14 @@ impl Gpu {
         Ok(GpuTensor { shape: shape.to_vec(), buf })
     }
 
+    /// The distinct kernels launched since the previous call, in first-launch order.
+    pub fn take_launched(&self) -> Vec<&'static str> {
+        let mut names = std::mem::take(&mut *self.launched.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(*n));
+        names
+    }
+
     fn function(&self, name: &'static str) -> &CudaFunction {
         &self.functions[name]
     }
@@ -150,6 +161,7 @@ impl Gpu {
         cfg: LaunchConfig,
         args: impl FnOnce(&mut LaunchArgs<'a>),
     ) -> Result<()> {
+        self.launched.lock().unwrap_or_else(|e| e.into_inner()).push(name);
         let mut builder = self.stream.launch_builder(self.function(name));
         args(&mut builder);
         // SAFETY: each caller below pushes the parameter list of `kernels/*.cu` for `name` (pointers

@@ -1,0 +1,405 @@
+//! The emulated CUDA device (emu/) through the unchanged cudarc path: each of its checks shown to fire
+//! on a test-only kernel that breaks the rule it guards (emu/tests/checks.cu), and its driver API
+//! (launch-configuration errors, unknown kernels, graphs, events, memory accounting, out of memory).
+//!
+//! The loader reads LD_LIBRARY_PATH once, at start-up, so each case runs in a child process: this
+//! test binary again, with LD_LIBRARY_PATH at the emulator and MTCOOL_EMU_TEST_CHILD naming the case,
+//! running the ignored test `child`. The child prints `key=value` lines; the parent asserts on them.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+
+const CHILD: &str = "MTCOOL_EMU_TEST_CHILD";
+
+/// The emulator's folder, or None (skip) when it was not built; under CI it must have been.
+fn emu_dir(var: &str, dir: &'static str) -> Option<PathBuf> {
+    if dir.is_empty() {
+        assert!(std::env::var("CI").is_err(), "{var} is empty: the emulated device was not built (see the build warning)");
+        println!("skipping: the emulated device was not built");
+        return None;
+    }
+    Some(PathBuf::from(dir))
+}
+
+/// Runs `case` in a child process on the plain (or AddressSanitizer) build of the emulator.
+fn run_case(case: &str, asan: bool, env: &[(&str, &str)]) -> Option<Output> {
+    let dir = if asan {
+        emu_dir("MTCOOL_EMU_ASAN_DIR", env!("MTCOOL_EMU_ASAN_DIR"))?
+    } else {
+        emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR"))?
+    };
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD, case)
+        .env("LD_LIBRARY_PATH", &dir)
+        .env("MTCOOL_EMU_THREADS", "2")
+        .envs(env.iter().copied());
+    if asan {
+        cmd.env("LD_PRELOAD", env!("MTCOOL_EMU_LIBASAN")).env("ASAN_OPTIONS", "detect_leaks=0");
+    }
+    Some(cmd.output().expect("running the child"))
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// The value of `key=` in the child's output.
+fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
+    let prefix = format!("{key}=");
+    stdout.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap_or_else(|| panic!("no {key}= in:\n{stdout}"))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The checks, each made to fire.
+
+#[test]
+fn a_missing_syncthreads_is_reported_as_a_race_and_the_barrier_fixes_it() {
+    let Some(o) = run_case("syncthreads", false, &[("MTCOOL_EMU_SCHEDULE", "check")]) else { return };
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(value(&out, "missing").contains("CUDA_ERROR_LAUNCH_FAILED"), "{out}");
+    assert!(err.contains("kernel emutest_missing_syncthreads: race"), "{err}");
+    assert_eq!(value(&out, "with"), "ok", "{out}\n{err}");
+    assert_eq!(value(&out, "with_values"), "right", "{out}");
+}
+
+#[test]
+fn a_warp_synchronous_reduction_without_syncwarp_is_reported_as_a_race() {
+    let Some(o) = run_case("syncwarp", false, &[("MTCOOL_EMU_SCHEDULE", "check")]) else { return };
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(value(&out, "without").contains("CUDA_ERROR_LAUNCH_FAILED"), "{out}");
+    assert!(err.contains("kernel emutest_warp_sum_no_syncwarp: race"), "{err}");
+    assert_eq!(value(&out, "with"), "ok", "{out}\n{err}");
+    assert_eq!(value(&out, "with_sum"), "496", "{out}");
+}
+
+#[test]
+fn one_thread_order_alone_does_not_see_the_race_which_is_why_check_runs_three() {
+    // With one order there is nothing to compare: the racy kernel "succeeds" with a wrong sum (lane 0
+    // runs its whole loop before lanes 1..15 add their halves: 0 + 16 + 8 + 4 + 2 + 1 = 31).
+    let Some(o) = run_case("syncwarp", false, &[("MTCOOL_EMU_SCHEDULE", "forward")]) else { return };
+    let (out, err) = text(&o);
+    assert_eq!(value(&out, "without"), "ok", "{out}\n{err}");
+    assert_eq!(value(&out, "without_sum"), "31", "{out}");
+    assert_eq!(value(&out, "with_sum"), "496", "{out}");
+}
+
+#[test]
+fn a_read_past_the_end_of_a_buffer_is_caught_by_the_asan_build() {
+    let Some(o) = run_case("past_end", true, &[]) else { return };
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "the out-of-bounds read went unnoticed:\n{out}\n{err}");
+    assert!(err.contains("heap-buffer-overflow") && err.contains("emutest_read_past_end"), "{err}");
+    // In bounds, the same kernel runs clean under ASan.
+    let Some(o) = run_case("in_bounds", true, &[]) else { return };
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_eq!(value(&out, "in_bounds"), "ok", "{out}");
+}
+
+#[test]
+fn a_read_of_never_written_device_memory_gives_nan() {
+    let Some(o) = run_case("unwritten", false, &[]) else { return };
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_eq!(value(&out, "unwritten_nan"), "1000/1000", "{out}");
+    assert_eq!(value(&out, "written_nan"), "0/1000", "{out}");
+}
+
+#[test]
+fn a_shuffle_that_waits_for_an_exited_lane_fails_the_launch() {
+    let Some(o) = run_case("exited_lane", false, &[]) else { return };
+    let (out, err) = text(&o);
+    assert!(value(&out, "exited").contains("CUDA_ERROR_LAUNCH_FAILED"), "{out}");
+    assert!(err.contains("lane 16 of warp 0, which has exited"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The driver API.
+
+#[test]
+fn launch_configuration_errors_and_unknown_kernels_return_the_drivers_codes() {
+    let Some(o) = run_case("config", false, &[]) else { return };
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_eq!(value(&out, "unknown_kernel"), "CUDA_ERROR_NOT_FOUND");
+    assert_eq!(value(&out, "zero_grid"), "CUDA_ERROR_INVALID_VALUE");
+    assert_eq!(value(&out, "block_2048"), "CUDA_ERROR_INVALID_VALUE");
+    assert_eq!(value(&out, "over_launch_bounds"), "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES");
+    assert_eq!(value(&out, "shared_64k"), "CUDA_ERROR_INVALID_VALUE");
+    assert_eq!(value(&out, "not_a_fatbin"), "CUDA_ERROR_INVALID_IMAGE");
+    assert_eq!(value(&out, "name"), "mtcool-emu (emulated H100 on the CPU; not a GPU)");
+    assert_eq!(value(&out, "sms"), "132");
+    assert_eq!(value(&out, "cc"), "9.0");
+    assert_eq!(value(&out, "pools"), "0");
+}
+
+#[test]
+fn a_captured_graph_runs_only_when_launched_and_replays_on_current_memory() {
+    let Some(o) = run_case("graph", false, &[]) else { return };
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_eq!(value(&out, "after_capture"), "untouched", "{out}");
+    assert_eq!(value(&out, "after_launch"), "a+b", "{out}");
+    assert_eq!(value(&out, "after_relaunch"), "a2+b", "{out}");
+    assert_eq!(value(&out, "sync_while_capturing"), "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED", "{out}");
+}
+
+#[test]
+fn events_time_the_work_between_them_and_refuse_without_timing() {
+    let Some(o) = run_case("events", false, &[]) else { return };
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let ms: f32 = value(&out, "elapsed_ms").parse().unwrap();
+    assert!(ms >= 20.0, "slept 20 ms between the events, measured {ms} ms");
+    assert_eq!(value(&out, "no_timing"), "CUDA_ERROR_INVALID_HANDLE");
+}
+
+#[test]
+fn allocations_are_counted_and_freed() {
+    let Some(o) = run_case("accounting", false, &[]) else { return };
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_eq!(value(&out, "delta_live_allocs"), "1");
+    assert_eq!(value(&out, "delta_live_bytes"), "4000");
+    assert_eq!(value(&out, "delta_alloc_calls"), "1");
+    assert_eq!(value(&out, "after_drop_live_bytes_delta"), "0");
+}
+
+#[test]
+fn running_out_of_device_memory_is_one_clear_error() {
+    let Some(o) = run_case("oom", false, &[("MTCOOL_EMU_MEM_LIMIT", "1000000")]) else { return };
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_eq!(
+        value(&out, "oom"),
+        "allocating 3.8 MiB of GPU memory failed (CUDA_ERROR_OUT_OF_MEMORY): the GPU is out of memory: try a smaller --batch-size"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The child side.
+
+fn code(e: cudarc::driver::DriverError) -> String {
+    format!("{:?}", e.0)
+}
+
+fn outcome<T>(r: Result<T, cudarc::driver::DriverError>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => code(e),
+    }
+}
+
+/// A module image the emulator serves the test kernels from: a fatbin header, then the group tag.
+fn emutest_image() -> Vec<u8> {
+    let tag = b"MTCOOL-EMU-GROUP:emutest\0";
+    let mut v = Vec::new();
+    v.extend_from_slice(&0xBA55ED50u32.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&16u16.to_le_bytes());
+    v.extend_from_slice(&(tag.len() as u64).to_le_bytes());
+    v.extend_from_slice(tag);
+    v
+}
+
+struct Emu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    tests: Arc<CudaModule>,
+}
+
+impl Emu {
+    fn new() -> Emu {
+        let ctx = CudaContext::new(0).expect("context on the emulated device");
+        let stream = ctx.new_stream().unwrap();
+        let tests = ctx.load_module(Ptx::from_binary(emutest_image())).unwrap();
+        Emu { ctx, stream, tests }
+    }
+    fn f(&self, name: &str) -> CudaFunction {
+        self.tests.load_function(name).unwrap()
+    }
+}
+
+fn cfg(blocks: u32, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Launches test kernel `name` over (out, in) with `blocks` × `threads`; returns the outcome and out.
+fn launch_out_in(e: &Emu, name: &str, input: &[f32], out_len: usize, blocks: u32, threads: u32) -> (String, Vec<f32>) {
+    let f = e.f(name);
+    let inp = e.stream.clone_htod(input).unwrap();
+    let mut out = e.stream.alloc_zeros::<f32>(out_len).unwrap();
+    let mut b = e.stream.launch_builder(&f);
+    b.arg(&mut out).arg(&inp);
+    let r = outcome(unsafe { b.launch(cfg(blocks, threads)) });
+    (r, e.stream.clone_dtoh(&out).unwrap())
+}
+
+#[test]
+#[ignore = "runs only as the child process of the tests above"]
+fn child() {
+    let Ok(case) = std::env::var(CHILD) else { return };
+    println!(); // the harness prints "test child ... " without a newline
+    let e = Emu::new();
+    match case.as_str() {
+        "syncthreads" => {
+            let input: Vec<f32> = (0..512).map(|i| i as f32).collect();
+            let (r, _) = launch_out_in(&e, "emutest_missing_syncthreads", &input, 512, 2, 256);
+            println!("missing={r}");
+            let (r, out) = launch_out_in(&e, "emutest_with_syncthreads", &input, 512, 2, 256);
+            println!("with={r}");
+            let right = (0..512).all(|i| out[i] == input[(i / 256) * 256 + (i % 256 + 1) % 256]);
+            println!("with_values={}", if right { "right" } else { "wrong" });
+        }
+        "syncwarp" => {
+            let input: Vec<f32> = (0..32).map(|i| i as f32).collect();
+            let (r, out) = launch_out_in(&e, "emutest_warp_sum_no_syncwarp", &input, 1, 1, 32);
+            println!("without={r}");
+            println!("without_sum={}", out[0]);
+            let (r, out) = launch_out_in(&e, "emutest_warp_sum_syncwarp", &input, 1, 1, 32);
+            println!("with={r}");
+            println!("with_sum={}", out[0]);
+        }
+        "past_end" | "in_bounds" => {
+            let f = e.f("emutest_read_past_end");
+            let inp = e.stream.clone_htod(&vec![1.0f32; 1000]).unwrap();
+            let mut out = e.stream.alloc_zeros::<f32>(1000).unwrap();
+            let n: i32 = if case == "past_end" { 1000 } else { 999 };
+            let mut b = e.stream.launch_builder(&f);
+            b.arg(&mut out).arg(&inp).arg(&n);
+            println!("{case}={}", outcome(unsafe { b.launch(cfg(4, 256)) }));
+        }
+        "unwritten" => {
+            let f = e.f("emutest_read_unwritten");
+            let n = 1000i32;
+            let never = unsafe { e.stream.alloc::<f32>(1000) }.unwrap();
+            let written = e.stream.clone_htod(&vec![2.0f32; 1000]).unwrap();
+            for (key, src) in [("unwritten_nan", &never), ("written_nan", &written)] {
+                let mut out = e.stream.alloc_zeros::<f32>(1000).unwrap();
+                let mut b = e.stream.launch_builder(&f);
+                b.arg(&mut out).arg(src).arg(&n);
+                unsafe { b.launch(cfg(4, 256)) }.unwrap();
+                let nan = e.stream.clone_dtoh(&out).unwrap().iter().filter(|v| v.is_nan()).count();
+                println!("{key}={nan}/1000");
+            }
+        }
+        "exited_lane" => {
+            let (r, _) = launch_out_in(&e, "emutest_shuffle_exited_lane", &[1.0; 32], 32, 1, 32);
+            println!("exited={r}");
+        }
+        "config" => child_config(&e),
+        "graph" => child_graph(&e),
+        "events" => {
+            let start = e.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+            let end = e.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+            start.record(&e.stream).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            end.record(&e.stream).unwrap();
+            println!("elapsed_ms={}", start.elapsed_ms(&end).unwrap());
+            let a = e.ctx.new_event(None).unwrap();
+            let b = e.ctx.new_event(None).unwrap();
+            a.record(&e.stream).unwrap();
+            b.record(&e.stream).unwrap();
+            println!("no_timing={}", outcome(a.elapsed_ms(&b)));
+        }
+        "accounting" => {
+            let before = stats();
+            let buf = e.stream.alloc_zeros::<f32>(1000).unwrap();
+            let during = stats();
+            drop(buf);
+            let after = stats();
+            println!("delta_live_allocs={}", during[0] - before[0]);
+            println!("delta_live_bytes={}", during[1] - before[1]);
+            println!("delta_alloc_calls={}", during[3] - before[3]);
+            println!("after_drop_live_bytes_delta={}", after[1] - before[1]);
+        }
+        "oom" => {
+            let gpu = mtcool::backend::cuda::Gpu::new(0).unwrap();
+            let err = gpu.zeros(&[1_000_000]).err().expect("1M floats do not fit in a 1 MB device");
+            println!("oom={err:#}");
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+/// The emulator's counters (live allocs, live bytes, peak bytes, alloc calls, ...), read through its
+/// exported `mtcemu_stats` from the already-loaded libcuda.
+fn stats() -> [u64; 9] {
+    unsafe {
+        let lib = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        assert!(!lib.is_null(), "libcuda.so.1 is not loaded");
+        let f = libc::dlsym(lib, c"mtcemu_stats".as_ptr());
+        assert!(!f.is_null(), "the loaded libcuda is not the emulator");
+        let f: extern "C" fn(*mut [u64; 9]) -> i32 = std::mem::transmute(f);
+        let mut s = [0u64; 9];
+        assert_eq!(f(&mut s), 0);
+        s
+    }
+}
+
+fn product_module(e: &Emu) -> Arc<CudaModule> {
+    let fatbin = mtcool::kernels::fatbin().expect("the kernels were compiled (nvcc)");
+    e.ctx.load_module(Ptx::from_binary(fatbin.to_vec())).unwrap()
+}
+
+fn child_config(e: &Emu) {
+    let m = product_module(e);
+    println!("unknown_kernel={}", outcome(m.load_function("no_such_kernel")));
+    let add = m.load_function("add").unwrap();
+    let conv = m.load_function("conv2d_forward").unwrap();
+    let a = e.stream.clone_htod(&[1.0f32; 8]).unwrap();
+    let mut y = e.stream.alloc_zeros::<f32>(8).unwrap();
+    let n = 8u64;
+    let mut try_cfg = |f: &CudaFunction, c: LaunchConfig| {
+        let mut b = e.stream.launch_builder(f);
+        b.arg(&mut y).arg(&a).arg(&a).arg(&n);
+        outcome(unsafe { b.launch(c) })
+    };
+    println!("zero_grid={}", try_cfg(&add, cfg(0, 32)));
+    println!("block_2048={}", try_cfg(&add, cfg(1, 2048)));
+    println!("shared_64k={}", try_cfg(&add, LaunchConfig { shared_mem_bytes: 64 * 1024, ..cfg(1, 32) }));
+    println!("over_launch_bounds={}", try_cfg(&conv, cfg(1, 512)));
+    println!("not_a_fatbin={}", outcome(e.ctx.load_module(Ptx::from_binary(b"not a fatbin at all".to_vec()))));
+    let dev = cudarc::driver::result::device::get(0).unwrap();
+    println!("name={}", cudarc::driver::result::device::get_name(dev).unwrap());
+    let attr = |a| unsafe { cudarc::driver::result::device::get_attribute(dev, a) }.unwrap();
+    use sys::CUdevice_attribute::*;
+    println!("sms={}", attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT));
+    println!("cc={}.{}", attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR), attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR));
+    println!("pools={}", attr(CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED));
+}
+
+fn child_graph(e: &Emu) {
+    let m = product_module(e);
+    let add = m.load_function("add").unwrap();
+    let n = 1000u64;
+    let a: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+    let b: Vec<f32> = (0..1000).map(|i| 0.5 * i as f32).collect();
+    let mut ga = e.stream.clone_htod(&a).unwrap();
+    let gb = e.stream.clone_htod(&b).unwrap();
+    let mut y = e.stream.alloc_zeros::<f32>(1000).unwrap();
+    e.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED).unwrap();
+    let mut l = e.stream.launch_builder(&add);
+    l.arg(&mut y).arg(&ga).arg(&gb).arg(&n);
+    unsafe { l.launch(cfg(4, 256)) }.unwrap();
+    println!("sync_while_capturing={}", outcome(e.stream.synchronize()));
+    let graph = e.stream.end_capture(sys::CUgraphInstantiate_flags(0)).unwrap().expect("a graph");
+    let y0 = e.stream.clone_dtoh(&y).unwrap();
+    println!("after_capture={}", if y0.iter().all(|&v| v == 0.0) { "untouched" } else { "written" });
+    graph.launch().unwrap();
+    let y1 = e.stream.clone_dtoh(&y).unwrap();
+    let sum_ok = |y: &[f32], a: &[f32]| y.iter().enumerate().all(|(i, &v)| v == a[i] + b[i]);
+    println!("after_launch={}", if sum_ok(&y1, &a) { "a+b" } else { "wrong" });
+    let a2: Vec<f32> = a.iter().map(|v| v * 3.0).collect();
+    e.stream.memcpy_htod(&a2, &mut ga).unwrap();
+    graph.launch().unwrap();
+    let y2 = e.stream.clone_dtoh(&y).unwrap();
+    println!("after_relaunch={}", if sum_ok(&y2, &a2) { "a2+b" } else { "wrong" });
+}
