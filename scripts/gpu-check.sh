@@ -4,6 +4,8 @@
 # file. The GPU hosts have no Rust, so it runs in two halves:
 #   here (with Rust):   scripts/gpu-check.sh prepare        builds, fills gpu-bundle/ (git-ignored)
 #   on the GPU host:    scripts/gpu-check.sh run [OUTDIR]   writes OUTDIR/gpu-check-<date>.md
+# Without a GPU:        scripts/gpu-check.sh emu [OUTDIR]   the same parity check on the emulated device
+#                       (emu/: all three thread orders, then the ASan build), OUTDIR/gpu-check-emu-<date>.md
 # With the device tool: run `prepare`, then run `scripts/gpu-check.sh run "$OUT"` there with
 # carry ["gpu-bundle"], then copy the file into bench/results/ and commit it.
 set -euo pipefail
@@ -73,8 +75,55 @@ run)
   } > "$report"
   echo "wrote $report"
   ;;
+emu)
+  ./scripts/install-cuda-toolchain.sh
+  cargo build --release
+  out="${2:-bench/results}"
+  mkdir -p "$out"
+  bin=target/release/mtcool
+  report="$out/gpu-check-emu-$(date -u +%Y-%m-%d).md"
+  log_check=$(mktemp) log_asan=$(mktemp)
+  t0=$(date +%s)
+  rc_check=0
+  MTCOOL_EMU_SCHEDULE=check LD_LIBRARY_PATH=target/release/emu "$bin" check parity --device cuda > "$log_check" 2>&1 || rc_check=$?
+  t1=$(date +%s)
+  rc_asan=0
+  LD_PRELOAD="$(g++ -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 LD_LIBRARY_PATH=target/release/emu-asan \
+    "$bin" check parity --device cuda > "$log_asan" 2>&1 || rc_asan=$?
+  t2=$(date +%s)
+  {
+    echo "# GPU check on the EMULATED device (no GPU) $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "Every kernel of kernels/*.cu against its CPU reference, run by the unchanged mtcool binary on"
+    echo "emu/'s libcuda (the CUDA source compiled for the CPU by g++). This shows indexing, bounds, barriers,"
+    echo "launch wrappers and the runtime; it says nothing about speed, nvcc's code generation or the GPU"
+    echo "memory model (emu/README.md). Run \`scripts/gpu-check.sh run\` on a real card for those."
+    echo
+    echo "- commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
+    echo "- device: $(grep -m1 '^device:' "$log_check" || echo unknown)"
+    echo "- machine: $(nproc) CPU cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+    echo "- command: scripts/gpu-check.sh emu"
+    echo "- wall time: $((t1 - t0)) s (three thread orders per launch), $((t2 - t1)) s (AddressSanitizer build)"
+    echo
+    echo "## Parity, every launch in forward, reverse and random thread order (MTCOOL_EMU_SCHEDULE=check), exit $rc_check"
+    echo
+    echo "A race (different bytes between the orders) would fail its launch and the suite."
+    echo '```'
+    grep -E '^(per kernel|kernel  |all [0-9]+ parity|error)' "$log_check" | grep -v '^kernel  *rel err' || true
+    sed -n '/^per kernel/,$p' "$log_check" | tail -n +2
+    echo '```'
+    echo
+    echo "## Parity on the AddressSanitizer build, exit $rc_asan"
+    echo '```'
+    grep -E '^(all [0-9]+ parity|error)|ERROR: AddressSanitizer|SUMMARY' "$log_asan" || true
+    echo '```'
+  } > "$report"
+  rm -f "$log_check" "$log_asan"
+  echo "wrote $report"
+  [ "$rc_check" = 0 ] && [ "$rc_asan" = 0 ]
+  ;;
 *)
-  echo "usage: scripts/gpu-check.sh prepare | run [OUTDIR]" >&2
+  echo "usage: scripts/gpu-check.sh prepare | run [OUTDIR] | emu [OUTDIR]" >&2
   exit 2
   ;;
 esac

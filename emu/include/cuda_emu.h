@@ -125,26 +125,17 @@ inline double __ddiv_rn(double a, double b) { return a / b; }
 inline double __dsqrt_rn(double a) { return sqrt(a); }
 inline double __fma_rn(double a, double b, double c) { return fma(a, b, c); }
 
-inline float __int_as_float(int v) {
-    float f;
-    memcpy(&f, &v, 4);
-    return f;
+template <class To, class From>
+inline To mtc_emu_bits(From v) {
+    static_assert(sizeof(To) == sizeof(From), "same size");
+    To t;
+    memcpy(&t, &v, sizeof t);
+    return t;
 }
-inline int __float_as_int(float f) {
-    int v;
-    memcpy(&v, &f, 4);
-    return v;
-}
-inline double __longlong_as_double(long long v) {
-    double d;
-    memcpy(&d, &v, 8);
-    return d;
-}
-inline long long __double_as_longlong(double d) {
-    long long v;
-    memcpy(&v, &d, 8);
-    return v;
-}
+inline float __int_as_float(int v) { return mtc_emu_bits<float>(v); }
+inline int __float_as_int(float f) { return mtc_emu_bits<int>(f); }
+inline double __longlong_as_double(long long v) { return mtc_emu_bits<double>(v); }
+inline long long __double_as_longlong(double d) { return mtc_emu_bits<long long>(d); }
 
 // CUDA's integer and float min / max overloads.
 inline int min(int a, int b) { return a < b ? a : b; }
