@@ -48,9 +48,10 @@ void mtc_emu_fiber_main(void* fiber);
 #error "the emulated device's fiber switch is written for x86-64"
 #endif
 
-// mtc_emu_switch saves the callee-saved registers, MXCSR and the x87 control word on the current
-// stack, stores its pointer in *save_sp and restores the same from new_sp. A new fiber's stack is
-// laid out so that the first switch "returns" into mtc_emu_fiber_start with the fiber in rbx.
+// mtc_emu_switch saves the callee-saved registers on the current stack, stores its pointer in
+// *save_sp and restores the same from new_sp. MXCSR and the x87 control word are not switched: no
+// kernel changes them, and ldmxcsr per switch was measurable. A new fiber's stack is laid out so
+// that the first switch "returns" into mtc_emu_fiber_start with the fiber in rbx.
 asm(R"(
     .text
     .globl mtc_emu_switch
@@ -63,14 +64,8 @@ mtc_emu_switch:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -93,7 +88,8 @@ mtc_emu_fiber_start:
 namespace mtc_emu {
 namespace {
 
-constexpr size_t kStackSize = MTC_ASAN ? 1024 * 1024 : 256 * 1024;
+// Kernels need a few KiB; ASan's redzones need more.
+constexpr size_t kStackSize = MTC_ASAN ? 1024 * 1024 : 64 * 1024;
 constexpr size_t kGuard = 4096;
 
 enum class St : uint8_t { Fresh, Ready, AtBlock, AtWarp, Done };
@@ -111,6 +107,8 @@ struct Worker {
     std::vector<unsigned> order;
     std::vector<char*> free_stacks;
     std::vector<uint64_t> slots;  // 32 per warp
+    std::vector<unsigned> at_warp;    // per warp: lanes waiting at its warp barrier
+    std::vector<unsigned> warp_mask;  // per warp: the union of their masks
     BlockState block;
     void* sched_sp = nullptr;
     Fiber* running = nullptr;
@@ -178,13 +176,13 @@ void resume(Worker& w, Fiber& f) {
         __asan_unpoison_memory_region(f.stack + kGuard, kStackSize - kGuard);
 #endif
         const uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStackSize) & ~uintptr_t(15);
-        uint64_t* sp = reinterpret_cast<uint64_t*>(top - 16 - 64);
-        uint32_t csr[2] = {0x1F80u, 0x037Fu};  // default MXCSR and x87 control word
-        memcpy(sp, csr, 8);
-        sp[1] = sp[2] = sp[3] = sp[4] = 0;                 // r15 r14 r13 r12
-        sp[5] = reinterpret_cast<uint64_t>(&f);            // rbx: mtc_emu_fiber_start's argument
-        sp[6] = 0;                                         // rbp
-        sp[7] = reinterpret_cast<uint64_t>(&mtc_emu_fiber_start);
+        // From sp up: r15 r14 r13 r12 rbx rbp, return address. After the `ret`, rsp = top - 16: 16-byte
+        // aligned for mtc_emu_fiber_start's call, as the ABI wants.
+        uint64_t* sp = reinterpret_cast<uint64_t*>(top - 16 - 56);
+        sp[0] = sp[1] = sp[2] = sp[3] = 0;
+        sp[4] = reinterpret_cast<uint64_t>(&f);  // rbx: mtc_emu_fiber_start's argument
+        sp[5] = 0;
+        sp[6] = reinterpret_cast<uint64_t>(&mtc_emu_fiber_start);
         f.sp = sp;
     }
     f.st = St::Ready;
@@ -210,14 +208,12 @@ void fail(Worker& w, std::string why) {
 
 // After thread t reached a warp barrier or finished: releases its warp's barrier when every lane in
 // the waiting mask has arrived; a lane in the mask that finished (or does not exist) is an error, as
-// it is undefined behaviour on the card.
-void check_warp(Worker& w, unsigned t, unsigned n) {
-    const unsigned base = t & ~31u;
-    unsigned mask = 0;
-    for (unsigned l = 0; l < 32 && base + l < n; ++l) {
-        if (w.fibers[base + l].st == St::AtWarp) mask |= w.fibers[base + l].mask;
-    }
-    if (mask == 0) return;
+// it is undefined behaviour on the card. Arrivals are counted, so the lanes are only scanned when the
+// count says the barrier may be complete, or when a lane exits.
+void check_warp(Worker& w, unsigned t, unsigned n, bool exited) {
+    const unsigned warp = t / 32, base = warp * 32;
+    const unsigned mask = w.warp_mask[warp];
+    if (w.at_warp[warp] == 0 || (!exited && (unsigned)__builtin_popcount(mask) != w.at_warp[warp])) return;
     bool complete = true;
     for (unsigned l = 0; l < 32; ++l) {
         if (!(mask >> l & 1u)) continue;
@@ -226,7 +222,7 @@ void check_warp(Worker& w, unsigned t, unsigned n) {
             snprintf(buf, sizeof buf,
                      "a warp-level operation (shuffle or __syncwarp) with mask 0x%08x waits for lane %u "
                      "of warp %u, which %s",
-                     mask, l, base / 32, base + l >= n ? "does not exist" : "has exited");
+                     mask, l, warp, base + l >= n ? "does not exist" : "has exited");
             fail(w, buf);
             return;
         }
@@ -236,6 +232,8 @@ void check_warp(Worker& w, unsigned t, unsigned n) {
     for (unsigned l = 0; l < 32; ++l) {
         if (mask >> l & 1u) w.fibers[base + l].st = St::Ready;
     }
+    w.at_warp[warp] = 0;
+    w.warp_mask[warp] = 0;
 }
 
 uint64_t splitmix(uint64_t& s) {
@@ -269,6 +267,8 @@ bool run_block(Worker& w, const Launch& l, uint64_t linear) {
     cur_block = &w.block;
     w.fibers.resize(n);
     w.slots.assign(size_t(n + 31) / 32 * 32, 0);
+    w.at_warp.assign((n + 31) / 32, 0);
+    w.warp_mask.assign((n + 31) / 32, 0);
     for (unsigned t = 0; t < n; ++t) {
         Fiber& f = w.fibers[t];
         f.ts.idx = {t % bx, t / bx % by, t / (bx * by)};
@@ -289,9 +289,11 @@ bool run_block(Worker& w, const Launch& l, uint64_t linear) {
             if (!w.failed && f.st == St::Done) {
                 --live;
                 give_stack(w, f);
-                check_warp(w, t, n);
+                check_warp(w, t, n, true);
             } else if (!w.failed && f.st == St::AtWarp) {
-                check_warp(w, t, n);
+                ++w.at_warp[t / 32];
+                w.warp_mask[t / 32] |= f.mask;
+                check_warp(w, t, n, false);
             }
             if (w.failed) {
                 abandon(w, n);
