@@ -72,7 +72,7 @@ fn try_build(root: &Path, out: &Path, product: &[PathBuf], tests: &[PathBuf]) ->
     let mut jobs: Vec<(PathBuf, Child)> = Vec::new();
     for (dir, flags) in [
         (&plain, &["-O2", "-march=native"][..]),
-        (&asan, &["-O1", "-g", "-march=native", "-fsanitize=address", "-fno-omit-frame-pointer"][..]),
+        (&asan, &["-O2", "-g", "-march=native", "-fsanitize=address", "-fno-omit-frame-pointer"][..]),
     ] {
         fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&cxx);

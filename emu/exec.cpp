@@ -91,6 +91,7 @@ namespace {
 // Kernels need a few KiB; ASan's redzones need more.
 constexpr size_t kStackSize = MTC_ASAN ? 1024 * 1024 : 64 * 1024;
 constexpr size_t kGuard = 4096;
+constexpr size_t kTopUnpoison = 32 * 1024;
 
 enum class St : uint8_t { Fresh, Ready, AtBlock, AtWarp, Done };
 
@@ -172,8 +173,10 @@ void resume(Worker& w, Fiber& f) {
             return;
         }
 #if MTC_ASAN
-        // A reused stack may still carry the poisoned redzones of the frames of its last thread.
-        __asan_unpoison_memory_region(f.stack + kGuard, kStackSize - kGuard);
+        // A reused stack still carries the poisoned redzones of its last thread's bottom frames
+        // (mtc_emu_fiber_main never returns); the kernel's own frames unpoisoned themselves on return.
+        // abandon() unpoisons whole stacks of threads that did not finish.
+        __asan_unpoison_memory_region(f.stack + kStackSize - kTopUnpoison, kTopUnpoison);
 #endif
         const uintptr_t top = (reinterpret_cast<uintptr_t>(f.stack) + kStackSize) & ~uintptr_t(15);
         // From sp up: r15 r14 r13 r12 rbx rbp, return address. After the `ret`, rsp = top - 16: 16-byte
@@ -253,7 +256,13 @@ void fill_order(Worker& w, unsigned n, Order order, uint64_t seed, uint64_t bloc
 }
 
 void abandon(Worker& w, unsigned n) {
-    for (unsigned t = 0; t < n; ++t) give_stack(w, w.fibers[t]);
+    for (unsigned t = 0; t < n; ++t) {
+#if MTC_ASAN
+        if (w.fibers[t].stack != nullptr)
+            __asan_unpoison_memory_region(w.fibers[t].stack + kGuard, kStackSize - kGuard);
+#endif
+        give_stack(w, w.fibers[t]);
+    }
 }
 
 // Runs one block to completion; false (with w.error) when it failed.
