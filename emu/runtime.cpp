@@ -177,6 +177,7 @@ CUresult run_kernel(const KernelDef* k, const unsigned grid[3], const unsigned b
     State& s = st();
     ++s.stats.launches;
     std::vector<std::pair<uintptr_t, size_t>> touched;
+    std::vector<int> touched_arg;  // the first argument pointing into each
     for (int i = 0; i < k->nargs; ++i) {
         if (!k->arg_is_ptr[i]) continue;
         uintptr_t p;
@@ -189,7 +190,12 @@ CUresult run_kernel(const KernelDef* k, const unsigned grid[3], const unsigned b
                      i, (unsigned long)p);
             return say(CUDA_ERROR_ILLEGAL_ADDRESS, buf);
         }
-        touched.emplace_back(it->first, it->second);
+        bool seen = false;
+        for (auto& t : touched) seen = seen || t.first == it->first;
+        if (!seen) {
+            touched.emplace_back(it->first, it->second);
+            touched_arg.push_back(i);
+        }
     }
     mtc_emu::Launch l{k, params, {grid[0], grid[1], grid[2]}, {block[0], block[1], block[2]}, Order::Forward,
                       s.cfg.seed + s.stats.launches};
@@ -227,9 +233,9 @@ CUresult run_kernel(const KernelDef* k, const unsigned grid[3], const unsigned b
             ++s.stats.races;
             char buf[300];
             snprintf(buf, sizeof buf,
-                     "race: the %s and forward thread orders write different bytes (allocation 0x%lx, byte %zu "
-                     "of %zu): a missing __syncthreads/__syncwarp, or threads writing the same address",
-                     names[o], (unsigned long)touched[i].first, at, touched[i].second);
+                     "race: the %s and forward thread orders write different bytes (the buffer of argument %d, "
+                     "byte %zu of %zu): a missing __syncthreads/__syncwarp, or threads writing the same address",
+                     names[o], touched_arg[i], at, touched[i].second);
             return fail(buf);
         }
     }
