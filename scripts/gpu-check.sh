@@ -100,7 +100,7 @@ emu)
     echo "memory model (emu/README.md). Run \`scripts/gpu-check.sh run\` on a real card for those."
     echo
     echo "- commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
-    echo "- device: $(grep -m1 '^device:' "$log_check" || echo unknown)"
+    echo "- device: $(grep -m1 '^device:' "$log_check" | sed 's/^device: //' || echo unknown)"
     echo "- machine: $(nproc) CPU cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "- command: scripts/gpu-check.sh emu"
     echo "- wall time: $((t1 - t0)) s (three thread orders per launch), $((t2 - t1)) s (AddressSanitizer build)"
@@ -109,13 +109,13 @@ emu)
     echo
     echo "A race (different bytes between the orders) would fail its launch and the suite."
     echo '```'
-    grep -E '^(per kernel|kernel  |all [0-9]+ parity|error)' "$log_check" | grep -v '^kernel  *rel err' || true
-    sed -n '/^per kernel/,$p' "$log_check" | tail -n +2
+    sed -n '/^per kernel/,$p' "$log_check"
+    grep -E '^error|mtcool-emu:' "$log_check" || true
     echo '```'
     echo
     echo "## Parity on the AddressSanitizer build, exit $rc_asan"
     echo '```'
-    grep -E '^(all [0-9]+ parity|error)|ERROR: AddressSanitizer|SUMMARY' "$log_asan" || true
+    grep -E '^(all [0-9]+ parity|error)|mtcool-emu:|ERROR: AddressSanitizer|SUMMARY' "$log_asan" || true
     echo '```'
   } > "$report"
   rm -f "$log_check" "$log_asan"
