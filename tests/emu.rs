@@ -183,6 +183,23 @@ fn running_out_of_device_memory_is_one_clear_error() {
     );
 }
 
+#[test]
+fn info_names_the_emulated_device_and_auto_does_not_pick_it() {
+    let Some(dir) = emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR")) else { return };
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_mtcool")).args(args).env("LD_LIBRARY_PATH", &dir).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let info: serde_json::Value = serde_json::from_str(&run(&["info", "--json"])).unwrap();
+    assert_eq!(info["gpu"]["info"]["emulated"], true, "{}", info["gpu"]);
+    assert_eq!(info["gpu"]["info"]["compute_capability"], serde_json::json!([9, 0]));
+    assert_eq!(info["auto_device"], "cpu", "{}", info["auto_message"]);
+    assert!(info["auto_message"].as_str().unwrap().contains("mtcool-emu"), "{}", info["auto_message"]);
+    let text = run(&["info"]);
+    assert!(text.contains("[emulated device"), "{text}");
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The child side.
 
