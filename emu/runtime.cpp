@@ -61,8 +61,10 @@ const char kGroupTag[] = "MTCOOL-EMU-GROUP:";  // after the fatbin header: a gro
 struct Context {
     int refs = 0;
 };
+struct Event;
 struct Node {
-    enum Kind { Kernel, Copy, Memset } kind;
+    enum Kind { Kernel, Copy, Memset, Record } kind;
+    Event* event = nullptr;  // Record: the event stamped when the graph reaches this node
     const KernelDef* k = nullptr;
     unsigned grid[3] = {}, block[3] = {};
     std::vector<std::vector<char>> args;
@@ -254,6 +256,10 @@ CUresult run_node(const Node& n) {
             return CUDA_SUCCESS;
         case Node::Memset:
             memset(n.dst, n.value, n.bytes);
+            return CUDA_SUCCESS;
+        case Node::Record:
+            n.event->recorded = true;
+            n.event->ms = now_ms();
             return CUDA_SUCCESS;
     }
     return CUDA_ERROR_UNKNOWN;
@@ -578,11 +584,12 @@ MTC_API CUresult cuEventRecord(void* ev, void* stream) {
     REQUIRE_INIT();
     if (ev == nullptr) return CUDA_ERROR_INVALID_HANDLE;
     LOCK();
-    if (stream_of(stream)->capturing) return CUDA_SUCCESS;  // an event node: orders nothing here
-    Event* e = static_cast<Event*>(ev);
-    e->recorded = true;
-    e->ms = now_ms();  // the stream's earlier work is done: it ran at issue time
-    return CUDA_SUCCESS;
+    // The stream's earlier work is done (it ran at issue time), so the event is stamped now, or, in a
+    // capture, when a launch of the graph reaches it.
+    Node n;
+    n.kind = Node::Record;
+    n.event = static_cast<Event*>(ev);
+    return issue(stream, std::move(n));
 }
 
 MTC_API CUresult cuEventSynchronize(void* ev) {

@@ -184,6 +184,20 @@ fn running_out_of_device_memory_is_one_clear_error() {
 }
 
 #[test]
+fn the_caching_allocator_makes_no_driver_allocation_once_a_step_has_run() {
+    let Some(o) = run_case("cache", false, &[]) else { return };
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let allocs: Vec<u64> = value(&out, "driver_allocs_after_steps").split(',').map(|v| v.parse().unwrap()).collect();
+    assert!(allocs[0] > 0, "{out}");
+    assert_eq!(allocs[1], allocs[0], "step 2 called cuMemAlloc: {out}");
+    assert_eq!(allocs[2], allocs[0], "step 3 called cuMemAlloc: {out}");
+    assert_eq!(value(&out, "cache_driver_allocs_equal"), "true", "{out}");
+    assert_eq!(value(&out, "reuses_per_step"), "7", "{out}");
+    assert_eq!(value(&out, "same_result"), "true", "{out}");
+}
+
+#[test]
 fn info_names_the_emulated_device_and_auto_does_not_pick_it() {
     let Some(dir) = emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR")) else { return };
     let run = |args: &[&str]| {
@@ -336,6 +350,34 @@ fn child() {
             println!("delta_live_bytes={}", during[1] - before[1]);
             println!("delta_alloc_calls={}", during[3] - before[3]);
             println!("after_drop_live_bytes_delta={}", after[1] - before[1]);
+        }
+        "cache" => {
+            // One "step" of f32 ops: upload x and w, y = relu(x·w), dy = y, the matmul backward and the
+            // relu backward: 7 tensors. Its buffers go back to the cache when the step's tensors drop.
+            use mtcool::Tensor;
+            let gpu = mtcool::backend::cuda::Gpu::new(0).unwrap();
+            let x = Tensor::new(&[33, 70], (0..33 * 70).map(|i| (i % 7) as f32 - 3.0).collect()).unwrap();
+            let w = Tensor::new(&[70, 20], (0..70 * 20).map(|i| (i % 5) as f32 * 0.25).collect()).unwrap();
+            let step = || {
+                let (gx, gw) = (gpu.upload(&x).unwrap(), gpu.upload(&w).unwrap());
+                let y = gpu.matmul(&gx, &gw).unwrap();
+                let r = gpu.relu(&y).unwrap();
+                let dr = gpu.relu_backward(&r, &y).unwrap();
+                let (da, db) = gpu.matmul_backward(&gx, &gw, &dr).unwrap();
+                (gpu.download(&da).unwrap(), gpu.download(&db).unwrap())
+            };
+            let mut allocs = Vec::new();
+            let mut results = Vec::new();
+            for _ in 0..3 {
+                results.push(step());
+                allocs.push(stats()[3].to_string());
+            }
+            println!("driver_allocs_after_steps={}", allocs.join(","));
+            let m = gpu.memory_stats();
+            println!("cache_driver_allocs_equal={}", m.driver_allocs == 7);
+            println!("reuses_per_step={}", m.reuses / 2);
+            let same = results.iter().all(|r| r.0.data() == results[0].0.data() && r.1.data() == results[0].1.data());
+            println!("same_result={same}");
         }
         "oom" => {
             let gpu = mtcool::backend::cuda::Gpu::new(0).unwrap();

@@ -64,7 +64,7 @@ impl Gpu {
     pub fn bmm_into(&self, a: &GpuTensor, ta: bool, b: &GpuTensor, tb: bool, y: &mut GpuTensor) -> Result<()> {
         let (batch, m, k, n) = bmm_dims(a, ta, b, tb)?;
         ensure!(y.shape == [batch, m, n], "bmm: output shape {:?}, expected [{batch}, {m}, {n}]", y.shape);
-        self.bmm_raw(batch, ta, tb, (m, n, k), &a.buf, &b.buf, &mut y.buf)
+        self.bmm_raw(batch, ta, tb, (m, n, k), &*a.buf, &*b.buf, &mut *y.buf)
     }
     pub fn bmm(&self, a: &GpuTensor, ta: bool, b: &GpuTensor, tb: bool) -> Result<GpuTensor> {
         let (batch, m, _, n) = bmm_dims(a, ta, b, tb)?;
@@ -94,14 +94,14 @@ impl Gpu {
             db.shape
         );
         if ta {
-            self.bmm_raw(batch, tb, true, (k, m, n), &b.buf, &dy.buf, &mut da.buf)?;
+            self.bmm_raw(batch, tb, true, (k, m, n), &*b.buf, &*dy.buf, &mut *da.buf)?;
         } else {
-            self.bmm_raw(batch, false, !tb, (m, k, n), &dy.buf, &b.buf, &mut da.buf)?;
+            self.bmm_raw(batch, false, !tb, (m, k, n), &*dy.buf, &*b.buf, &mut *da.buf)?;
         }
         if tb {
-            self.bmm_raw(batch, true, ta, (n, k, m), &dy.buf, &a.buf, &mut db.buf)
+            self.bmm_raw(batch, true, ta, (n, k, m), &*dy.buf, &*a.buf, &mut *db.buf)
         } else {
-            self.bmm_raw(batch, !ta, false, (k, n, m), &a.buf, &dy.buf, &mut db.buf)
+            self.bmm_raw(batch, !ta, false, (k, n, m), &*a.buf, &*dy.buf, &mut *db.buf)
         }
     }
 
@@ -120,7 +120,7 @@ impl Gpu {
         let rows = x.numel() / cols;
         let (r64, c64) = (rows as u64, cols as u64);
         self.launch("softmax_lastdim_forward", self.rows_cfg(rows), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&r64).arg(&c64);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&r64).arg(&c64);
         })
     }
     pub fn softmax_lastdim_forward(&self, x: &GpuTensor) -> Result<GpuTensor> {
@@ -143,7 +143,7 @@ impl Gpu {
         let rows = y.numel() / cols;
         let (r64, c64) = (rows as u64, cols as u64);
         self.launch("softmax_lastdim_backward", self.rows_cfg(rows), |l| {
-            l.arg(&mut dx.buf).arg(&dy.buf).arg(&y.buf).arg(&r64).arg(&c64);
+            l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&*y.buf).arg(&r64).arg(&c64);
         })
     }
 
@@ -162,7 +162,7 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch("sigmoid_gate_forward", self.cfg(n), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&g.buf).arg(&n64);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&*g.buf).arg(&n64);
         })
     }
 
@@ -191,7 +191,7 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch("sigmoid_gate_backward", self.cfg(n), |l| {
-            l.arg(&mut dx.buf).arg(&mut dg.buf).arg(&dy.buf).arg(&x.buf).arg(&g.buf).arg(&n64);
+            l.arg(&mut *dx.buf).arg(&mut *dg.buf).arg(&*dy.buf).arg(&*x.buf).arg(&*g.buf).arg(&n64);
         })
     }
 }

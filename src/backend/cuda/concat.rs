@@ -33,7 +33,7 @@ impl Gpu {
                 (x.numel() as u64, (cp * inner) as u64, (c_total * inner) as u64, (offset * inner) as u64);
             if numel > 0 {
                 self.launch("concat_channels", self.cfg(x.numel()), |l| {
-                    l.arg(&mut y.buf).arg(&x.buf).arg(&numel).arg(&part_block).arg(&whole_block).arg(&off);
+                    l.arg(&mut *y.buf).arg(&*x.buf).arg(&numel).arg(&part_block).arg(&whole_block).arg(&off);
                 })?;
             }
             offset += cp;
@@ -71,7 +71,7 @@ impl Gpu {
                 (p.numel() as u64, (cp * inner) as u64, (c_total * inner) as u64, (offset * inner) as u64);
             if numel > 0 {
                 self.launch("split_channels", self.cfg(p.numel()), |l| {
-                    l.arg(&mut p.buf).arg(&dy.buf).arg(&numel).arg(&part_block).arg(&whole_block).arg(&off);
+                    l.arg(&mut *p.buf).arg(&*dy.buf).arg(&numel).arg(&part_block).arg(&whole_block).arg(&off);
                 })?;
             }
             offset += cp;

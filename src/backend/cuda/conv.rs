@@ -139,13 +139,13 @@ impl Gpu {
         }
         let cfg = tile_cfg(op, g.co as usize, (g.n * g.ho * g.wo) as usize, 1)?;
         let has_bias = i32::from(bias.is_some());
-        let bias_buf = bias.map_or(&w.buf, |t| &t.buf); // never read without a bias
+        let bias_buf = bias.map_or(&*w.buf, |t| &*t.buf); // never read without a bias
         match noise {
             None => self.launch("conv2d_forward", cfg, |l| {
-                l.arg(&mut y.buf).arg(&x.buf).arg(&w.buf).arg(bias_buf).arg(&has_bias).arg(&g);
+                l.arg(&mut *y.buf).arg(&*x.buf).arg(&*w.buf).arg(bias_buf).arg(&has_bias).arg(&g);
             }),
             Some(nz) => self.launch("conv2d_forward_noisy", cfg, |l| {
-                l.arg(&mut y.buf).arg(&x.buf).arg(&w.buf).arg(bias_buf).arg(&has_bias).arg(&g).arg(&nz);
+                l.arg(&mut *y.buf).arg(&*x.buf).arg(&*w.buf).arg(bias_buf).arg(&has_bias).arg(&g).arg(&nz);
             }),
         }
     }
@@ -168,9 +168,9 @@ impl Gpu {
         }
         let cfg = tile_cfg(op, g.ci as usize, (g.n * g.h * g.w) as usize, 1)?;
         let has_bias = i32::from(bias.is_some());
-        let bias_buf = bias.map_or(&w.buf, |t| &t.buf);
+        let bias_buf = bias.map_or(&*w.buf, |t| &*t.buf);
         self.launch("conv2d_backward_data", cfg, |l| {
-            l.arg(&mut dx.buf).arg(&dy.buf).arg(&w.buf).arg(bias_buf).arg(&has_bias).arg(&g);
+            l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&*w.buf).arg(bias_buf).arg(&has_bias).arg(&g);
         })
     }
 
@@ -195,16 +195,16 @@ impl Gpu {
         let per32 = per as i32;
         if splits == 1 {
             return self.launch("conv2d_backward_weight", cfg, |l| {
-                l.arg(&mut dw.buf).arg(&dy.buf).arg(&x.buf).arg(&g).arg(&per32);
+                l.arg(&mut *dw.buf).arg(&*dy.buf).arg(&*x.buf).arg(&g).arg(&per32);
             });
         }
         let mut part = self.empty(&[splits, m * n])?;
         self.launch("conv2d_backward_weight", cfg, |l| {
-            l.arg(&mut part.buf).arg(&dy.buf).arg(&x.buf).arg(&g).arg(&per32);
+            l.arg(&mut *part.buf).arg(&*dy.buf).arg(&*x.buf).arg(&g).arg(&per32);
         })?;
         let (splits32, len32) = (splits as i32, (m * n) as i32);
         self.launch("conv2d_backward_weight_reduce", self.cfg(m * n), |l| {
-            l.arg(&mut dw.buf).arg(&part.buf).arg(&splits32).arg(&len32);
+            l.arg(&mut *dw.buf).arg(&*part.buf).arg(&splits32).arg(&len32);
         })
     }
 

@@ -25,7 +25,7 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch("dropout_mask", self.cfg(n), |l| {
-            l.arg(&mut mask.buf).arg(&n64).arg(&key.seed).arg(&key.step).arg(&key.stream).arg(&key.sample);
+            l.arg(&mut *mask.buf).arg(&n64).arg(&key.seed).arg(&key.step).arg(&key.stream).arg(&key.sample);
             l.arg(&p).arg(&scale);
         })
     }
@@ -49,7 +49,7 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch(name, self.cfg(n), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&mask.buf).arg(&n64);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&*mask.buf).arg(&n64);
         })
     }
 
@@ -83,7 +83,7 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch("dropout_keyed", self.cfg(n), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&n64).arg(&key.seed).arg(&key.step).arg(&key.stream);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&n64).arg(&key.seed).arg(&key.step).arg(&key.stream);
             l.arg(&key.sample).arg(&p).arg(&scale);
         })
     }

@@ -21,7 +21,7 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch(name, self.cfg(n), |l| {
-            l.arg(&mut y.buf).arg(&a.buf).arg(&b.buf).arg(&n64);
+            l.arg(&mut *y.buf).arg(&*a.buf).arg(&*b.buf).arg(&n64);
         })
     }
 
@@ -39,7 +39,7 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch(name, self.cfg(n), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&n64);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&n64);
         })
     }
 
@@ -76,7 +76,7 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch("scale", self.cfg(n), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&s).arg(&n64);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&s).arg(&n64);
         })
     }
     pub fn scale(&self, x: &GpuTensor, s: f32) -> Result<GpuTensor> {
@@ -123,7 +123,7 @@ impl Gpu {
         }
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch("add_channel_bias", self.cfg(n), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&bias.buf).arg(&n64).arg(&c64).arg(&inner64);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&*bias.buf).arg(&n64).arg(&c64).arg(&inner64);
         })
     }
     pub fn add_channel_bias(&self, x: &GpuTensor, bias: &GpuTensor) -> Result<GpuTensor> {
@@ -143,7 +143,7 @@ impl Gpu {
         let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         let (batch64, c64, inner64) = (batch as u64, c as u64, inner as u64);
         self.launch("add_channel_bias_backward", cfg, |l| {
-            l.arg(&mut db.buf).arg(&dy.buf).arg(&batch64).arg(&c64).arg(&inner64);
+            l.arg(&mut *db.buf).arg(&*dy.buf).arg(&batch64).arg(&c64).arg(&inner64);
         })
     }
     pub fn add_channel_bias_backward(&self, dy: &GpuTensor) -> Result<GpuTensor> {

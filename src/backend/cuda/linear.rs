@@ -138,11 +138,11 @@ impl Gpu {
         };
         let cfg = tile_cfg(name, m, n, 1)?;
         let has_bias = i32::from(bias.is_some());
-        let bias_buf = bias.map_or(&a.buf, |t| &t.buf); // never read without a bias
+        let bias_buf = bias.map_or(&*a.buf, |t| &*t.buf); // never read without a bias
         let (m32, n32, k32) = (m as i32, n as i32, k as i32);
         let (lda, ldb, ldc) = (ac as i32, bc as i32, n as i32);
         self.launch(name, cfg, |l| {
-            l.arg(&mut c.buf).arg(&a.buf).arg(&b.buf).arg(bias_buf).arg(&has_bias);
+            l.arg(&mut *c.buf).arg(&*a.buf).arg(&*b.buf).arg(bias_buf).arg(&has_bias);
             l.arg(&m32).arg(&n32).arg(&k32).arg(&lda).arg(&ldb).arg(&ldc);
         })
     }
@@ -283,10 +283,10 @@ impl Gpu {
         }
         let cfg = tile_cfg(op, rows, fout, 1)?;
         let has_bias = i32::from(bias.is_some());
-        let bias_buf = bias.map_or(&w.buf, |t| &t.buf);
+        let bias_buf = bias.map_or(&*w.buf, |t| &*t.buf);
         let (r32, fin32, fout32) = (rows as i32, fin as i32, fout as i32);
         self.launch(op, cfg, |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&w.buf).arg(bias_buf).arg(&has_bias);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&*w.buf).arg(bias_buf).arg(&has_bias);
             l.arg(&r32).arg(&fin32).arg(&fout32).arg(&noise);
         })
     }
@@ -364,7 +364,7 @@ impl Gpu {
             LaunchConfig { grid_dim: (cols.div_ceil(32) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let (r32, c32) = (rows as i32, cols as i32);
         self.launch("linear_backward_bias", cfg, |l| {
-            l.arg(&mut db.buf).arg(&dy.buf).arg(&r32).arg(&c32);
+            l.arg(&mut *db.buf).arg(&*dy.buf).arg(&r32).arg(&c32);
         })
     }
     pub fn linear_backward_bias(&self, dy: &GpuTensor) -> Result<GpuTensor> {

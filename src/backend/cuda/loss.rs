@@ -89,9 +89,9 @@ impl Gpu {
         let mut partials = self.scratch_f64(parts)?;
         let n64 = n as u64;
         self.launch("reduce_sum_f32_chunks", blocks(parts), |l| {
-            l.arg(&mut partials).arg(&x.buf).arg(&n64);
+            l.arg(&mut partials).arg(&*x.buf).arg(&n64);
         })?;
-        self.reduce_finish(&partials, parts, Some(&mut out.buf), None, None, denom)
+        self.reduce_finish(&partials, parts, Some(&mut *out.buf), None, None, denom)
     }
 
     /// Sum of all elements (double accumulation) into a scalar.
@@ -148,7 +148,7 @@ impl Gpu {
         self.launch("cross_entropy_item_weights", self.cfg(items), |l| {
             l.arg(&mut item_w).arg(targets);
             match w {
-                Some(w) => l.arg(&w.buf),
+                Some(w) => l.arg(&*w.buf),
                 None => l.arg(&NULL),
             };
             l.arg(&items64).arg(&c64);
@@ -167,7 +167,7 @@ impl Gpu {
         }
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch("softmax_dim1", self.cfg(n * inner), |l| {
-            l.arg(&mut probs.buf).arg(&logits.buf).arg(&n64).arg(&c64).arg(&inner64);
+            l.arg(&mut *probs.buf).arg(&*logits.buf).arg(&n64).arg(&c64).arg(&inner64);
         })
     }
 
@@ -189,14 +189,14 @@ impl Gpu {
         let mut item_nll = self.scratch_f64(n * inner)?;
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch(what, self.cfg(n * inner), |l| {
-            l.arg(&mut probs.buf).arg(&mut item_nll).arg(&logits.buf).arg(targets);
+            l.arg(&mut *probs.buf).arg(&mut item_nll).arg(&*logits.buf).arg(targets);
             match class_weights {
-                Some(w) => l.arg(&w.buf),
+                Some(w) => l.arg(&*w.buf),
                 None => l.arg(&NULL),
             };
             l.arg(&n64).arg(&c64).arg(&inner64);
         })?;
-        self.reduce_finish(&item_nll, n * inner, Some(&mut loss.buf), None, Some(&wsum), 1.0)
+        self.reduce_finish(&item_nll, n * inner, Some(&mut *loss.buf), None, Some(&wsum), 1.0)
     }
     /// (loss as a device scalar, probs).
     pub fn softmax_cross_entropy_forward(
@@ -235,9 +235,9 @@ impl Gpu {
         let wsum = self.ce_weight_sum(targets, class_weights, n * inner, c)?;
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch(what, self.cfg(probs.numel()), |l| {
-            l.arg(&mut dx.buf).arg(&probs.buf).arg(targets);
+            l.arg(&mut *dx.buf).arg(&*probs.buf).arg(targets);
             match class_weights {
-                Some(w) => l.arg(&w.buf),
+                Some(w) => l.arg(&*w.buf),
                 None => l.arg(&NULL),
             };
             l.arg(&wsum).arg(&dloss).arg(&n64).arg(&c64).arg(&inner64);
@@ -280,14 +280,14 @@ impl Gpu {
         let mut item_nll = self.scratch_f64(n * inner)?;
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch(what, self.cfg(n * inner), |l| {
-            l.arg(&mut dlogits.buf).arg(&mut item_nll).arg(&logits.buf).arg(targets);
+            l.arg(&mut *dlogits.buf).arg(&mut item_nll).arg(&*logits.buf).arg(targets);
             match class_weights {
-                Some(w) => l.arg(&w.buf),
+                Some(w) => l.arg(&*w.buf),
                 None => l.arg(&NULL),
             };
             l.arg(&wsum).arg(&dloss).arg(&n64).arg(&c64).arg(&inner64);
         })?;
-        self.reduce_finish(&item_nll, n * inner, Some(&mut loss.buf), None, Some(&wsum), 1.0)
+        self.reduce_finish(&item_nll, n * inner, Some(&mut *loss.buf), None, Some(&wsum), 1.0)
     }
     /// (loss as a device scalar, dlogits).
     pub fn softmax_cross_entropy_fused(

@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchArgs, LaunchConfig};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchArgs, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 
 mod attention;
+mod cache;
 mod concat;
 mod conv;
 mod dropout;
@@ -27,6 +28,7 @@ mod optim;
 mod pool;
 mod upsample;
 
+pub use cache::{GpuBuf, MemoryStats};
 pub use errors::cuda_error;
 pub use loss::REDUCE_CHUNK;
 pub use norm::{GpuBatchNormGrads, GpuBatchNormStats};
@@ -48,12 +50,14 @@ pub struct Gpu {
     /// Kernels launched since the last [`Gpu::take_launched`] (the parity suite attributes each
     /// checked output to the kernels that produced it).
     launched: Mutex<Vec<&'static str>>,
+    cache: Arc<cache::BufferCache>,
 }
 
 /// An f32 tensor in GPU memory: contiguous, row-major; `buf.len()` equals the product of `shape`.
+/// Its buffer returns to the [`Gpu`]'s cache when it is dropped.
 pub struct GpuTensor {
     pub shape: Vec<usize>,
-    pub buf: CudaSlice<f32>,
+    pub buf: GpuBuf,
 }
 
 impl GpuTensor {
@@ -94,7 +98,7 @@ impl Gpu {
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .context("reading the SM count")?
             .max(1) as u32;
-        Ok(Gpu { ctx, stream, _module: module, functions, max_blocks: sms * BLOCKS_PER_SM, launched: Mutex::default() })
+        Ok(Gpu { ctx, stream, _module: module, functions, max_blocks: sms * BLOCKS_PER_SM, launched: Mutex::default(), cache: Arc::default() })
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -110,30 +114,48 @@ impl Gpu {
     }
 
     pub fn upload(&self, t: &Tensor) -> Result<GpuTensor> {
+        let mut buf = self.buffer(t.numel())?;
         let what = format!("copying a {:?} tensor ({}) to the GPU", t.shape(), mib(t.numel()));
-        let buf = self.stream.clone_htod(t.data()).map_err(cuda_error(what))?;
+        self.stream.memcpy_htod(t.data(), &mut *buf).map_err(cuda_error(what))?;
         Ok(GpuTensor { shape: t.shape().to_vec(), buf })
     }
 
     /// Copies to the host (waits for the kernels that produce `t`).
     pub fn download(&self, t: &GpuTensor) -> Result<Tensor> {
-        let data = self.stream.clone_dtoh(&t.buf).map_err(cuda_error("copying a tensor from the GPU"))?;
+        let data = self.stream.clone_dtoh(&*t.buf).map_err(cuda_error("copying a tensor from the GPU"))?;
         Ok(Tensor::new(&t.shape, data)?)
     }
 
     pub fn zeros(&self, shape: &[usize]) -> Result<GpuTensor> {
         let n = shape.iter().product();
-        let buf = self.stream.alloc_zeros(n).map_err(cuda_error(format!("allocating {} of GPU memory", mib(n))))?;
+        let mut buf = self.buffer(n)?;
+        self.stream.memset_zeros(&mut *buf).map_err(cuda_error(format!("zeroing {} of GPU memory", mib(n))))?;
         Ok(GpuTensor { shape: shape.to_vec(), buf })
     }
 
     /// A tensor whose contents are unspecified (every kernel below writes all of its output).
     pub fn empty(&self, shape: &[usize]) -> Result<GpuTensor> {
-        // SAFETY: f32 has no invalid bit patterns; callers overwrite the contents before reading.
-        let n = shape.iter().product();
-        let buf = unsafe { self.stream.alloc::<f32>(n) }
-            .map_err(cuda_error(format!("allocating {} of GPU memory", mib(n))))?;
-        Ok(GpuTensor { shape: shape.to_vec(), buf })
+        Ok(GpuTensor { shape: shape.to_vec(), buf: self.buffer(shape.iter().product())? })
+    }
+
+    /// A buffer of `n` f32s: a cached one of that length when one is free, else the driver's.
+    fn buffer(&self, n: usize) -> Result<GpuBuf> {
+        let slice = match self.cache.take(n) {
+            Some(s) => s,
+            None => {
+                // SAFETY: f32 has no invalid bit patterns; callers overwrite the contents before reading.
+                let s = unsafe { self.stream.alloc::<f32>(n) }
+                    .map_err(cuda_error(format!("allocating {} of GPU memory", mib(n))))?;
+                self.cache.note_driver_alloc(n);
+                s
+            }
+        };
+        Ok(GpuBuf::new(slice, self.cache.clone()))
+    }
+
+    /// The caching allocator's byte counts (f32 tensors).
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.cache.stats()
     }
 
     /// The distinct kernels launched since the previous call, in first-launch order.

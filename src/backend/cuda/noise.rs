@@ -17,7 +17,7 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch("noise_uniform", self.cfg(n), |l| {
-            l.arg(&mut out.buf).arg(&n64).arg(&key.seed).arg(&key.step).arg(&key.stream).arg(&key.sample).arg(&b);
+            l.arg(&mut *out.buf).arg(&n64).arg(&key.seed).arg(&key.step).arg(&key.stream).arg(&key.sample).arg(&b);
         })
     }
     /// A fresh `[n]` tensor of noise.
@@ -38,8 +38,8 @@ impl Gpu {
         }
         let n64 = n as u64;
         self.launch("add_noise", self.cfg(n), |l| {
-            l.arg(&mut out.buf)
-                .arg(&w.buf)
+            l.arg(&mut *out.buf)
+                .arg(&*w.buf)
                 .arg(&n64)
                 .arg(&key.seed)
                 .arg(&key.step)

@@ -75,8 +75,8 @@ impl Gpu {
         ensure!(n * inner > 0, "{what}: empty batch, shape {:?}", x.shape);
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch(what, self.per_channel_cfg(c), |l| {
-            l.arg(&mut y.buf).arg(&mut stats.mean.buf).arg(&mut stats.var.buf).arg(&mut stats.invstd.buf);
-            l.arg(&x.buf).arg(&gamma.buf).arg(&beta.buf).arg(&n64).arg(&c64).arg(&inner64).arg(&eps);
+            l.arg(&mut *y.buf).arg(&mut *stats.mean.buf).arg(&mut *stats.var.buf).arg(&mut *stats.invstd.buf);
+            l.arg(&*x.buf).arg(&*gamma.buf).arg(&*beta.buf).arg(&n64).arg(&c64).arg(&inner64).arg(&eps);
         })
     }
     pub fn batch_norm_train_forward(
@@ -112,8 +112,8 @@ impl Gpu {
         ensure!(n * inner > 0, "{what}: empty batch, shape {:?}", x.shape);
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch(what, self.per_channel_cfg(c), |l| {
-            l.arg(&mut grads.dx.buf).arg(&mut grads.dgamma.buf).arg(&mut grads.dbeta.buf);
-            l.arg(&dy.buf).arg(&x.buf).arg(&gamma.buf).arg(&stats.mean.buf).arg(&stats.invstd.buf);
+            l.arg(&mut *grads.dx.buf).arg(&mut *grads.dgamma.buf).arg(&mut *grads.dbeta.buf);
+            l.arg(&*dy.buf).arg(&*x.buf).arg(&*gamma.buf).arg(&*stats.mean.buf).arg(&*stats.invstd.buf);
             l.arg(&n64).arg(&c64).arg(&inner64);
         })
     }
@@ -150,8 +150,8 @@ impl Gpu {
         }
         let (total, c64, inner64) = (x.numel() as u64, c as u64, inner as u64);
         self.launch(what, self.cfg(x.numel()), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&gamma.buf).arg(&beta.buf).arg(&running_mean.buf);
-            l.arg(&running_var.buf).arg(&total).arg(&c64).arg(&inner64).arg(&eps);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&*gamma.buf).arg(&*beta.buf).arg(&*running_mean.buf);
+            l.arg(&*running_var.buf).arg(&total).arg(&c64).arg(&inner64).arg(&eps);
         })
     }
     pub fn batch_norm_eval_forward(
@@ -189,8 +189,8 @@ impl Gpu {
         ensure!(n * inner > 0, "{what}: empty batch, shape {:?}", x.shape);
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch(what, self.per_channel_cfg(c), |l| {
-            l.arg(&mut grads.dx.buf).arg(&mut grads.dgamma.buf).arg(&mut grads.dbeta.buf);
-            l.arg(&dy.buf).arg(&x.buf).arg(&gamma.buf).arg(&running_mean.buf).arg(&running_var.buf);
+            l.arg(&mut *grads.dx.buf).arg(&mut *grads.dgamma.buf).arg(&mut *grads.dbeta.buf);
+            l.arg(&*dy.buf).arg(&*x.buf).arg(&*gamma.buf).arg(&*running_mean.buf).arg(&*running_var.buf);
             l.arg(&n64).arg(&c64).arg(&inner64).arg(&eps);
         })
     }
@@ -228,7 +228,7 @@ impl Gpu {
         }
         let (c64, count64) = (c as u64, count as u64);
         self.launch("update_running_stats", self.cfg(c), |l| {
-            l.arg(&mut running_mean.buf).arg(&mut running_var.buf).arg(&stats.mean.buf).arg(&stats.var.buf);
+            l.arg(&mut *running_mean.buf).arg(&mut *running_var.buf).arg(&*stats.mean.buf).arg(&*stats.var.buf);
             l.arg(&c64).arg(&count64).arg(&momentum);
         })
     }

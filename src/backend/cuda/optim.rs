@@ -31,9 +31,9 @@ impl Gpu {
         let (n64, null) = (n as u64, 0u64);
         let (b, project) = bbox.map_or((0.0f32, 0i32), |bx| (bx.b, 1));
         self.launch("sgd_step", self.cfg(n), |l| {
-            l.arg(&mut theta.buf).arg(&mut velocity.buf).arg(&grad.buf);
+            l.arg(&mut *theta.buf).arg(&mut *velocity.buf).arg(&*grad.buf);
             match bbox {
-                Some(bx) => l.arg(&bx.snapshot.buf),
+                Some(bx) => l.arg(&*bx.snapshot.buf),
                 None => l.arg(&null),
             };
             l.arg(&n64).arg(&cfg.lr).arg(&cfg.momentum).arg(&cfg.weight_decay).arg(&b).arg(&project);
@@ -69,9 +69,9 @@ impl Gpu {
         let (n64, null) = (n as u64, 0u64);
         let (b, project) = bbox.map_or((0.0f32, 0i32), |bx| (bx.b, 1));
         self.launch("adam_step", self.cfg(n), |l| {
-            l.arg(&mut theta.buf).arg(&mut m.buf).arg(&mut v.buf).arg(&grad.buf);
+            l.arg(&mut *theta.buf).arg(&mut *m.buf).arg(&mut *v.buf).arg(&*grad.buf);
             match bbox {
-                Some(bx) => l.arg(&bx.snapshot.buf),
+                Some(bx) => l.arg(&*bx.snapshot.buf),
                 None => l.arg(&null),
             };
             l.arg(&n64)

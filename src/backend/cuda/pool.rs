@@ -90,7 +90,7 @@ impl Gpu {
             return Ok(());
         }
         self.launch("max_pool2d_forward", self.cfg(y.numel()), |l| {
-            l.arg(&mut y.buf).arg(&mut argmax.buf).arg(&x.buf).arg(&g.planes);
+            l.arg(&mut *y.buf).arg(&mut argmax.buf).arg(&*x.buf).arg(&g.planes);
             l.arg(&g.h).arg(&g.w).arg(&g.ho).arg(&g.wo).arg(&g.k).arg(&g.s);
         })
     }
@@ -131,7 +131,7 @@ impl Gpu {
             return Ok(());
         }
         self.launch("max_pool2d_backward", self.cfg(dx.numel()), |l| {
-            l.arg(&mut dx.buf).arg(&dy.buf).arg(&argmax.buf).arg(&g.planes);
+            l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&argmax.buf).arg(&g.planes);
             l.arg(&g.h).arg(&g.w).arg(&g.ho).arg(&g.wo).arg(&g.k).arg(&g.s);
         })
     }
@@ -150,7 +150,7 @@ impl Gpu {
             return Ok(());
         }
         self.launch("avg_pool2d_forward", self.cfg(y.numel()), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&g.planes);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&g.planes);
             l.arg(&g.h).arg(&g.w).arg(&g.ho).arg(&g.wo).arg(&g.k).arg(&g.s);
         })
     }
@@ -178,7 +178,7 @@ impl Gpu {
             return Ok(());
         }
         self.launch("avg_pool2d_backward", self.cfg(dx.numel()), |l| {
-            l.arg(&mut dx.buf).arg(&dy.buf).arg(&g.planes);
+            l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&g.planes);
             l.arg(&g.h).arg(&g.w).arg(&g.ho).arg(&g.wo).arg(&g.k).arg(&g.s);
         })
     }
@@ -197,7 +197,7 @@ impl Gpu {
         }
         let (planes64, hw64) = (planes as u64, hw as u64);
         self.launch("global_avg_pool_forward", self.cfg(planes.saturating_mul(32)), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&planes64).arg(&hw64);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&planes64).arg(&hw64);
         })
     }
     pub fn global_avg_pool_forward(&self, x: &GpuTensor) -> Result<GpuTensor> {
@@ -217,7 +217,7 @@ impl Gpu {
         }
         let (planes64, hw64) = (planes as u64, hw as u64);
         self.launch("global_avg_pool_backward", self.cfg(dx.numel()), |l| {
-            l.arg(&mut dx.buf).arg(&dy.buf).arg(&planes64).arg(&hw64);
+            l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&planes64).arg(&hw64);
         })
     }
     pub fn global_avg_pool_backward(&self, dy: &GpuTensor, x_shape: &[usize]) -> Result<GpuTensor> {

@@ -32,7 +32,7 @@ impl Gpu {
         }
         let s = scale as u32;
         self.launch("upsample_nearest_forward", self.cfg(y.numel()), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&planes).arg(&h).arg(&w).arg(&s);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&planes).arg(&h).arg(&w).arg(&s);
         })
     }
     pub fn upsample_nearest_forward(&self, x: &GpuTensor, scale: usize) -> Result<GpuTensor> {
@@ -61,7 +61,7 @@ impl Gpu {
         }
         let s = scale as u32;
         self.launch("upsample_nearest_backward", self.cfg(dx.numel()), |l| {
-            l.arg(&mut dx.buf).arg(&dy.buf).arg(&planes).arg(&h).arg(&w).arg(&s);
+            l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&planes).arg(&h).arg(&w).arg(&s);
         })
     }
     pub fn upsample_nearest_backward(&self, dy: &GpuTensor, scale: usize) -> Result<GpuTensor> {
@@ -82,7 +82,7 @@ impl Gpu {
             return Ok(());
         }
         self.launch("upsample_bilinear_forward", self.cfg(y.numel()), |l| {
-            l.arg(&mut y.buf).arg(&x.buf).arg(&planes).arg(&h).arg(&w).arg(&ho).arg(&wo);
+            l.arg(&mut *y.buf).arg(&*x.buf).arg(&planes).arg(&h).arg(&w).arg(&ho).arg(&wo);
         })
     }
     pub fn upsample_bilinear_forward(&self, x: &GpuTensor, out_h: usize, out_w: usize) -> Result<GpuTensor> {
@@ -107,7 +107,7 @@ impl Gpu {
             return Ok(());
         }
         self.launch("upsample_bilinear_backward", self.cfg(dx.numel()), |l| {
-            l.arg(&mut dx.buf).arg(&dy.buf).arg(&planes).arg(&h).arg(&w).arg(&ho).arg(&wo);
+            l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&planes).arg(&h).arg(&w).arg(&ho).arg(&wo);
         })
     }
     pub fn upsample_bilinear_backward(&self, dy: &GpuTensor, x_shape: &[usize]) -> Result<GpuTensor> {
