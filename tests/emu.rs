@@ -149,6 +149,9 @@ fn a_captured_graph_runs_only_when_launched_and_replays_on_current_memory() {
     assert_eq!(value(&out, "after_launch"), "a+b", "{out}");
     assert_eq!(value(&out, "after_relaunch"), "a2+b", "{out}");
     assert_eq!(value(&out, "sync_while_capturing"), "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED", "{out}");
+    // Events recorded in the capture are stamped when a launch of the graph reaches them.
+    assert_eq!(value(&out, "events_before_launch"), "CUDA_ERROR_INVALID_HANDLE", "{out}");
+    assert_eq!(value(&out, "events_after_launch"), "ok", "{out}");
 }
 
 #[test]
@@ -444,15 +447,21 @@ fn child_graph(e: &Emu) {
     let mut ga = e.stream.clone_htod(&a).unwrap();
     let gb = e.stream.clone_htod(&b).unwrap();
     let mut y = e.stream.alloc_zeros::<f32>(1000).unwrap();
+    let start = e.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
+    let end = e.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
     e.stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED).unwrap();
+    start.record(&e.stream).unwrap();
     let mut l = e.stream.launch_builder(&add);
     l.arg(&mut y).arg(&ga).arg(&gb).arg(&n);
     unsafe { l.launch(cfg(4, 256)) }.unwrap();
+    end.record(&e.stream).unwrap();
     println!("sync_while_capturing={}", outcome(e.stream.synchronize()));
     let graph = e.stream.end_capture(sys::CUgraphInstantiate_flags(0)).unwrap().expect("a graph");
+    println!("events_before_launch={}", outcome(start.elapsed_ms(&end)));
     let y0 = e.stream.clone_dtoh(&y).unwrap();
     println!("after_capture={}", if y0.iter().all(|&v| v == 0.0) { "untouched" } else { "written" });
     graph.launch().unwrap();
+    println!("events_after_launch={}", outcome(start.elapsed_ms(&end)));
     let y1 = e.stream.clone_dtoh(&y).unwrap();
     let sum_ok = |y: &[f32], a: &[f32]| y.iter().enumerate().all(|(i, &v)| v == a[i] + b[i]);
     println!("after_launch={}", if sum_ok(&y1, &a) { "a+b" } else { "wrong" });
