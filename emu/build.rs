@@ -40,9 +40,8 @@ pub fn build(root: &Path, out: &Path, product: &[PathBuf]) {
 }
 
 fn sources(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> =
+        fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     v.retain(|p| p.extension().is_some_and(|e| e == "cu"));
     v.sort();
     for p in &v {
@@ -51,7 +50,12 @@ fn sources(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn try_build(root: &Path, out: &Path, product: &[PathBuf], tests: &[PathBuf]) -> Result<(String, String, String), String> {
+fn try_build(
+    root: &Path,
+    out: &Path,
+    product: &[PathBuf],
+    tests: &[PathBuf],
+) -> Result<(String, String, String), String> {
     if env::var("MTCOOL_NO_EMU").is_ok_and(|v| !v.is_empty() && v != "0") {
         return Err("MTCOOL_NO_EMU is set".into());
     }
@@ -100,7 +104,10 @@ fn try_build(root: &Path, out: &Path, product: &[PathBuf], tests: &[PathBuf]) ->
             let log = String::from_utf8_lossy(&o.stderr);
             if is_asan {
                 // e.g. no libasan: the plain emulator still works; its ASan tests then say why.
-                println!("cargo:warning=the AddressSanitizer build of the emulated device failed: {}", log.lines().next().unwrap_or(""));
+                println!(
+                    "cargo:warning=the AddressSanitizer build of the emulated device failed: {}",
+                    log.lines().next().unwrap_or("")
+                );
                 asan_ok = false;
                 continue;
             }

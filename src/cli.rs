@@ -559,7 +559,13 @@ fn check_parity(choice: DeviceChoice, seed: u64, json: bool) -> Result<()> {
         println!("\nper kernel (cases that named it or launched it; worst error / tolerance):");
         println!("{:<34} {:>6} {:>11} {:>9}  result", "kernel", "cases", "max err", "err/tol");
         for k in &kernels {
-            let verdict = if k.pass { "ok" } else if k.cases == 0 { "NOT RUN" } else { "FAIL" };
+            let verdict = if k.pass {
+                "ok"
+            } else if k.cases == 0 {
+                "NOT RUN"
+            } else {
+                "FAIL"
+            };
             println!("{:<34} {:>6} {:>11.3e} {:>9.3}  {verdict}", k.kernel, k.cases, k.max_rel_err, k.worst_ratio);
         }
     }

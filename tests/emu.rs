@@ -18,7 +18,10 @@ const CHILD: &str = "MTCOOL_EMU_TEST_CHILD";
 /// The emulator's folder, or None (skip) when it was not built; under CI it must have been.
 fn emu_dir(var: &str, dir: &'static str) -> Option<PathBuf> {
     if dir.is_empty() {
-        assert!(std::env::var("CI").is_err(), "{var} is empty: the emulated device was not built (see the build warning)");
+        assert!(
+            std::env::var("CI").is_err(),
+            "{var} is empty: the emulated device was not built (see the build warning)"
+        );
         println!("skipping: the emulated device was not built");
         return None;
     }
@@ -434,7 +437,11 @@ fn child_config(e: &Emu) {
     let attr = |a| unsafe { cudarc::driver::result::device::get_attribute(dev, a) }.unwrap();
     use sys::CUdevice_attribute::*;
     println!("sms={}", attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT));
-    println!("cc={}.{}", attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR), attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR));
+    println!(
+        "cc={}.{}",
+        attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
+        attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+    );
     println!("pools={}", attr(CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED));
 }
 

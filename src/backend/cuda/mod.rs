@@ -98,7 +98,15 @@ impl Gpu {
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .context("reading the SM count")?
             .max(1) as u32;
-        Ok(Gpu { ctx, stream, _module: module, functions, max_blocks: sms * BLOCKS_PER_SM, launched: Mutex::default(), cache: Arc::default() })
+        Ok(Gpu {
+            ctx,
+            stream,
+            _module: module,
+            functions,
+            max_blocks: sms * BLOCKS_PER_SM,
+            launched: Mutex::default(),
+            cache: Arc::default(),
+        })
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
