@@ -97,7 +97,7 @@ fn fast_softmax_matches_the_reference_and_propagates_nan() {
     for (rows, cols) in [(3, 1), (5, 7), (4, 8), (6, 144), (2, 4099)] {
         let x = nonzero(&[rows, cols], &mut rng);
         let x = mtcool::Tensor::new(&[rows, cols], x.data().iter().map(|v| 12.0 * v).collect()).unwrap();
-        assert_close(&softmax_lastdim_forward(&x), &softmax_lastdim_reference(&x), 2e-6);
+        assert_close(&softmax_lastdim_forward(&x), &softmax_lastdim_naive(&x), 2e-6);
     }
     let y = softmax_lastdim_forward(&t(&[2, 3], &[1., f32::NAN, 0., 1., 2., 3.]));
     assert!(y.data()[..3].iter().all(|v| v.is_nan()) && y.data()[3..].iter().all(|v| v.is_finite()));

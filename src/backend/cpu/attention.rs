@@ -7,7 +7,7 @@
 //!   sigmoid_gate:    y = x · σ(g)                    x, g of one shape
 //!
 //! `bmm` runs each batch item on `gemm::sgemm`; `bmm_naive` is the reference loop (f64 sums).
-//! `softmax_lastdim_reference` is the plain softmax (libm exp, f64 sums) the fast one is tested against.
+//! `softmax_lastdim_naive` is the plain softmax (libm exp, f64 sums) the fast one is tested against.
 
 use super::elementwise::sigmoid_scalar;
 use super::gemm;
@@ -193,8 +193,8 @@ pub fn sigmoid_gate_backward(dy: &Tensor, x: &Tensor, g: &Tensor) -> (Tensor, Te
 }
 
 /// Softmax over the last axis with `f64::exp` and f64 sums: the spec of `softmax_lastdim_forward`.
-pub fn softmax_lastdim_reference(x: &Tensor) -> Tensor {
-    let (_, n) = last_axis(x, "softmax_lastdim_reference");
+pub fn softmax_lastdim_naive(x: &Tensor) -> Tensor {
+    let (_, n) = last_axis(x, "softmax_lastdim_naive");
     let mut y = Vec::with_capacity(x.numel());
     for row in x.data().chunks_exact(n) {
         let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));

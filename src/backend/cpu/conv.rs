@@ -30,6 +30,7 @@
 
 use super::elementwise::add_channel_bias;
 use super::gemm;
+use super::shape4;
 use crate::Tensor;
 
 /// Stride and zero padding of a 2-d convolution (the same in both spatial dimensions).
@@ -88,11 +89,6 @@ fn tap_target(i: usize, k: usize, s: usize, p: usize, len: usize) -> Option<usiz
     } else {
         None
     }
-}
-
-fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {
-    assert_eq!(shape.len(), 4, "{what} shape must be 4-d, got {shape:?}");
-    (shape[0], shape[1], shape[2], shape[3])
 }
 
 // ---------------------------------------------------------------- fast path: im2col + sgemm

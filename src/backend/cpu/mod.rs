@@ -12,3 +12,9 @@ pub mod loss;
 pub mod norm;
 pub mod pool;
 pub mod upsample;
+
+/// (N, C, H, W) of a 4-d shape; panics naming `what` otherwise (callers check shapes first).
+pub(crate) fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {
+    assert_eq!(shape.len(), 4, "{what} shape must be 4-d, got {shape:?}");
+    (shape[0], shape[1], shape[2], shape[3])
+}

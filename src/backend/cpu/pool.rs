@@ -12,6 +12,7 @@
 //!
 //! Average pooling divides by k·k (every window is full, there is no padding).
 
+use super::shape4;
 use crate::Tensor;
 
 /// (Ho, Wo) of a k×k, stride-s pooling without padding, floor mode.
@@ -20,11 +21,6 @@ pub fn pool2d_out_hw(h: usize, w: usize, k: usize, stride: usize) -> (usize, usi
     assert!(stride >= 1, "pool stride must be at least 1");
     assert!(h >= k && w >= k, "pool window {k}x{k} does not fit the input {h}x{w}");
     ((h - k) / stride + 1, (w - k) / stride + 1)
-}
-
-fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {
-    assert_eq!(shape.len(), 4, "{what} shape must be 4-d, got {shape:?}");
-    (shape[0], shape[1], shape[2], shape[3])
 }
 
 /// Whether `v`, met later in a window, replaces the running maximum `best`: larger, or the first NaN.
@@ -42,11 +38,11 @@ pub fn max_pool2d_forward(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec<u
     if k == 2 && stride == 2 {
         return max_pool2d_2x2(x.data(), [n, c, h, w], ho, wo);
     }
-    max_pool2d_reference(x, k, stride)
+    max_pool2d_naive(x, k, stride)
 }
 
 /// The plain window loop of `max_pool2d_forward` for any k and stride (the spec of the 2×2 fast path).
-pub fn max_pool2d_reference(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec<u32>) {
+pub fn max_pool2d_naive(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec<u32>) {
     let (n, c, h, w) = x.dims4();
     let (ho, wo) = pool2d_out_hw(h, w, k, stride);
     let xd = x.data();

@@ -13,12 +13,8 @@
 //! and y[oy, ox] = λ0y·(λ0x·x[y0, x0] + λ1x·x[y0, x1]) + λ1y·(λ0x·x[y1, x0] + λ1x·x[y1, x1]).
 //! The backward scatters dy[oy, ox] to the same four pixels with the same weights.
 
+use super::shape4;
 use crate::Tensor;
-
-fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {
-    assert_eq!(shape.len(), 4, "{what} shape must be 4-d, got {shape:?}");
-    (shape[0], shape[1], shape[2], shape[3])
-}
 
 /// Nearest-neighbour upsampling by `scale`: [N, C, H, W] → [N, C, H·scale, W·scale].
 pub fn upsample_nearest_forward(x: &Tensor, scale: usize) -> Tensor {
