@@ -204,6 +204,23 @@ fn the_caching_allocator_makes_no_driver_allocation_once_a_step_has_run() {
 }
 
 #[test]
+fn the_binary_reports_gpu_out_of_memory_in_one_error_line_without_a_panic() {
+    let Some(dir) = emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR")) else { return };
+    let o = Command::new(env!("CARGO_BIN_EXE_mtcool"))
+        .args(["check", "parity", "--device", "cuda"])
+        .env("LD_LIBRARY_PATH", &dir)
+        .env("MTCOOL_EMU_MEM_LIMIT", "100000")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(!err.contains("panicked"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("CUDA_ERROR_OUT_OF_MEMORY") && errors[0].contains("--batch-size"), "{err}");
+}
+
+#[test]
 fn info_names_the_emulated_device_and_auto_does_not_pick_it() {
     let Some(dir) = emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR")) else { return };
     let run = |args: &[&str]| {
