@@ -95,7 +95,9 @@ struct Config {
     uint64_t seed = 1;
     uint64_t mem_limit = 80ull << 30;
     std::string report;
+    std::string fail_kernel;  // test hook: launches of this kernel fail with CUDA_ERROR_LAUNCH_FAILED
     Config() {
+        if (const char* s = getenv("MTCOOL_EMU_FAIL_KERNEL")) fail_kernel = s;
         if (const char* s = getenv("MTCOOL_EMU_SCHEDULE")) schedule = s;
         if (const char* s = getenv("MTCOOL_EMU_SEED")) seed = strtoull(s, nullptr, 10);
         if (const char* s = getenv("MTCOOL_EMU_MEM_LIMIT")) mem_limit = strtoull(s, nullptr, 10);
@@ -178,6 +180,8 @@ Order order_of(const std::string& s) {
 CUresult run_kernel(const KernelDef* k, const unsigned grid[3], const unsigned block[3], void** params) {
     State& s = st();
     ++s.stats.launches;
+    if (!s.cfg.fail_kernel.empty() && s.cfg.fail_kernel == k->name)
+        return say(CUDA_ERROR_LAUNCH_FAILED, std::string("kernel ") + k->name + ": failed on purpose (MTCOOL_EMU_FAIL_KERNEL)");
     std::vector<std::pair<uintptr_t, size_t>> touched;
     std::vector<int> touched_arg;  // the first argument pointing into each
     for (int i = 0; i < k->nargs; ++i) {

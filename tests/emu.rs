@@ -221,6 +221,29 @@ fn the_binary_reports_gpu_out_of_memory_in_one_error_line_without_a_panic() {
 }
 
 #[test]
+fn a_failing_kernel_fails_parity_and_the_other_families_still_run() {
+    let Some(dir) = emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR")) else { return };
+    let o = Command::new(env!("CARGO_BIN_EXE_mtcool"))
+        .args(["check", "parity", "--device", "cuda", "--json"])
+        .env("LD_LIBRARY_PATH", &dir)
+        .env("MTCOOL_EMU_FAIL_KERNEL", "relu_backward")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("parity cases failed"), "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let kernel = |name: &str| doc["kernels"].as_array().unwrap().iter().find(|k| k["kernel"] == name).unwrap().clone();
+    assert_eq!(kernel("relu_backward")["pass"], false);
+    assert_eq!(kernel("relu")["pass"], true, "earlier kernels of the family passed");
+    for later in ["noise_uniform", "conv2d_forward", "softmax_lastdim_backward"] {
+        assert_eq!(kernel(later)["pass"], true, "{later} (a later family) did not run: {}", kernel(later));
+    }
+}
+
+#[test]
 fn info_names_the_emulated_device_and_auto_does_not_pick_it() {
     let Some(dir) = emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR")) else { return };
     let run = |args: &[&str]| {

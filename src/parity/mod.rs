@@ -149,22 +149,40 @@ pub fn per_kernel(outcomes: &[Outcome]) -> Vec<KernelSummary> {
         .collect()
 }
 
-/// Runs every family; returns one outcome per (kernel, case).
+/// Runs every family; returns one outcome per (kernel, case). A family that stops on an error (a
+/// failed launch) is recorded as one failing outcome, charged to the last kernel it launched, and the
+/// next family runs: the report then lists every kernel that fails, not only the first. (On a card a
+/// faulting kernel usually breaks the context, and the families after it fail too.)
 pub fn run_all(gpu: &Gpu, seed: u64) -> Result<Vec<Outcome>> {
     let mut c = Ctx::new(gpu, seed);
     gpu.take_launched();
-    elementwise::run(&mut c)?;
-    noise::run(&mut c)?;
-    optim::run(&mut c)?;
-    conv::run(&mut c)?;
-    linear::run(&mut c)?;
-    pool::run(&mut c)?;
-    norm::run(&mut c)?;
-    loss::run(&mut c)?;
-    upsample::run(&mut c)?;
-    concat::run(&mut c)?;
-    dropout::run(&mut c)?;
-    attention::run(&mut c)?;
+    let families: [(&str, fn(&mut Ctx) -> Result<()>); 12] = [
+        ("elementwise", elementwise::run),
+        ("noise", noise::run),
+        ("optim", optim::run),
+        ("conv", conv::run),
+        ("linear", linear::run),
+        ("pool", pool::run),
+        ("norm", norm::run),
+        ("loss", loss::run),
+        ("upsample", upsample::run),
+        ("concat", concat::run),
+        ("dropout", dropout::run),
+        ("attention", attention::run),
+    ];
+    for (family, run) in families {
+        if let Err(e) = run(&mut c) {
+            let launched: Vec<String> = gpu.take_launched().into_iter().map(String::from).collect();
+            c.outcomes.push(Outcome {
+                kernel: launched.last().cloned().unwrap_or_else(|| family.to_string()),
+                case: format!("the {family} family stopped here: {e:#}"),
+                launched,
+                max_rel_err: f64::INFINITY,
+                tol: 0.0,
+                pass: false,
+            });
+        }
+    }
     gpu.synchronize()?;
     Ok(c.outcomes)
 }
