@@ -569,9 +569,15 @@ fn check_parity(choice: DeviceChoice, seed: u64, json: bool) -> Result<()> {
             println!("{:<34} {:>6} {:>11.3e} {:>9.3}  {verdict}", k.kernel, k.cases, k.max_rel_err, k.worst_ratio);
         }
     }
-    let failed = outcomes.iter().filter(|o| !o.pass).count();
-    if failed > 0 {
-        bail!("{failed} of {} parity cases failed", outcomes.len());
+    let failed: Vec<&crate::parity::Outcome> = outcomes.iter().filter(|o| !o.pass).collect();
+    if let Some(first) = failed.first() {
+        bail!(
+            "{} of {} parity cases failed; the first: {} [{}]",
+            failed.len(),
+            outcomes.len(),
+            first.kernel,
+            first.case
+        );
     }
     let missing: Vec<&str> = kernels.iter().filter(|k| k.cases == 0).map(|k| k.kernel).collect();
     if !missing.is_empty() {
