@@ -91,6 +91,9 @@ emu)
   LD_PRELOAD="$(g++ -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 LD_LIBRARY_PATH=target/release/emu-asan \
     "$bin" check parity --device cuda > "$log_asan" 2>&1 || rc_asan=$?
   t2=$(date +%s)
+  # Before the report is opened: writing it would itself count as an uncommitted change.
+  commit="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+  git diff --quiet 2>/dev/null || commit="$commit (+ uncommitted changes)"
   {
     echo "# GPU check on the EMULATED device (no GPU) $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
@@ -99,7 +102,7 @@ emu)
     echo "launch wrappers and the runtime; it says nothing about speed, nvcc's code generation or the GPU"
     echo "memory model (emu/README.md). Run \`scripts/gpu-check.sh run\` on a real card for those."
     echo
-    echo "- commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+ uncommitted changes)')"
+    echo "- commit: $commit"
     echo "- device: $(grep -m1 '^device:' "$log_check" | sed 's/^device: //' || echo unknown)"
     echo "- machine: $(nproc) CPU cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
     echo "- command: scripts/gpu-check.sh emu"
