@@ -47,6 +47,14 @@ fn run_case(case: &str, asan: bool, env: &[(&str, &str)]) -> Option<Output> {
     Some(cmd.output().expect("running the child"))
 }
 
+/// The unchanged `mtcool` binary with `args` on the plain emulator (None: skip, see `emu_dir`).
+fn mtcool_on_emu(args: &[&str], env: &[(&str, &str)]) -> Option<Output> {
+    let dir = emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR"))?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mtcool"));
+    cmd.args(args).env("LD_LIBRARY_PATH", dir).envs(env.iter().copied());
+    Some(cmd.output().expect("running mtcool"))
+}
+
 fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
@@ -205,13 +213,8 @@ fn the_caching_allocator_makes_no_driver_allocation_once_a_step_has_run() {
 
 #[test]
 fn the_binary_reports_gpu_out_of_memory_in_one_error_line_without_a_panic() {
-    let Some(dir) = emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR")) else { return };
-    let o = Command::new(env!("CARGO_BIN_EXE_mtcool"))
-        .args(["check", "parity", "--device", "cuda"])
-        .env("LD_LIBRARY_PATH", &dir)
-        .env("MTCOOL_EMU_MEM_LIMIT", "100000")
-        .output()
-        .unwrap();
+    let args = ["check", "parity", "--device", "cuda"];
+    let Some(o) = mtcool_on_emu(&args, &[("MTCOOL_EMU_MEM_LIMIT", "100000")]) else { return };
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(!err.contains("panicked"), "{err}");
@@ -222,13 +225,8 @@ fn the_binary_reports_gpu_out_of_memory_in_one_error_line_without_a_panic() {
 
 #[test]
 fn a_failing_kernel_fails_parity_and_the_other_families_still_run() {
-    let Some(dir) = emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR")) else { return };
-    let o = Command::new(env!("CARGO_BIN_EXE_mtcool"))
-        .args(["check", "parity", "--device", "cuda", "--json"])
-        .env("LD_LIBRARY_PATH", &dir)
-        .env("MTCOOL_EMU_FAIL_KERNEL", "relu_backward")
-        .output()
-        .unwrap();
+    let args = ["check", "parity", "--device", "cuda", "--json"];
+    let Some(o) = mtcool_on_emu(&args, &[("MTCOOL_EMU_FAIL_KERNEL", "relu_backward")]) else { return };
     let (out, err) = text(&o);
     assert!(!o.status.success(), "{err}");
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
@@ -245,19 +243,15 @@ fn a_failing_kernel_fails_parity_and_the_other_families_still_run() {
 
 #[test]
 fn info_names_the_emulated_device_and_auto_does_not_pick_it() {
-    let Some(dir) = emu_dir("MTCOOL_EMU_DIR", env!("MTCOOL_EMU_DIR")) else { return };
-    let run = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_mtcool")).args(args).env("LD_LIBRARY_PATH", &dir).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let info: serde_json::Value = serde_json::from_str(&run(&["info", "--json"])).unwrap();
+    let Some(json) = mtcool_on_emu(&["info", "--json"], &[]) else { return };
+    let Some(plain) = mtcool_on_emu(&["info"], &[]) else { return };
+    let (json, plain) = (text(&json).0, text(&plain).0);
+    let info: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(info["gpu"]["info"]["emulated"], true, "{}", info["gpu"]);
     assert_eq!(info["gpu"]["info"]["compute_capability"], serde_json::json!([9, 0]));
     assert_eq!(info["auto_device"], "cpu", "{}", info["auto_message"]);
     assert!(info["auto_message"].as_str().unwrap().contains("mtcool-emu"), "{}", info["auto_message"]);
-    let text = run(&["info"]);
-    assert!(text.contains("[emulated device"), "{text}");
+    assert!(plain.contains("[emulated device"), "{plain}");
 }
 
 // ---------------------------------------------------------------------------------------------------
