@@ -24,7 +24,15 @@ pub struct Kernel {
 
 pub fn build(root: &Path, out: &Path, product: &[PathBuf]) {
     let emu = root.join("emu");
-    println!("cargo:rerun-if-changed={}", emu.display());
+    // The sources only (not the README): a directory would rebuild on any file in it.
+    for dir in [emu.clone(), emu.join("include")] {
+        for f in fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok().map(|e| e.path())) {
+            if f.extension().is_some_and(|e| e == "cpp" || e == "h" || e == "rs") {
+                println!("cargo:rerun-if-changed={}", f.display());
+            }
+        }
+    }
+    println!("cargo:rerun-if-changed={}", emu.join("tests").display());
     for var in ["CXX", "MTCOOL_NO_EMU"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
