@@ -542,8 +542,8 @@ fn check_parity(choice: DeviceChoice, seed: u64, json: bool) -> Result<()> {
         (Device::Cuda(ordinal), _) => ordinal,
         (Device::Cpu, msg) => bail!("parity needs a GPU ({msg})"),
     };
-    let info = device::probe(ordinal).map_err(|why| anyhow::anyhow!("cannot use GPU {ordinal}: {why}"))?;
     let gpu = crate::backend::cuda::Gpu::new(ordinal)?;
+    let info = gpu.info();
     let outcomes = crate::parity::run_all(&gpu, seed)?;
     let kernels = crate::parity::per_kernel(&outcomes);
     if json {

@@ -55,6 +55,14 @@ fn mtcool_on_emu(args: &[&str], env: &[(&str, &str)]) -> Option<Output> {
     Some(cmd.output().expect("running mtcool"))
 }
 
+/// Runs `case` on the plain build, asserts the child succeeded, returns its (stdout, stderr).
+fn run_ok(case: &str, env: &[(&str, &str)]) -> Option<(String, String)> {
+    let o = run_case(case, false, env)?;
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    Some((out, err))
+}
+
 fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
@@ -70,9 +78,7 @@ fn value<'a>(stdout: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn a_missing_syncthreads_is_reported_as_a_race_and_the_barrier_fixes_it() {
-    let Some(o) = run_case("syncthreads", false, &[("MTCOOL_EMU_SCHEDULE", "check")]) else { return };
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let Some((out, err)) = run_ok("syncthreads", &[("MTCOOL_EMU_SCHEDULE", "check")]) else { return };
     assert!(value(&out, "missing").contains("CUDA_ERROR_LAUNCH_FAILED"), "{out}");
     assert!(err.contains("kernel emutest_missing_syncthreads: race"), "{err}");
     assert_eq!(value(&out, "with"), "ok", "{out}\n{err}");
@@ -81,9 +87,7 @@ fn a_missing_syncthreads_is_reported_as_a_race_and_the_barrier_fixes_it() {
 
 #[test]
 fn a_warp_synchronous_reduction_without_syncwarp_is_reported_as_a_race() {
-    let Some(o) = run_case("syncwarp", false, &[("MTCOOL_EMU_SCHEDULE", "check")]) else { return };
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let Some((out, err)) = run_ok("syncwarp", &[("MTCOOL_EMU_SCHEDULE", "check")]) else { return };
     assert!(value(&out, "without").contains("CUDA_ERROR_LAUNCH_FAILED"), "{out}");
     assert!(err.contains("kernel emutest_warp_sum_no_syncwarp: race"), "{err}");
     assert_eq!(value(&out, "with"), "ok", "{out}\n{err}");
@@ -116,9 +120,7 @@ fn a_read_past_the_end_of_a_buffer_is_caught_by_the_asan_build() {
 
 #[test]
 fn a_read_of_never_written_device_memory_gives_nan() {
-    let Some(o) = run_case("unwritten", false, &[]) else { return };
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let Some((out, _)) = run_ok("unwritten", &[]) else { return };
     assert_eq!(value(&out, "unwritten_nan"), "1000/1000", "{out}");
     assert_eq!(value(&out, "written_nan"), "0/1000", "{out}");
 }
@@ -136,9 +138,7 @@ fn a_shuffle_that_waits_for_an_exited_lane_fails_the_launch() {
 
 #[test]
 fn launch_configuration_errors_and_unknown_kernels_return_the_drivers_codes() {
-    let Some(o) = run_case("config", false, &[]) else { return };
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let Some((out, _)) = run_ok("config", &[]) else { return };
     assert_eq!(value(&out, "unknown_kernel"), "CUDA_ERROR_NOT_FOUND");
     assert_eq!(value(&out, "zero_grid"), "CUDA_ERROR_INVALID_VALUE");
     assert_eq!(value(&out, "block_2048"), "CUDA_ERROR_INVALID_VALUE");
@@ -153,9 +153,7 @@ fn launch_configuration_errors_and_unknown_kernels_return_the_drivers_codes() {
 
 #[test]
 fn a_captured_graph_runs_only_when_launched_and_replays_on_current_memory() {
-    let Some(o) = run_case("graph", false, &[]) else { return };
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let Some((out, _)) = run_ok("graph", &[]) else { return };
     assert_eq!(value(&out, "after_capture"), "untouched", "{out}");
     assert_eq!(value(&out, "after_launch"), "a+b", "{out}");
     assert_eq!(value(&out, "after_relaunch"), "a2+b", "{out}");
@@ -167,9 +165,7 @@ fn a_captured_graph_runs_only_when_launched_and_replays_on_current_memory() {
 
 #[test]
 fn events_time_the_work_between_them_and_refuse_without_timing() {
-    let Some(o) = run_case("events", false, &[]) else { return };
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let Some((out, _)) = run_ok("events", &[]) else { return };
     let ms: f32 = value(&out, "elapsed_ms").parse().unwrap();
     assert!(ms >= 20.0, "slept 20 ms between the events, measured {ms} ms");
     assert_eq!(value(&out, "no_timing"), "CUDA_ERROR_INVALID_HANDLE");
@@ -177,9 +173,7 @@ fn events_time_the_work_between_them_and_refuse_without_timing() {
 
 #[test]
 fn allocations_are_counted_and_freed() {
-    let Some(o) = run_case("accounting", false, &[]) else { return };
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let Some((out, _)) = run_ok("accounting", &[]) else { return };
     assert_eq!(value(&out, "delta_live_allocs"), "1");
     assert_eq!(value(&out, "delta_live_bytes"), "4000");
     assert_eq!(value(&out, "delta_alloc_calls"), "1");
@@ -188,9 +182,7 @@ fn allocations_are_counted_and_freed() {
 
 #[test]
 fn running_out_of_device_memory_is_one_clear_error() {
-    let Some(o) = run_case("oom", false, &[("MTCOOL_EMU_MEM_LIMIT", "1000000")]) else { return };
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let Some((out, _)) = run_ok("oom", &[("MTCOOL_EMU_MEM_LIMIT", "1000000")]) else { return };
     assert_eq!(
         value(&out, "oom"),
         "allocating 3.8 MiB of GPU memory failed (CUDA_ERROR_OUT_OF_MEMORY): the GPU is out of memory: try a smaller --batch-size"
@@ -199,9 +191,7 @@ fn running_out_of_device_memory_is_one_clear_error() {
 
 #[test]
 fn the_caching_allocator_makes_no_driver_allocation_once_a_step_has_run() {
-    let Some(o) = run_case("cache", false, &[]) else { return };
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "{out}\n{err}");
+    let Some((out, _)) = run_ok("cache", &[]) else { return };
     let allocs: Vec<u64> = value(&out, "driver_allocs_after_steps").split(',').map(|v| v.parse().unwrap()).collect();
     assert!(allocs[0] > 0, "{out}");
     assert_eq!(allocs[1], allocs[0], "step 2 called cuMemAlloc: {out}");

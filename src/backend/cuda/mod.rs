@@ -51,6 +51,7 @@ pub struct Gpu {
     /// checked output to the kernels that produced it).
     launched: Mutex<Vec<&'static str>>,
     cache: Arc<cache::BufferCache>,
+    info: crate::device::GpuInfo,
 }
 
 /// An f32 tensor in GPU memory: contiguous, row-major; `buf.len()` equals the product of `shape`.
@@ -106,7 +107,13 @@ impl Gpu {
             max_blocks: sms * BLOCKS_PER_SM,
             launched: Mutex::default(),
             cache: Arc::default(),
+            info,
         })
+    }
+
+    /// What the driver reported about this device when it was opened.
+    pub fn info(&self) -> &crate::device::GpuInfo {
+        &self.info
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
