@@ -54,7 +54,9 @@ pub fn to_bytes_with(
     extra: &[(String, Vec<usize>, &[f32])],
     meta: &[(&str, String)],
 ) -> Result<Vec<u8>> {
-    let params = model.store.iter().map(|p| (p.name.clone(), p.value.shape().to_vec(), p.value.data()));
+    // GPU parameters are downloaded here: a checkpoint is always written from host copies.
+    let host: Vec<crate::Tensor> = model.store.iter().map(|p| p.value.to_host()).collect::<Result<_>>()?;
+    let params = model.store.iter().zip(&host).map(|(p, h)| (p.name.clone(), p.value.shape().to_vec(), h.data()));
     let views: Vec<(String, TensorView)> = params
         .chain(extra.iter().map(|(n, s, d)| (n.clone(), s.clone(), *d)))
         .map(|(name, shape, data)| Ok((name, TensorView::new(Dtype::F32, shape, bytemuck::cast_slice(data))?)))

@@ -365,15 +365,9 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         None => (args.config(), args.out_dir()),
     };
     cfg.validate()?;
-    let (device, msg) = device::select(args.device)?;
-    let device_line = match device {
-        Device::Cpu => msg,
-        Device::Cuda(_) if args.device == DeviceChoice::Cuda => {
-            bail!("training on CUDA is not available yet (the GPU tape is not built); use --device cpu")
-        }
-        Device::Cuda(_) => format!("{msg}; training runs on the CPU: the GPU tape is not built yet"),
-    };
-    let s = train::train_with(&cfg, &out, &device_line, &opts)?;
+    let (device, device_line) = device::select(args.device)?;
+    let backend = crate::backend::Backend::open(device)?;
+    let s = train::train_on(&cfg, &out, &device_line, &opts, &backend)?;
     let setup = train::data::setup(cfg.data.task);
     println!(
         "{:?}{} on {:?}: {} parameters, {:.1}s, run folder {}",

@@ -9,13 +9,14 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::backend::cpu::conv::Conv2dCfg;
-use crate::backend::cpu::loss::{one_hot, DiceMode};
+use crate::backend::cpu::loss::one_hot;
+use crate::backend::dispatch::{Labels, LayerNoise};
 use crate::noise::{stream, NoiseKey};
+use crate::settings::{Conv2dCfg, DiceMode};
 use crate::tape::{Tape, Var};
 use crate::Tensor;
 
-type Build = Box<dyn Fn(&mut Tape, &[Var]) -> Var>;
+type Build = Box<dyn Fn(&mut Tape, &[Var]) -> anyhow::Result<Var>>;
 
 /// One op under test: inputs (those with `check` true are differentiated), how to build the op.
 pub struct Case {
@@ -48,7 +49,7 @@ fn forward(case: &Case, inputs: &[Tensor]) -> (Tape, Vec<Var>, Var) {
         .zip(&case.check)
         .map(|(t, &c)| if c { tape.input(t.clone()) } else { tape.constant(t.clone()) })
         .collect();
-    let out = (case.build)(&mut tape, &vars);
+    let out = (case.build)(&mut tape, &vars).unwrap_or_else(|e| panic!("gradcheck case {}: {e:#}", case.name));
     (tape, vars, out)
 }
 
@@ -57,7 +58,7 @@ pub fn run_case(case: &Case, seed: u64) -> Outcome {
     let (tape, vars, out) = forward(case, &case.inputs);
     let mut rng = StdRng::seed_from_u64(seed);
     let r = Tensor::uniform(tape.value(out).shape(), 0.5, 1.5, &mut rng);
-    let grads = tape.backward_with(out, r.clone());
+    let grads = tape.backward_with(out, r.clone()).unwrap_or_else(|e| panic!("gradcheck case {}: {e:#}", case.name));
     let mut worst = 0.0f64;
     for (i, var) in vars.iter().enumerate().filter(|(i, _)| case.check[*i]) {
         let analytic = grads.get(*var).cloned().unwrap_or_else(|| Tensor::zeros(case.inputs[i].shape()));
@@ -122,6 +123,8 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
     let bin_target =
         Tensor::new(&[n, 1, h, w], (0..n * h * w).map(|_| r.random_range(0..2) as f32).collect()).expect("shape");
     let mc_target = one_hot(&pix_targets, classes, &[n, h, w]);
+    let (cls_targets, pix_targets) = (Labels::from(&cls_targets[..]), Labels::from(&pix_targets[..]));
+    let weights = Tensor::new(&[classes], weights).expect("shape");
     let drop_key = NoiseKey { seed, step: 3, stream: stream::DROPOUT, sample: 0 };
     let (bn_mean, bn_var) = (Tensor::randn(&[c], 0.5, r), Tensor::uniform(&[c], 0.5, 2.0, r));
     let (uh, uw) = (h + d(1, 5), w + d(0, 5));
@@ -224,7 +227,7 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
             ],
             all(3),
             2e-2,
-            Box::new(|t, v| t.batch_norm_train(v[0], v[1], v[2], 1e-5).0),
+            Box::new(|t, v| Ok(t.batch_norm_train(v[0], v[1], v[2], 1e-5)?.0)),
         ),
         case(
             "batch_norm_eval",
@@ -268,6 +271,24 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
             all(1),
             1e-2,
             Box::new(move |t, v| t.soft_dice(v[0], &mc_target, DiceMode::MultiClass, 1.0)),
+        ),
+    ]);
+    // The frozen noisy layers: only the input is differentiated (the weights are frozen).
+    let noise = LayerNoise { key: NoiseKey { seed, step: 5, stream: stream::TASK2, sample: 1 }, b: 0.3, w_offset: 7, b_offset: 1000 };
+    all_cases.extend([
+        case(
+            "conv2d_noisy",
+            vec![x4(r), Tensor::randn(&[c2, c, k, k], 0.5, r), Tensor::randn(&[c2], 0.5, r)],
+            vec![true, false, false],
+            1e-2,
+            Box::new(move |t, v| t.conv2d_noisy(v[0], v[1], Some(v[2]), conv_cfg(1, 1), noise)),
+        ),
+        case(
+            "linear_noisy",
+            vec![Tensor::randn(&[n, feat], 1.0, r), Tensor::randn(&[out, feat], 0.5, r), Tensor::randn(&[out], 0.5, r)],
+            vec![true, false, false],
+            1e-2,
+            Box::new(move |t, v| t.linear_noisy(v[0], v[1], Some(v[2]), noise)),
         ),
     ]);
     all_cases

@@ -19,6 +19,7 @@ pub mod params;
 pub mod parity;
 pub mod predict;
 pub mod profile;
+pub mod settings;
 pub mod tape;
 pub mod tensor;
 pub mod train;

@@ -2,28 +2,35 @@
 //! [θ_prev − b, θ_prev + b] applied in the same pass (MT-CooL's b-box, θ_prev being the snapshot taken at
 //! the start of the outer iteration). The per-element update functions are the CPU references of
 //! `kernels/optim.cu` (`sgd_step`, `adam_step`); their order of operations is the kernels' too.
+//! Parameters on a GPU are stepped by those kernels, their state (velocity, m, v) kept beside them.
 
 use std::collections::HashMap;
 
+use anyhow::Result;
+
+use crate::backend::cuda::GpuBox;
+use crate::backend::Backend;
 use crate::params::{ParamId, ParamStore};
+use crate::Tensor;
 
 /// The b-box around a snapshot of some parameters.
 #[derive(Clone, Debug)]
 pub struct BoxProjection {
     pub b: f32,
-    snapshot: HashMap<ParamId, Vec<f32>>,
+    snapshot: HashMap<ParamId, Tensor>,
 }
 
 impl BoxProjection {
-    /// Snapshots the current values of `ids`: later steps keep them within ±b of these values.
+    /// Snapshots the current values of `ids`: later steps keep them within ±b of these values. On a GPU
+    /// the snapshot shares θ's buffer until the first update writes θ (copy-on-write): one copy.
     pub fn snapshot(store: &ParamStore, ids: &[ParamId], b: f32) -> Self {
-        let snapshot = ids.iter().map(|&id| (id, store.value(id).data().to_vec())).collect();
+        let snapshot = ids.iter().map(|&id| (id, store.value(id).clone())).collect();
         BoxProjection { b, snapshot }
     }
 
     /// The snapshot of one parameter, if it is covered by this box.
-    pub fn center(&self, id: ParamId) -> Option<&[f32]> {
-        self.snapshot.get(&id).map(|v| v.as_slice())
+    pub fn center(&self, id: ParamId) -> Option<&Tensor> {
+        self.snapshot.get(&id)
     }
 }
 
@@ -93,13 +100,22 @@ pub fn adam_update(
     }
 }
 
-/// Either optimiser behind one type, with per-parameter state.
+/// Either optimiser behind one type, with per-parameter state on the parameters' device.
 #[derive(Clone, Debug)]
 pub enum Optimizer {
-    Sgd { cfg: SgdConfig, velocity: HashMap<ParamId, Vec<f32>> },
-    Adam { cfg: AdamConfig, state: HashMap<ParamId, AdamState> },
+    Sgd { cfg: SgdConfig, velocity: HashMap<ParamId, Tensor> },
+    Adam { cfg: AdamConfig, state: HashMap<ParamId, AdamSlot> },
 }
 
+/// Adam's running moments of one parameter.
+#[derive(Clone, Debug)]
+pub struct AdamSlot {
+    pub m: Tensor,
+    pub v: Tensor,
+    pub step: u32,
+}
+
+/// Adam's state of one parameter on the host (checkpoints).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamState {
     pub m: Vec<f32>,
@@ -132,35 +148,93 @@ impl Optimizer {
 
     /// Updates `ids` from their accumulated gradients. Parameters covered by `bbox` are clamped into it
     /// in the same pass; others (e.g. heads, which MT-CooL does not clamp) are updated freely.
-    pub fn step(&mut self, store: &mut ParamStore, ids: &[ParamId], bbox: Option<&BoxProjection>) {
+    pub fn step(&mut self, store: &mut ParamStore, ids: &[ParamId], bbox: Option<&BoxProjection>) -> Result<()> {
         let (name, words) = match self {
             Optimizer::Sgd { .. } => ("sgd_step", 5.0), // read θ, g, velocity; write θ, velocity
             Optimizer::Adam { .. } => ("adam_step", 7.0), // read θ, g, m, v; write θ, m, v
         };
         let bytes = if crate::profile::enabled() { 4.0 * words * store.count(ids) as f64 } else { 0.0 };
-        crate::profile::timed("optimizer", name, 0.0, bytes, || self.step_inner(store, ids, bbox));
+        crate::profile::timed("optimizer", name, 0.0, bytes, || self.step_inner(store, ids, bbox))
     }
 
-    fn step_inner(&mut self, store: &mut ParamStore, ids: &[ParamId], bbox: Option<&BoxProjection>) {
+    fn step_inner(&mut self, store: &mut ParamStore, ids: &[ParamId], bbox: Option<&BoxProjection>) -> Result<()> {
         for &id in ids {
             let p = store.get_mut(id);
-            let n = p.value.numel();
-            let clamp = bbox.and_then(|bx| bx.center(id).map(|c| (c, bx.b)));
-            match self {
-                Optimizer::Sgd { cfg, velocity } => {
-                    let vel = velocity.entry(id).or_insert_with(|| vec![0.0; n]);
-                    sgd_update(p.value.data_mut(), p.grad.data(), vel, *cfg, clamp);
+            let backend = p.value.backend();
+            let zeros = || Tensor::zeros_on(p.value.shape(), &backend);
+            let center = bbox.and_then(|bx| bx.center(id).map(|c| (c, bx.b)));
+            match (&mut *self, &backend) {
+                (Optimizer::Sgd { cfg, velocity }, Backend::Cpu) => {
+                    let vel = slot(velocity, id, || zeros())?;
+                    let clamp = center.map(|(c, b)| (c.data(), b));
+                    sgd_update(p.value.data_mut(), p.grad.data(), vel.data_mut(), *cfg, clamp);
                 }
-                Optimizer::Adam { cfg, state } => {
-                    let s = state.entry(id).or_insert_with(|| AdamState { m: vec![0.0; n], v: vec![0.0; n], step: 0 });
+                (Optimizer::Adam { cfg, state }, Backend::Cpu) => {
+                    let s = slot(state, id, || Ok(AdamSlot { m: zeros()?, v: zeros()?, step: 0 }))?;
                     s.step += 1;
-                    let bc1 = 1.0 - cfg.beta1.powi(s.step as i32);
-                    let bc2 = 1.0 - cfg.beta2.powi(s.step as i32);
-                    adam_update(p.value.data_mut(), p.grad.data(), &mut s.m, &mut s.v, *cfg, bc1, bc2, clamp);
+                    let (bc1, bc2) = bias_corrections(cfg, s.step);
+                    let clamp = center.map(|(c, b)| (c.data(), b));
+                    adam_update(p.value.data_mut(), p.grad.data(), s.m.data_mut(), s.v.data_mut(), *cfg, bc1, bc2, clamp);
+                }
+                (Optimizer::Sgd { cfg, velocity }, Backend::Cuda(gpu)) => {
+                    let vel = slot(velocity, id, || zeros())?;
+                    let grad = p.grad.gpu_tensor().expect("gradient beside its parameter");
+                    let bx = gpu_box(center)?;
+                    gpu.sgd_step(p.value.gpu_mut()?, vel.gpu_mut()?, grad, *cfg, bx)?;
+                }
+                (Optimizer::Adam { cfg, state }, Backend::Cuda(gpu)) => {
+                    let s = slot(state, id, || Ok(AdamSlot { m: zeros()?, v: zeros()?, step: 0 }))?;
+                    s.step += 1;
+                    let (bc1, bc2) = bias_corrections(cfg, s.step);
+                    let grad = p.grad.gpu_tensor().expect("gradient beside its parameter");
+                    let bx = gpu_box(center)?;
+                    let (m, v) = (s.m.gpu_mut()?, s.v.gpu_mut()?);
+                    gpu.adam_step(p.value.gpu_mut()?, m, v, grad, *cfg, bc1, bc2, bx)?;
                 }
             }
         }
+        Ok(())
     }
+
+    /// Moves the per-parameter state to `backend` (with the parameters it belongs to).
+    pub fn to_backend(&mut self, backend: &Backend) -> Result<()> {
+        match self {
+            Optimizer::Sgd { velocity, .. } => {
+                for v in velocity.values_mut() {
+                    *v = v.to_backend(backend)?;
+                }
+            }
+            Optimizer::Adam { state, .. } => {
+                for s in state.values_mut() {
+                    s.m = s.m.to_backend(backend)?;
+                    s.v = s.v.to_backend(backend)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The state of `id`, created by `new` on the parameter's first step.
+fn slot<T>(map: &mut HashMap<ParamId, T>, id: ParamId, new: impl FnOnce() -> Result<T>) -> Result<&mut T> {
+    Ok(match map.entry(id) {
+        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => v.insert(new()?),
+    })
+}
+
+/// (1 − β1^t, 1 − β2^t), computed in f32 as the CPU reference always has.
+fn bias_corrections(cfg: &AdamConfig, step: u32) -> (f32, f32) {
+    (1.0 - cfg.beta1.powi(step as i32), 1.0 - cfg.beta2.powi(step as i32))
+}
+
+fn gpu_box(center: Option<(&Tensor, f32)>) -> Result<Option<GpuBox<'_>>> {
+    center
+        .map(|(c, b)| {
+            let snapshot = c.gpu_tensor().ok_or_else(|| anyhow::anyhow!("b-box snapshot is not on the GPU"))?;
+            Ok(GpuBox { snapshot, b })
+        })
+        .transpose()
 }
 
 /// One parameter's optimiser state, as exported to and imported from training checkpoints.
@@ -171,21 +245,29 @@ pub enum ParamState {
 }
 
 impl Optimizer {
-    /// The per-parameter state (only parameters stepped at least once), sorted by parameter.
-    pub fn export_state(&self) -> Vec<(ParamId, ParamState)> {
+    /// The per-parameter state (only parameters stepped at least once), sorted by parameter, on the
+    /// host (a download for GPU state).
+    pub fn export_state(&self) -> Result<Vec<(ParamId, ParamState)>> {
+        let host = |t: &Tensor| Ok::<_, anyhow::Error>(t.to_host()?.into_data());
         let mut out: Vec<(ParamId, ParamState)> = match self {
-            Optimizer::Sgd { velocity, .. } => {
-                velocity.iter().map(|(&id, v)| (id, ParamState::Sgd { velocity: v.clone() })).collect()
-            }
-            Optimizer::Adam { state, .. } => state.iter().map(|(&id, s)| (id, ParamState::Adam(s.clone()))).collect(),
+            Optimizer::Sgd { velocity, .. } => velocity
+                .iter()
+                .map(|(&id, v)| Ok((id, ParamState::Sgd { velocity: host(v)? })))
+                .collect::<Result<_>>()?,
+            Optimizer::Adam { state, .. } => state
+                .iter()
+                .map(|(&id, s)| Ok((id, ParamState::Adam(AdamState { m: host(&s.m)?, v: host(&s.v)?, step: s.step }))))
+                .collect::<Result<_>>()?,
         };
         out.sort_by_key(|(id, _)| *id);
-        out
+        Ok(out)
     }
 
-    /// Replaces the per-parameter state with `entries` (as `export_state` gave them); every entry must be
-    /// of this optimiser's kind. Parameters absent from `entries` start from zero state, as new ones do.
+    /// Replaces the per-parameter state with `entries` (as `export_state` gave them, on the host; move
+    /// them with `to_backend`); every entry must be of this optimiser's kind. Parameters absent from
+    /// `entries` start from zero state, as new ones do.
     pub fn import_state(&mut self, entries: Vec<(ParamId, ParamState)>) -> anyhow::Result<()> {
+        let t = |v: Vec<f32>| Tensor::from_parts(vec![v.len()], v);
         match self {
             Optimizer::Sgd { velocity, .. } => {
                 velocity.clear();
@@ -193,14 +275,14 @@ impl Optimizer {
                     let ParamState::Sgd { velocity: v } = s else {
                         anyhow::bail!("Adam state given to an SGD optimiser")
                     };
-                    velocity.insert(id, v);
+                    velocity.insert(id, t(v));
                 }
             }
             Optimizer::Adam { state, .. } => {
                 state.clear();
                 for (id, s) in entries {
                     let ParamState::Adam(a) = s else { anyhow::bail!("SGD state given to an Adam optimiser") };
-                    state.insert(id, a);
+                    state.insert(id, AdamSlot { m: t(a.m), v: t(a.v), step: a.step });
                 }
             }
         }

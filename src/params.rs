@@ -1,6 +1,10 @@
 //! Named parameters with their gradients. The tape reads parameter values from here and its backward pass
-//! accumulates gradients back into here; the optimisers update values in place.
+//! accumulates gradients back into here; the optimisers update values in place. Parameters are created
+//! on the host (initialisation, checkpoints) and moved to a GPU as a whole (`to_backend`).
 
+use anyhow::Result;
+
+use crate::backend::{dispatch, Backend};
 use crate::Tensor;
 
 /// Handle of one parameter in a `ParamStore`.
@@ -67,9 +71,33 @@ impl ParamStore {
         ids.iter().map(|&id| self.value(id).numel()).sum()
     }
 
-    pub fn zero_grad(&mut self, ids: &[ParamId]) {
+    pub fn zero_grad(&mut self, ids: &[ParamId]) -> Result<()> {
         for &id in ids {
-            self.params[id.0].grad.data_mut().fill(0.0);
+            dispatch::fill_zero(&mut self.params[id.0].grad)?;
         }
+        Ok(())
+    }
+
+    /// Where the parameters live (the host for an empty store).
+    pub fn backend(&self) -> Backend {
+        self.params.first().map_or(Backend::Cpu, |p| p.value.backend())
+    }
+
+    /// Moves every value and gradient to `backend` (an upload or a download; nothing when already there).
+    pub fn to_backend(&mut self, backend: &Backend) -> Result<()> {
+        for p in &mut self.params {
+            p.value = p.value.to_backend(backend)?;
+            p.grad = p.grad.to_backend(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Sets parameter `id` to `value` (moved to the store's device; shapes must agree).
+    pub fn set_value(&mut self, id: ParamId, value: &Tensor) -> Result<()> {
+        let p = &self.params[id.0];
+        anyhow::ensure!(p.value.shape() == value.shape(), "{}: shape {:?} for {:?}", p.name, value.shape(), p.value.shape());
+        let v = value.to_backend(&p.value.backend())?;
+        self.params[id.0].value = v;
+        Ok(())
     }
 }

@@ -34,9 +34,16 @@ impl Predictor {
         &self.model
     }
 
+    /// Moves the model to `backend` (e.g. a GPU opened with `backend::cuda::Gpu::new`); `logits` then
+    /// runs there and returns host tensors.
+    pub fn to_backend(&mut self, backend: &crate::backend::Backend) -> Result<()> {
+        self.model.store.to_backend(backend)
+    }
+
     /// Both tasks' logits for normalised images [B, C, H, W]: [B, classes] for a classification task,
     /// [B, classes, H, W] for a segmentation task. MultiLeNet models take [B, 1, 28, 28]; U-Net models
-    /// take the channels they were trained with and any H, W divisible by 4.
+    /// take the channels they were trained with and any H, W divisible by 4. The logits are host
+    /// tensors wherever the model runs.
     pub fn logits(&self, images: &Tensor) -> Result<[Tensor; 2]> {
         let s = images.shape();
         let cfg = &self.model.cfg;
@@ -55,9 +62,9 @@ impl Predictor {
         );
         let mut tape = Tape::new();
         tape.set_grad_enabled(false);
-        let x = tape.constant(images.clone());
-        let out = self.model.forward_all(&mut tape, x, [Read::Train, Read::Train]);
-        Ok(out.map(|v| tape.value(v).clone()))
+        let x = tape.constant(images.to_backend(&self.model.store.backend())?);
+        let [a, b] = self.model.forward_all(&mut tape, x, [Read::Train, Read::Train])?;
+        Ok([tape.value(a).to_host()?, tape.value(b).to_host()?])
     }
 
     /// The predicted class of each task for each image (models whose two tasks are image-level

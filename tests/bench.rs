@@ -73,12 +73,17 @@ fn profile_accounts_for_the_step_op_by_op() {
     let conv = find("forward", "conv2d").expect("conv2d forward row");
     assert!(conv["gflop_s"].as_f64().unwrap() > 0.0 && conv["gb_s"].is_null());
     assert!(find("backward", "conv2d").is_some());
-    assert!(find("forward", "frozen_param_noisy").is_some(), "MT-CooL reads the other extractor with noise");
+    // The other task's extractor runs with noisy weights, the noise added inside its layers' ops (no
+    // perturbed copy of the weights is read first).
+    let noisy = find("forward", "conv2d_noisy").expect("MT-CooL reads the other extractor with noise");
+    assert!(find("forward", "frozen_param_noisy").is_none(), "a perturbed copy of θ was made");
     let adam = find("optimizer", "adam_step").expect("optimizer row");
     assert_eq!(adam["calls"], 2.0, "one Adam step per task per MT-CooL step");
-    // Calls per step: the U-Net extractor has 6 convs and each task's sub-step runs both extractors
-    // (24); only task 1's sub-step evaluates its head, the segmentation head's 1×1 conv (1).
-    assert_eq!(conv["calls"].as_f64().unwrap(), 4.0 * 6.0 + 1.0);
+    // Calls per step: the U-Net extractor has 6 convs and each task's sub-step runs both extractors:
+    // its own (2 × 6 plain) and the other's (2 × 6 noisy); only task 1's sub-step evaluates its head,
+    // the segmentation head's 1×1 conv (1).
+    assert_eq!(conv["calls"].as_f64().unwrap(), 2.0 * 6.0 + 1.0);
+    assert_eq!(noisy["calls"].as_f64().unwrap(), 2.0 * 6.0);
     let step = r["step_us"].as_f64().unwrap();
     let charged: f64 = rows.iter().map(|x| x["us"].as_f64().unwrap()).sum();
     let unattributed = r["unattributed_us"].as_f64().unwrap();

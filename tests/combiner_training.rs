@@ -11,6 +11,7 @@ mod common;
 
 use common::{assert_ok, read_json, real_mnist_dir, run_mtcool};
 
+use mtcool::backend::Backend;
 use mtcool::data::mnist::default_mnist_dir;
 use mtcool::model::multitask::ModelConfig;
 use mtcool::model::{Fusion, Method, MultiTaskModel, Read, TaskId, TaskSpec};
@@ -65,34 +66,35 @@ fn reference(m: &mut MultiTaskModel, b: &Batch) -> ([Vec<f32>; 2], [Vec<f32>; 2]
     let mut gz = [vec![], vec![]];
     let mut losses = [0.0; 2];
     for t in TaskId::BOTH {
-        m.store.zero_grad(&all);
+        m.store.zero_grad(&all).unwrap();
         let mut tape = Tape::new();
         let x = tape.constant(b.x.clone());
-        let z = m.forward_features(&mut tape, x, Read::Train);
-        let logits = m.forward_heads(&mut tape, z);
-        let l = obj().loss(&mut tape, t, logits[t.0], &b.labels[t.0]);
+        let z = m.forward_features(&mut tape, x, Read::Train).unwrap();
+        let logits = m.forward_heads(&mut tape, z).unwrap();
+        let placed = b.place(&Backend::Cpu, &obj()).unwrap();
+        let l = obj().loss(&mut tape, t, logits[t.0], &placed.targets[t.0]).unwrap();
         losses[t.0] = tape.value(l).item() as f64;
-        let g = tape.backward(l);
+        let g = tape.backward(l).unwrap();
         gz[t.0] = g.get(z).unwrap().data().to_vec();
-        g.accumulate_into(&mut m.store);
-        theta[t.0] = flat_grads(&m.store, &shared);
-        heads[t.0] = flat_grads(&m.store, m.head_params(t));
+        g.accumulate_into(&mut m.store).unwrap();
+        theta[t.0] = flat_grads(&m.store, &shared).unwrap();
+        heads[t.0] = flat_grads(&m.store, m.head_params(t)).unwrap();
     }
-    m.store.zero_grad(&all);
+    m.store.zero_grad(&all).unwrap();
     (theta, heads, gz, losses)
 }
 
 /// The θ_s gradient the reference way for a Z-level rule: backward of the features seeded with `dz`.
 fn reference_theta_from_z(m: &mut MultiTaskModel, b: &Batch, dz: &[f32]) -> Vec<f32> {
     let shared = m.extractor_params(TaskId(0)).to_vec();
-    m.store.zero_grad(&m.all_params());
+    m.store.zero_grad(&m.all_params()).unwrap();
     let mut tape = Tape::new();
     let x = tape.constant(b.x.clone());
-    let z = m.forward_features(&mut tape, x, Read::Train);
+    let z = m.forward_features(&mut tape, x, Read::Train).unwrap();
     let shape = tape.value(z).shape().to_vec();
-    tape.backward_with(z, Tensor::new(&shape, dz.to_vec()).unwrap()).accumulate_into(&mut m.store);
-    let g = flat_grads(&m.store, &shared);
-    m.store.zero_grad(&m.all_params());
+    tape.backward_with(z, Tensor::new(&shape, dz.to_vec()).unwrap()).unwrap().accumulate_into(&mut m.store).unwrap();
+    let g = flat_grads(&m.store, &shared).unwrap();
+    m.store.zero_grad(&m.all_params()).unwrap();
     g
 }
 
@@ -126,19 +128,19 @@ fn combined_step_writes_the_combined_shared_gradient_and_each_heads_own() {
             Combiner::Graddrop { leak, seed } => {
                 let mut tape = Tape::new();
                 let x = tape.constant(b.x.clone());
-                let z = m.forward_features(&mut tape, x, Read::Train);
+                let z = m.forward_features(&mut tape, x, Read::Train).unwrap();
                 let bsz = tape.value(z).shape()[0];
                 let dz = combiners::graddrop_batched(&zs, tape.value(z).data(), bsz, leak, step_seed(seed, step));
                 reference_theta_from_z(&mut m, &b, &dz)
             }
         };
-        let s = combined_step(&mut m, &mut sgd(0.01), &b, &obj(), &combiner, step);
+        let s = combined_step(&mut m, &mut sgd(0.01), &b, &obj(), &combiner, step).unwrap();
         assert!((s.loss[0] as f64 - losses[0]).abs() < 1e-6 && (s.loss[1] as f64 - losses[1]).abs() < 1e-6);
         let shared = m.extractor_params(TaskId(0)).to_vec();
-        assert_close(&flat_grads(&m.store, &shared), &want_theta, &format!("{combiner:?}: θ_s gradient"));
+        assert_close(&flat_grads(&m.store, &shared).unwrap(), &want_theta, &format!("{combiner:?}: θ_s gradient"));
         for t in TaskId::BOTH {
             assert_close(
-                &flat_grads(&m.store, m.head_params(t)),
+                &flat_grads(&m.store, m.head_params(t)).unwrap(),
                 &heads[t.0],
                 &format!("{combiner:?}: head {} gradient", t.0 + 1),
             );
@@ -153,15 +155,15 @@ fn graddrop_with_leak_one_and_cagrad_with_c_zero_reduce_to_the_summed_step() {
     let mut joint = model(Method::Joint);
     let mut gd = model(Method::Graddrop);
     assert_eq!(values(&joint, &joint.all_params()), values(&gd, &gd.all_params()), "same architecture and init");
-    summed_step(&mut joint, &mut sgd(0.1), &b, &obj());
-    combined_step(&mut gd, &mut sgd(0.1), &b, &obj(), &Combiner::Graddrop { leak: 1.0, seed: 0 }, 0);
+    summed_step(&mut joint, &mut sgd(0.1), &b, &obj()).unwrap();
+    combined_step(&mut gd, &mut sgd(0.1), &b, &obj(), &Combiner::Graddrop { leak: 1.0, seed: 0 }, 0).unwrap();
     assert_close(&values(&gd, &gd.all_params()), &values(&joint, &joint.all_params()), "graddrop ℓ=1 vs summed");
 
     // CAGrad with c = 0 steps θ_s along the average gradient: lr 0.2 on the average = lr 0.1 on the sum.
     let mut joint = model(Method::Joint);
     let mut ca = model(Method::Cagrad);
-    summed_step(&mut joint, &mut sgd(0.1), &b, &obj());
-    combined_step(&mut ca, &mut sgd(0.2), &b, &obj(), &Combiner::Cagrad { c: 0.0 }, 0);
+    summed_step(&mut joint, &mut sgd(0.1), &b, &obj()).unwrap();
+    combined_step(&mut ca, &mut sgd(0.2), &b, &obj(), &Combiner::Cagrad { c: 0.0 }, 0).unwrap();
     let shared = joint.extractor_params(TaskId(0)).to_vec();
     assert_close(&values(&ca, &shared), &values(&joint, &shared), "cagrad c=0 θ_s vs summed");
 }
@@ -178,7 +180,7 @@ fn combined_steps_are_deterministic_and_move_every_part() {
             let mut m = model(Method::Graddrop);
             let mut opt = Optimizer::adam(mtcool::optim::AdamConfig::with_lr(1e-3));
             for step in 0..2 {
-                combined_step(&mut m, &mut opt, &batch(step as u64), &obj(), &combiner, step);
+                combined_step(&mut m, &mut opt, &batch(step as u64), &obj(), &combiner, step).unwrap();
             }
             m
         };

@@ -1,5 +1,6 @@
 //! The MT-CooL step itself: who moves, the b-box, noise on/off, determinism.
 
+use mtcool::backend::Backend;
 use mtcool::model::multitask::ModelConfig;
 use mtcool::model::{Fusion, Method, MultiTaskModel, TaskId, TaskSpec};
 use mtcool::mtl::mtcool::{mtcool_step, task_substep, Mode, MtCoolConfig};
@@ -50,7 +51,9 @@ fn task1_substep_moves_theta1_and_phi1_only() {
     let theta1 = values(&m, m.extractor_params(t1));
     let phi1 = values(&m, m.head_params(t1));
     let mut opt = sgd(0.1);
-    task_substep(&mut m, &mut opt, &batch(1), &obj(), 0, &cfg(Mode::Full, 0.05, 3), t1);
+    let b = batch(1);
+    let placed = b.place(&Backend::Cpu, &obj()).unwrap();
+    task_substep(&mut m, &mut opt, &placed, &obj(), 0, &cfg(Mode::Full, 0.05, 3), t1).unwrap();
     assert_eq!(values(&m, m.extractor_params(t2)), theta2, "θ2 changed during task 1's sub-step");
     assert_eq!(values(&m, m.head_params(t2)), phi2, "φ2 changed during task 1's sub-step");
     assert!(max_abs_diff(&values(&m, m.extractor_params(t1)), &theta1) > 0.0, "θ1 did not move");
@@ -66,7 +69,7 @@ fn full_mode_keeps_each_extractor_in_its_box_and_leaves_heads_free() {
         for step in 0..3 {
             let before: Vec<Vec<Tensor>> = TaskId::BOTH.iter().map(|&t| values(&m, m.extractor_params(t))).collect();
             let heads: Vec<Vec<Tensor>> = TaskId::BOTH.iter().map(|&t| values(&m, m.head_params(t))).collect();
-            mtcool_step(&mut m, &mut opt, &batch(step), &obj(), step as u32, &cfg(Mode::Full, b, 5));
+            mtcool_step(&mut m, &mut opt, &batch(step), &obj(), step as u32, &cfg(Mode::Full, b, 5)).unwrap();
             for t in TaskId::BOTH {
                 let moved = max_abs_diff(&values(&m, m.extractor_params(t)), &before[t.0]);
                 assert!(moved <= b * (1.0 + 1e-5), "task {} extractor moved {moved} > b = {b}", t.0 + 1);
@@ -78,7 +81,7 @@ fn full_mode_keeps_each_extractor_in_its_box_and_leaves_heads_free() {
         // Without the projection (noreg) the same steps leave the box.
         let mut free = model(fusion);
         let before = values(&free, free.extractor_params(TaskId(0)));
-        mtcool_step(&mut free, &mut sgd(0.5), &batch(0), &obj(), 0, &cfg(Mode::Noreg, b, 5));
+        mtcool_step(&mut free, &mut sgd(0.5), &batch(0), &obj(), 0, &cfg(Mode::Noreg, b, 5)).unwrap();
         assert!(max_abs_diff(&values(&free, free.extractor_params(TaskId(0))), &before) > b);
     }
 }
@@ -87,7 +90,7 @@ fn run(mode: Mode, b: f32, seed: u64, steps: u32) -> Vec<Tensor> {
     let mut m = model(Fusion::Concat);
     let mut opt = Optimizer::adam(AdamConfig::with_lr(1e-2));
     for step in 0..steps {
-        mtcool_step(&mut m, &mut opt, &batch(step as u64), &obj(), step, &cfg(mode, b, seed));
+        mtcool_step(&mut m, &mut opt, &batch(step as u64), &obj(), step, &cfg(mode, b, seed)).unwrap();
     }
     values(&m, &m.all_params())
 }
@@ -114,7 +117,7 @@ fn noise_samples_and_inner_steps_change_the_step() {
     let step_with = |k: u32, inner: u32| {
         let mut m = model(Fusion::Concat);
         let c = MtCoolConfig { mode: Mode::Full, b: 0.02, noise_samples: k, inner_steps: inner, seed: 4 };
-        let s = mtcool_step(&mut m, &mut sgd(0.05), &batch(9), &obj(), 0, &c);
+        let s = mtcool_step(&mut m, &mut sgd(0.05), &batch(9), &obj(), 0, &c).unwrap();
         assert!(s.loss.iter().all(|l| l.is_finite() && *l > 0.0));
         values(&m, &m.all_params())
     };

@@ -15,10 +15,12 @@
 //! a_j = Gate_tj([L_j, v_j]), v_j = relu(Bridge_j(resize(u_{j−1}))): task-specific 1×1 gates, bridges
 //! (3×3 conv, or a linear layer into a vector level) shared by the tasks, as in the paper's code.
 
+use anyhow::Result;
+
 use rand::Rng;
 
 use super::layers::{Conv2d, Level, Linear, ParamGroup, Read};
-use crate::backend::cpu::conv::Conv2dCfg;
+use crate::settings::Conv2dCfg;
 use crate::params::ParamStore;
 use crate::tape::{Tape, Var};
 
@@ -29,12 +31,12 @@ const ONE: Conv2dCfg = Conv2dCfg { stride: 1, padding: 0 };
 const SAME3: Conv2dCfg = Conv2dCfg { stride: 1, padding: 1 };
 
 /// [B, C, H, W] as is; [B, d] as [B, 1, d, 1].
-fn as_map(tape: &mut Tape, x: Var) -> Var {
+fn as_map(tape: &mut Tape, x: Var) -> Result<Var> {
     let s = tape.value(x).shape().to_vec();
     if s.len() == 2 {
         tape.reshape(x, &[s[0], 1, s[1], 1])
     } else {
-        x
+        Ok(x)
     }
 }
 
@@ -57,28 +59,28 @@ impl CrossAttention {
     }
 
     /// Attention output for queries `xq` over keys/values `xkv` (same shape as `xq`).
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, xq: Var, xkv: Var) -> Var {
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, xq: Var, xkv: Var) -> Result<Var> {
         let shape = tape.value(xq).shape().to_vec();
-        let (mq, mut mkv) = (as_map(tape, xq), as_map(tape, xkv));
+        let (mq, mut mkv) = (as_map(tape, xq)?, as_map(tape, xkv)?);
         loop {
             let s = tape.value(mkv).shape();
             if s[2] * s[3] <= MAX_KEYS || s[2] < 2 || s[3] < 2 {
                 break;
             }
-            mkv = tape.avg_pool2d(mkv, 2, 2);
+            mkv = tape.avg_pool2d(mkv, 2, 2)?;
         }
-        let tokens = |tape: &mut Tape, conv: &Conv2d, x: Var| {
-            let y = conv.forward(tape, store, group, x, Read::Train);
+        let tokens = |tape: &mut Tape, conv: &Conv2d, x: Var| -> Result<Var> {
+            let y = conv.forward(tape, store, group, x, Read::Train)?;
             let s = tape.value(y).shape().to_vec();
             tape.reshape(y, &[s[0], s[1], s[2] * s[3]])
         };
-        let q = tokens(tape, &self.q, mq); // [B, dk, N]
-        let q = tape.scale(q, 1.0 / (self.dk as f32).sqrt()); // on Q: smaller than the scores
-        let k = tokens(tape, &self.k, mkv); // [B, dk, M]
-        let v = tokens(tape, &self.v, mkv); // [B, C, M]
-        let scores = tape.bmm(q, true, k, false); // [B, N, M]
-        let p = tape.softmax_lastdim(scores);
-        let out = tape.bmm(v, false, p, true); // [B, C, N]
+        let q = tokens(tape, &self.q, mq)?; // [B, dk, N]
+        let q = tape.scale(q, 1.0 / (self.dk as f32).sqrt())?; // on Q: smaller than the scores
+        let k = tokens(tape, &self.k, mkv)?; // [B, dk, M]
+        let v = tokens(tape, &self.v, mkv)?; // [B, C, M]
+        let scores = tape.bmm(q, true, k, false)?; // [B, N, M]
+        let p = tape.softmax_lastdim(scores)?;
+        let out = tape.bmm(v, false, p, true)?; // [B, C, N]
         tape.reshape(out, &shape)
     }
 }
@@ -125,25 +127,25 @@ impl MtanBridges {
     }
 
     /// relu(Bridge_j(resize(u))) with `like` giving the target level's size.
-    fn forward(&self, tape: &mut Tape, store: &ParamStore, j: usize, u: Var, like: Var) -> Var {
+    fn forward(&self, tape: &mut Tape, store: &ParamStore, j: usize, u: Var, like: Var) -> Result<Var> {
         let g = &self.group;
         let h = match &self.bridges[j - 1] {
             Bridge::Dense(fc) => {
                 let b = tape.value(u).shape()[0];
                 let flat = tape.value(u).numel() / b;
-                let u = tape.reshape(u, &[b, flat]);
-                fc.forward(tape, store, g, u, Read::Train)
+                let u = tape.reshape(u, &[b, flat])?;
+                fc.forward(tape, store, g, u, Read::Train)?
             }
             Bridge::Conv(conv) => {
                 let (from, to) = (tape.value(u).shape()[2], tape.value(like).shape()[2]);
                 let u = if from > to {
-                    tape.max_pool2d(u, from / to, from / to)
+                    tape.max_pool2d(u, from / to, from / to)?
                 } else if to > from {
-                    tape.upsample_nearest(u, to / from)
+                    tape.upsample_nearest(u, to / from)?
                 } else {
                     u
                 };
-                conv.forward(tape, store, g, u, Read::Train)
+                conv.forward(tape, store, g, u, Read::Train)?
             }
         };
         tape.relu(h)
@@ -176,22 +178,22 @@ impl MtanTower {
     }
 
     /// The task's features from the shared levels.
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, bridges: &MtanBridges, levels: &[Var]) -> Var {
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, bridges: &MtanBridges, levels: &[Var]) -> Result<Var> {
         let mut u: Option<Var> = None;
         for (j, (&l, gate)) in levels.iter().zip(&self.gates).enumerate() {
             let gate_in = match u {
                 None => l,
                 Some(prev) => {
-                    let v = bridges.forward(tape, store, j, prev, l);
-                    tape.concat_channels(&[l, v])
+                    let v = bridges.forward(tape, store, j, prev, l)?;
+                    tape.concat_channels(&[l, v])?
                 }
             };
             let a = match gate {
-                Gate::Conv(c) => c.forward(tape, store, &self.group, gate_in, Read::Train),
-                Gate::Dense(fc) => fc.forward(tape, store, &self.group, gate_in, Read::Train),
+                Gate::Conv(c) => c.forward(tape, store, &self.group, gate_in, Read::Train)?,
+                Gate::Dense(fc) => fc.forward(tape, store, &self.group, gate_in, Read::Train)?,
             };
-            u = Some(tape.sigmoid_gate(l, a));
+            u = Some(tape.sigmoid_gate(l, a)?);
         }
-        u.expect("at least one level")
+        Ok(u.expect("at least one level"))
     }
 }

@@ -3,9 +3,12 @@
 
 use rand::Rng;
 
-use crate::backend::cpu::conv::Conv2dCfg;
+use anyhow::Result;
+
+use crate::backend::dispatch::LayerNoise;
 use crate::noise::{NoiseKey, WeightNoise};
 use crate::params::{ParamId, ParamStore};
+use crate::settings::Conv2dCfg;
 use crate::tape::{Tape, Var};
 use crate::Tensor;
 
@@ -45,15 +48,38 @@ impl ParamGroup {
         self.len == 0
     }
 
+    fn offset(&self, id: ParamId) -> u32 {
+        self.offsets[self.ids.iter().position(|&p| p == id).expect("param in group")]
+    }
+
     /// Puts parameter `id` on the tape as `read` asks.
-    pub fn read(&self, tape: &mut Tape, store: &ParamStore, id: ParamId, read: Read) -> Var {
+    pub fn read(&self, tape: &mut Tape, store: &ParamStore, id: ParamId, read: Read) -> Result<Var> {
         match read {
-            Read::Train => tape.param(store, id),
+            Read::Train => Ok(tape.param(store, id)),
             Read::Frozen(noise) => {
-                let offset = self.offsets[self.ids.iter().position(|&p| p == id).expect("param in group")];
-                let noise = noise.map(|(key, b)| WeightNoise { key, b, offset });
+                let noise = noise.map(|(key, b)| WeightNoise { key, b, offset: self.offset(id) });
                 tape.frozen_param(store, id, noise)
             }
+        }
+    }
+
+    /// A layer's weight and bias as `read` asks, and the noise its op should add to them: noisy frozen
+    /// weights go on the tape clean, and the layer's kernel adds ε as it reads them (no perturbed copy).
+    fn read_layer(
+        &self,
+        tape: &mut Tape,
+        store: &ParamStore,
+        weight: ParamId,
+        bias: ParamId,
+        read: Read,
+    ) -> Result<(Var, Var, Option<LayerNoise>)> {
+        match read {
+            Read::Frozen(Some((key, b))) => {
+                let (w, bv) = (tape.frozen_param(store, weight, None)?, tape.frozen_param(store, bias, None)?);
+                let noise = LayerNoise { key, b, w_offset: self.offset(weight), b_offset: self.offset(bias) };
+                Ok((w, bv, Some(noise)))
+            }
+            _ => Ok((self.read(tape, store, weight, read)?, self.read(tape, store, bias, read)?, None)),
         }
     }
 }
@@ -131,10 +157,11 @@ impl Conv2d {
         Conv2d { weight, bias, cfg, out_channels: cout }
     }
 
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, x: Var, read: Read) -> Var {
-        let w = group.read(tape, store, self.weight, read);
-        let b = group.read(tape, store, self.bias, read);
-        tape.conv2d(x, w, Some(b), self.cfg)
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, x: Var, read: Read) -> Result<Var> {
+        match group.read_layer(tape, store, self.weight, self.bias, read)? {
+            (w, b, None) => tape.conv2d(x, w, Some(b), self.cfg),
+            (w, b, Some(noise)) => tape.conv2d_noisy(x, w, Some(b), self.cfg, noise),
+        }
     }
 }
 
@@ -160,9 +187,10 @@ impl Linear {
         Linear { weight, bias }
     }
 
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, x: Var, read: Read) -> Var {
-        let w = group.read(tape, store, self.weight, read);
-        let b = group.read(tape, store, self.bias, read);
-        tape.linear(x, w, Some(b))
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, x: Var, read: Read) -> Result<Var> {
+        match group.read_layer(tape, store, self.weight, self.bias, read)? {
+            (w, b, None) => tape.linear(x, w, Some(b)),
+            (w, b, Some(noise)) => tape.linear_noisy(x, w, Some(b), noise),
+        }
     }
 }

@@ -2,10 +2,12 @@
 //! conv5×5 10→20, max-pool 2, relu, fc 320→50, relu. Head: fc d→50, relu, fc 50→10.
 //! `width` multiplies every hidden size (channels and the 50s), so parameter counts can be matched.
 
+use anyhow::Result;
+
 use rand::Rng;
 
 use super::layers::{Conv2d, Level, Linear, ParamGroup, Read, StageState, STAGES};
-use crate::backend::cpu::conv::Conv2dCfg;
+use crate::settings::Conv2dCfg;
 use crate::params::ParamStore;
 use crate::tape::{Tape, Var};
 
@@ -41,24 +43,25 @@ impl LeNetExtractor {
     }
 
     /// Runs stage `i` on `st.h`: conv1-pool-relu, conv2-pool-relu, flatten-fc-relu.
-    pub fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) {
+    pub fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) -> Result<()> {
         let g = &self.group;
         let h = st.h;
         st.h = match i {
             0 | 1 => {
                 let conv = if i == 0 { &self.conv1 } else { &self.conv2 };
-                let h = conv.forward(tape, store, g, h, read);
-                let h = tape.max_pool2d(h, 2, 2);
-                tape.relu(h)
+                let h = conv.forward(tape, store, g, h, read)?;
+                let h = tape.max_pool2d(h, 2, 2)?;
+                tape.relu(h)?
             }
             _ => {
                 let b = tape.value(h).shape()[0];
                 let flat = tape.value(h).numel() / b;
-                let h = tape.reshape(h, &[b, flat]);
-                let h = self.fc.forward(tape, store, g, h, read);
-                tape.relu(h)
+                let h = tape.reshape(h, &[b, flat])?;
+                let h = self.fc.forward(tape, store, g, h, read)?;
+                tape.relu(h)?
             }
         };
+        Ok(())
     }
 }
 
@@ -85,9 +88,9 @@ impl LeNetHead {
     }
 
     /// features [B, in_dim] → logits [B, classes]. Heads are always read trainable (or under no-grad).
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Var {
-        let h = self.fc1.forward(tape, store, &self.group, z, Read::Train);
-        let h = tape.relu(h);
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Result<Var> {
+        let h = self.fc1.forward(tape, store, &self.group, z, Read::Train)?;
+        let h = tape.relu(h)?;
         self.fc2.forward(tape, store, &self.group, h, Read::Train)
     }
 }

@@ -12,6 +12,8 @@
 //! Parameter names follow PyTorch conventions (`task1.extractor.conv1.weight`, `shared.extractor...`,
 //! `task2.head.fc2.bias`), so a checkpoint reads naturally from `safetensors.torch.load_file`.
 
+use anyhow::Result;
+
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -128,7 +130,7 @@ impl ModelConfig {
     }
 
     /// Rejects structures this code cannot build (used on checkpoint metadata before building).
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         anyhow::ensure!(self.width > 0.0 && self.width <= 64.0, "width {} out of (0, 64]", self.width);
         anyhow::ensure!((1..=64).contains(&self.in_channels), "in_channels {} out of 1..=64", self.in_channels);
         for t in &self.tasks {
@@ -173,14 +175,14 @@ impl Extractor {
         }
     }
     /// Features of `x`: every stage in turn (LeNet [B, out_dim], U-Net [B, b, H, W]).
-    fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var, read: Read) -> Var {
+    fn forward(&self, tape: &mut Tape, store: &ParamStore, x: Var, read: Read) -> Result<Var> {
         let mut st = StageState::new(x);
         for i in 0..STAGES {
-            self.stage(tape, store, i, &mut st, read);
+            self.stage(tape, store, i, &mut st, read)?;
         }
-        st.h
+        Ok(st.h)
     }
-    fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) {
+    fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) -> Result<()> {
         match self {
             Extractor::Lenet(e) => e.stage(tape, store, i, st, read),
             Extractor::Unet(e) => e.stage(tape, store, i, st, read),
@@ -241,7 +243,7 @@ impl Head {
             Head::Pool(h) => &h.group,
         }
     }
-    fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Var {
+    fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Result<Var> {
         match self {
             Head::Mlp(h) => h.forward(tape, store, z),
             Head::Seg(h) => h.forward(tape, store, z),
@@ -342,14 +344,14 @@ impl MultiTaskModel {
 
     /// Extractor features: one per extractor (per task for MTAN and CTAN), extractor i read as
     /// `reads[i]` asks.
-    fn features(&self, tape: &mut Tape, x: Var, reads: [Read; 2]) -> Vec<Var> {
+    fn features(&self, tape: &mut Tape, x: Var, reads: [Read; 2]) -> Result<Vec<Var>> {
         let store = &self.store;
         match &self.mixer {
             Mixer::Mtan(bridges, towers) => {
                 let mut st = StageState::new(x);
                 let mut levels = vec![];
                 for i in 0..STAGES {
-                    self.extractors[0].stage(tape, store, i, &mut st, reads[0]);
+                    self.extractors[0].stage(tape, store, i, &mut st, reads[0])?;
                     levels.push(st.h);
                 }
                 towers.iter().map(|tw| tw.forward(tape, store, bridges, &levels)).collect()
@@ -358,67 +360,67 @@ impl MultiTaskModel {
                 let mut st = [StageState::new(x), StageState::new(x)];
                 for i in 0..STAGES {
                     for (e, (s, r)) in self.extractors.iter().zip(st.iter_mut().zip(reads)) {
-                        e.stage(tape, store, i, s, r);
+                        e.stage(tape, store, i, s, r)?;
                     }
                     if let Some(pair) = cross.get(i) {
                         let h = [st[0].h, st[1].h];
                         for t in 0..2 {
-                            let a = pair[t].forward(tape, store, &self.task_groups[t], h[t], h[1 - t]);
-                            st[t].h = tape.add(h[t], a);
+                            let a = pair[t].forward(tape, store, &self.task_groups[t], h[t], h[1 - t])?;
+                            st[t].h = tape.add(h[t], a)?;
                         }
                     }
                 }
-                st.iter().map(|s| s.h).collect()
+                Ok(st.iter().map(|s| s.h).collect())
             }
             _ => self.extractors.iter().zip(reads).map(|(e, r)| e.forward(tape, store, x, r)).collect(),
         }
     }
 
     /// What head `t` sees, given the extractor features.
-    fn head_input(&self, tape: &mut Tape, feats: &[Var], t: TaskId) -> Var {
-        match self.cfg.method {
+    fn head_input(&self, tape: &mut Tape, feats: &[Var], t: TaskId) -> Result<Var> {
+        Ok(match self.cfg.method {
             Method::Joint | Method::Pcgrad | Method::Cagrad | Method::Mgda | Method::Graddrop => feats[0],
             Method::Independent | Method::Mtan | Method::Ctan => feats[t.0],
             Method::Mtcool => match (&self.mixer, self.cfg.fusion) {
                 (Mixer::Fusion(cross), _) => {
                     let (own, other) = (feats[t.0], feats[t.other().0]);
-                    let a = cross[t.0].forward(tape, &self.store, &self.task_groups[t.0], own, other);
-                    tape.concat_channels(&[own, a])
+                    let a = cross[t.0].forward(tape, &self.store, &self.task_groups[t.0], own, other)?;
+                    tape.concat_channels(&[own, a])?
                 }
-                (_, Fusion::Add) => tape.add(feats[0], feats[1]),
-                _ => tape.concat_channels(&[feats[0], feats[1]]),
+                (_, Fusion::Add) => tape.add(feats[0], feats[1])?,
+                _ => tape.concat_channels(&[feats[0], feats[1]])?,
             },
-        }
+        })
     }
 
     /// Logits of both tasks, each extractor run once. `reads[i]` is how extractor i is read.
-    pub fn forward_all(&self, tape: &mut Tape, x: Var, reads: [Read; 2]) -> [Var; 2] {
-        let feats = self.features(tape, x, reads);
-        let z = self.head_input(tape, &feats, TaskId(0));
+    pub fn forward_all(&self, tape: &mut Tape, x: Var, reads: [Read; 2]) -> Result<[Var; 2]> {
+        let feats = self.features(tape, x, reads)?;
+        let z = self.head_input(tape, &feats, TaskId(0))?;
         let per_task = matches!(self.cfg.method, Method::Independent | Method::Mtan | Method::Ctan)
             || matches!(self.mixer, Mixer::Fusion(_));
         // Otherwise both heads read the same (shared or fused) features.
-        let z2 = if per_task { self.head_input(tape, &feats, TaskId(1)) } else { z };
-        [self.heads[0].forward(tape, &self.store, z), self.heads[1].forward(tape, &self.store, z2)]
+        let z2 = if per_task { self.head_input(tape, &feats, TaskId(1))? } else { z };
+        Ok([self.heads[0].forward(tape, &self.store, z)?, self.heads[1].forward(tape, &self.store, z2)?])
     }
 
     /// The shared features Z = F(x; θ_s) of a model with one shared extractor (`Method::shares_extractor`);
     /// `forward_heads(z)` then gives what `forward_all` gives. Panics for the two-extractor methods.
-    pub fn forward_features(&self, tape: &mut Tape, x: Var, read: Read) -> Var {
+    pub fn forward_features(&self, tape: &mut Tape, x: Var, read: Read) -> Result<Var> {
         assert!(self.cfg.method.shares_extractor(), "{:?} has no shared features", self.cfg.method);
         self.extractors[0].forward(tape, &self.store, x, read)
     }
 
     /// Logits of both heads on the shared features `z` (see `forward_features`).
-    pub fn forward_heads(&self, tape: &mut Tape, z: Var) -> [Var; 2] {
+    pub fn forward_heads(&self, tape: &mut Tape, z: Var) -> Result<[Var; 2]> {
         assert!(self.cfg.method.shares_extractor(), "{:?} has no shared features", self.cfg.method);
-        [self.heads[0].forward(tape, &self.store, z), self.heads[1].forward(tape, &self.store, z)]
+        Ok([self.heads[0].forward(tape, &self.store, z)?, self.heads[1].forward(tape, &self.store, z)?])
     }
 
     /// Logits of task `t` only (MT-CooL's sub-step: the other head is not evaluated).
-    pub fn forward_task(&self, tape: &mut Tape, x: Var, t: TaskId, reads: [Read; 2]) -> Var {
-        let feats = self.features(tape, x, reads);
-        let z = self.head_input(tape, &feats, t);
+    pub fn forward_task(&self, tape: &mut Tape, x: Var, t: TaskId, reads: [Read; 2]) -> Result<Var> {
+        let feats = self.features(tape, x, reads)?;
+        let z = self.head_input(tape, &feats, t)?;
         self.heads[t.0].forward(tape, &self.store, z)
     }
 }

@@ -11,10 +11,12 @@
 //! Heads: segmentation = conv1×1 d→classes per pixel; classification = global average pool, fc d→h,
 //! relu, fc h→classes.
 
+use anyhow::Result;
+
 use rand::Rng;
 
 use super::layers::{Conv2d, Level, Linear, ParamGroup, Read, StageState, STAGES};
-use crate::backend::cpu::conv::Conv2dCfg;
+use crate::settings::Conv2dCfg;
 use crate::params::ParamStore;
 use crate::tape::{Tape, Var};
 
@@ -55,35 +57,36 @@ impl UNetExtractor {
 
     /// Stage 0: e0, e1 (e0 kept for the decoder); stage 1: the bottleneck m (the stage's input, e1 as
     /// the caller may have changed it, is kept); stage 2: the decoder.
-    pub fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) {
+    pub fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) -> Result<()> {
         let g = &self.group;
-        let conv_relu = |tape: &mut Tape, i: usize, h: Var| {
-            let h = self.convs[i].forward(tape, store, g, h, read);
+        let conv_relu = |tape: &mut Tape, i: usize, h: Var| -> Result<Var> {
+            let h = self.convs[i].forward(tape, store, g, h, read)?;
             tape.relu(h)
         };
         st.h = match i {
             0 => {
-                let e0 = conv_relu(tape, 0, st.h);
+                let e0 = conv_relu(tape, 0, st.h)?;
                 st.skips.push(e0);
-                let p0 = tape.max_pool2d(e0, 2, 2);
-                conv_relu(tape, 1, p0)
+                let p0 = tape.max_pool2d(e0, 2, 2)?;
+                conv_relu(tape, 1, p0)?
             }
             1 => {
                 st.skips.push(st.h);
-                let p1 = tape.max_pool2d(st.h, 2, 2);
-                let m = conv_relu(tape, 2, p1);
-                conv_relu(tape, 3, m)
+                let p1 = tape.max_pool2d(st.h, 2, 2)?;
+                let m = conv_relu(tape, 2, p1)?;
+                conv_relu(tape, 3, m)?
             }
             _ => {
                 let (e0, e1) = (st.skips[0], st.skips[1]);
-                let u1 = tape.upsample_nearest(st.h, 2);
-                let c1 = tape.concat_channels(&[u1, e1]);
-                let d1 = conv_relu(tape, 4, c1);
-                let u0 = tape.upsample_nearest(d1, 2);
-                let c0 = tape.concat_channels(&[u0, e0]);
-                conv_relu(tape, 5, c0)
+                let u1 = tape.upsample_nearest(st.h, 2)?;
+                let c1 = tape.concat_channels(&[u1, e1])?;
+                let d1 = conv_relu(tape, 4, c1)?;
+                let u0 = tape.upsample_nearest(d1, 2)?;
+                let c0 = tape.concat_channels(&[u0, e0])?;
+                conv_relu(tape, 5, c0)?
             }
         };
+        Ok(())
     }
 }
 
@@ -109,7 +112,7 @@ impl SegHead {
         SegHead { conv, group }
     }
 
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Var {
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Result<Var> {
         self.conv.forward(tape, store, &self.group, z, Read::Train)
     }
 }
@@ -136,10 +139,10 @@ impl PoolHead {
         PoolHead { fc1, fc2, group }
     }
 
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Var {
-        let h = tape.global_avg_pool(z);
-        let h = self.fc1.forward(tape, store, &self.group, h, Read::Train);
-        let h = tape.relu(h);
+    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, z: Var) -> Result<Var> {
+        let h = tape.global_avg_pool(z)?;
+        let h = self.fc1.forward(tape, store, &self.group, h, Read::Train)?;
+        let h = tape.relu(h)?;
         self.fc2.forward(tape, store, &self.group, h, Read::Train)
     }
 }

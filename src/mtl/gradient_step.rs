@@ -18,9 +18,10 @@
 //! extractor once per gradient that needs it. Random draws (PCGrad's task order, GradDrop's U) come from
 //! (seed, global step), so a resumed run repeats them.
 
+use anyhow::{ensure, Result};
+
 use super::combiners::{self, MgdaNorm};
-use super::{Batch, Objective, StepStats};
-use crate::metrics::count_correct;
+use super::{correct_count, host_value, Batch, Objective, StepStats};
 use crate::model::{MultiTaskModel, Read, TaskId};
 use crate::optim::Optimizer;
 use crate::params::{ParamId, ParamStore};
@@ -57,20 +58,28 @@ pub fn step_seed(seed: u64, step: u32) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The gradients of `ids`, concatenated in order.
-pub fn flat_grads(store: &ParamStore, ids: &[ParamId]) -> Vec<f32> {
-    ids.iter().flat_map(|&id| store.grad(id).data().iter().copied()).collect()
+/// The gradients of `ids`, concatenated in order, on the host (downloaded from a GPU: the combiners
+/// solve their small problems on the host).
+pub fn flat_grads(store: &ParamStore, ids: &[ParamId]) -> Result<Vec<f32>> {
+    let mut flat = Vec::with_capacity(store.count(ids));
+    for &id in ids {
+        flat.extend_from_slice(store.grad(id).to_host()?.data());
+    }
+    Ok(flat)
 }
 
-/// Overwrites the gradients of `ids` with consecutive slices of `flat`.
-pub fn write_grads(store: &mut ParamStore, ids: &[ParamId], flat: &[f32]) {
+/// Overwrites the gradients of `ids` with consecutive slices of `flat` (uploaded to the store's device).
+pub fn write_grads(store: &mut ParamStore, ids: &[ParamId], flat: &[f32]) -> Result<()> {
+    let backend = store.backend();
     let mut at = 0;
     for &id in ids {
-        let g = store.get_mut(id).grad.data_mut();
-        g.copy_from_slice(&flat[at..at + g.len()]);
-        at += g.len();
+        let g = &mut store.get_mut(id).grad;
+        let n = g.numel();
+        *g = Tensor::from_parts(g.shape().to_vec(), flat[at..at + n].to_vec()).to_backend(&backend)?;
+        at += n;
     }
-    assert_eq!(at, flat.len(), "flat gradient length");
+    ensure!(at == flat.len(), "flat gradient length {} for {at} parameters", flat.len());
+    Ok(())
 }
 
 /// One step of `combiner` on `batch` for a model with one shared extractor (Joint and the
@@ -82,59 +91,70 @@ pub fn combined_step(
     obj: &Objective,
     combiner: &Combiner,
     step: u32,
-) -> StepStats {
-    assert!(
+) -> Result<StepStats> {
+    ensure!(
         model.cfg.method.shares_extractor(),
         "{:?} has no shared extractor to combine gradients on",
         model.cfg.method
     );
     let params = model.all_params();
     let shared = model.extractor_params(TaskId(0)).to_vec();
-    model.store.zero_grad(&params);
+    model.store.zero_grad(&params)?;
+    let backend = model.store.backend();
+    let placed = batch.place(&backend, obj)?;
 
     let mut tape = Tape::new();
-    let x = tape.constant(batch.x.clone());
-    let z = model.forward_features(&mut tape, x, Read::Train);
+    let x = tape.constant(placed.x.clone());
+    let z = model.forward_features(&mut tape, x, Read::Train)?;
     let z_shape = tape.value(z).shape().to_vec();
     // The heads read a detached copy of Z: a task's backward stops there.
     let z_heads = tape.input(tape.value(z).clone());
-    let logits = model.forward_heads(&mut tape, z_heads);
-    let losses = TaskId::BOTH.map(|t| obj.loss(&mut tape, t, logits[t.0], &batch.labels[t.0]));
+    let logits = model.forward_heads(&mut tape, z_heads)?;
+    let l1 = obj.loss(&mut tape, TaskId(0), logits[0], &placed.targets[0])?;
+    let l2 = obj.loss(&mut tape, TaskId(1), logits[1], &placed.targets[1])?;
+    let losses = [l1, l2];
     let stats = StepStats {
-        loss: losses.map(|l| tape.value(l).item()),
-        correct: TaskId::BOTH.map(|t| count_correct(tape.value(logits[t.0]), &batch.labels[t.0])),
+        loss: [host_value(tape.value(l1))?, host_value(tape.value(l2))?],
+        correct: [
+            correct_count(tape.value(logits[0]), &batch.labels[0])?,
+            correct_count(tape.value(logits[1]), &batch.labels[1])?,
+        ],
     };
 
-    // Head t gets ∇φ_t L_t; keep ∇_Z L_t.
+    // Head t gets ∇φ_t L_t; keep ∇_Z L_t (on the host, for the combiner).
     let numel = tape.value(z).numel();
     let store = &mut model.store;
-    let gz: [Vec<f32>; 2] = losses.map(|l| {
-        let g = tape.backward(l);
-        g.accumulate_into(store);
-        g.get(z_heads).map(|t| t.data().to_vec()).unwrap_or_else(|| vec![0.0; numel])
-    });
+    let mut gz: Vec<Vec<f32>> = Vec::with_capacity(2);
+    for l in losses {
+        let g = tape.backward(l)?;
+        g.accumulate_into(store)?;
+        gz.push(match g.get(z_heads) {
+            Some(t) => t.to_host()?.into_data(),
+            None => vec![0.0; numel],
+        });
+    }
     let gz_refs = [gz[0].as_slice(), gz[1].as_slice()];
     let task_losses = stats.loss.map(|l| l as f64);
     let seed_of = |seed: u64| step_seed(seed, step);
+    let on_device = |shape: &[usize], v: Vec<f32>| Tensor::from_parts(shape.to_vec(), v).to_backend(&backend);
 
     if combiner.on_features() {
         let d = match *combiner {
             Combiner::Mgda { norm, .. } => combiners::mgda(&gz_refs, &task_losses, norm),
             Combiner::Graddrop { leak, seed } => {
-                combiners::graddrop_batched(&gz_refs, tape.value(z).data(), z_shape[0], leak, seed_of(seed))
+                let z_host = tape.value(z).to_host()?;
+                combiners::graddrop_batched(&gz_refs, z_host.data(), z_shape[0], leak, seed_of(seed))
             }
             _ => unreachable!("θ_s-level combiner"),
         };
-        tape.backward_with(z, Tensor::from_parts(z_shape, d)).accumulate_into(store);
+        tape.backward_with(z, on_device(&z_shape, d)?)?.accumulate_into(store)?;
     } else {
-        let g: Vec<Vec<f32>> = gz
-            .iter()
-            .map(|gt| {
-                store.zero_grad(&shared);
-                tape.backward_with(z, Tensor::from_parts(z_shape.clone(), gt.clone())).accumulate_into(store);
-                flat_grads(store, &shared)
-            })
-            .collect();
+        let mut g: Vec<Vec<f32>> = Vec::with_capacity(2);
+        for gt in &gz {
+            store.zero_grad(&shared)?;
+            tape.backward_with(z, on_device(&z_shape, gt.clone())?)?.accumulate_into(store)?;
+            g.push(flat_grads(store, &shared)?);
+        }
         let refs: Vec<&[f32]> = g.iter().map(|v| v.as_slice()).collect();
         let d = match *combiner {
             Combiner::Pcgrad { seed } => combiners::pcgrad(&refs, seed_of(seed)),
@@ -142,8 +162,9 @@ pub fn combined_step(
             Combiner::Mgda { norm, .. } => combiners::mgda(&refs, &task_losses, norm),
             Combiner::Graddrop { .. } => unreachable!("Z-level combiner"),
         };
-        write_grads(store, &shared, &d);
+        write_grads(store, &shared, &d)?;
     }
-    opt.step(&mut model.store, &params, None);
-    stats
+    drop(tape);
+    opt.step(&mut model.store, &params, None)?;
+    Ok(stats)
 }

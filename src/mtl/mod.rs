@@ -8,18 +8,64 @@ pub mod combiners;
 pub mod gradient_step;
 pub mod mtcool;
 
-use crate::backend::cpu::loss::{one_hot, DiceMode};
+use anyhow::{ensure, Result};
+
+use crate::backend::dispatch::{self, Labels};
+use crate::backend::Backend;
 use crate::metrics::count_correct;
 use crate::model::{MultiTaskModel, Read, TaskId, TaskSpec};
 use crate::optim::Optimizer;
+use crate::settings::DiceMode;
 use crate::tape::{Tape, Var};
 use crate::Tensor;
 
-/// A mini-batch shared by both tasks: images and one label vector per task (one label per image for
-/// classification, one per pixel in (n, h, w) order for segmentation).
+/// A mini-batch shared by both tasks, on the host: images and one label vector per task (one label per
+/// image for classification, one per pixel in (n, h, w) order for segmentation).
 pub struct Batch {
     pub x: Tensor,
     pub labels: [Vec<u32>; 2],
+}
+
+/// What a task's loss reads, on the step's device: class labels, class weights, and for segmentation
+/// the one-hot target of soft Dice.
+pub struct Targets {
+    pub labels: Labels,
+    pub weights: Option<Tensor>,
+    pub onehot: Option<Tensor>,
+}
+
+/// A batch placed where the step runs (one upload per step): the images and each task's targets.
+pub struct Placed<'a> {
+    pub x: Tensor,
+    pub targets: [Targets; 2],
+    /// The host batch it came from (labels for the correct counts).
+    pub host: &'a Batch,
+}
+
+impl Batch {
+    /// Uploads the images and builds each task's targets on `backend`.
+    pub fn place(&self, backend: &Backend, obj: &Objective) -> Result<Placed<'_>> {
+        let x = self.x.to_backend(backend)?;
+        let s = x.shape().to_vec();
+        let mut targets = Vec::with_capacity(2);
+        for t in TaskId::BOTH {
+            let labels = &self.labels[t.0];
+            let onehot = match obj.specs[t.0] {
+                TaskSpec::Segment { classes } => {
+                    ensure!(s.len() == 4, "segmentation needs [N, C, H, W] images, got {s:?}");
+                    let nhw = [s[0], s[2], s[3]];
+                    ensure!(labels.len() == nhw.iter().product::<usize>(), "{} pixel labels for images {s:?}", labels.len());
+                    Some(dispatch::one_hot(labels, classes, &nhw, backend)?)
+                }
+                TaskSpec::Classify { .. } => None,
+            };
+            let weights = obj.class_weights[t.0].as_ref().map(|w| Tensor::from_parts(vec![w.len()], w.clone()));
+            let weights = weights.map(|w| w.to_backend(backend)).transpose()?;
+            targets.push(Targets { labels: Labels::on(labels, backend)?, weights, onehot });
+        }
+        let targets: [Targets; 2] = targets.try_into().map_err(|_| anyhow::anyhow!("two tasks"))?;
+        Ok(Placed { x, targets, host: self })
+    }
 }
 
 /// What one step saw: each task's loss and how many of the batch's items its logits got right.
@@ -27,6 +73,16 @@ pub struct Batch {
 pub struct StepStats {
     pub loss: [f32; 2],
     pub correct: [usize; 2],
+}
+
+/// A scalar's value on the host (an explicit download for a GPU scalar).
+pub fn host_value(t: &Tensor) -> Result<f32> {
+    Ok(t.to_host()?.item())
+}
+
+/// Items of `logits` whose arg-max is the label (the logits are downloaded for a GPU run).
+pub fn correct_count(logits: &Tensor, labels: &[u32]) -> Result<usize> {
+    Ok(count_correct(&logits.to_host()?, labels))
 }
 
 /// Soft Dice's smoothing term (per channel, see `backend::cpu::loss::soft_dice_forward`).
@@ -45,8 +101,8 @@ impl Objective {
     }
 
     /// Task `t`'s loss on `logits`.
-    pub fn loss(&self, tape: &mut Tape, t: TaskId, logits: Var, labels: &[u32]) -> Var {
-        task_loss(tape, logits, labels, self.specs[t.0], self.class_weights[t.0].as_deref())
+    pub fn loss(&self, tape: &mut Tape, t: TaskId, logits: Var, targets: &Targets) -> Result<Var> {
+        task_loss(tape, logits, targets, self.specs[t.0])
     }
 }
 
@@ -60,34 +116,40 @@ pub fn balanced_class_weights(labels: &[u32], classes: usize) -> Vec<f32> {
 
 /// Task `spec`'s training loss on `logits`: cross-entropy for classification; cross-entropy plus
 /// multi-class soft Dice for segmentation (labels one per pixel, in (n, h, w) order).
-pub fn task_loss(tape: &mut Tape, logits: Var, labels: &[u32], spec: TaskSpec, class_weights: Option<&[f32]>) -> Var {
-    let ce = tape.softmax_cross_entropy(logits, labels, class_weights);
-    match spec {
-        TaskSpec::Classify { .. } => ce,
-        TaskSpec::Segment { classes } => {
-            let s = tape.value(logits).shape();
-            let nhw = [s[0], s[2], s[3]];
-            let target = one_hot(labels, classes, &nhw);
-            let dice = tape.soft_dice(logits, &target, DiceMode::MultiClass, DICE_EPS);
+pub fn task_loss(tape: &mut Tape, logits: Var, targets: &Targets, spec: TaskSpec) -> Result<Var> {
+    let ce = tape.softmax_cross_entropy(logits, &targets.labels, targets.weights.as_ref())?;
+    match (spec, &targets.onehot) {
+        (TaskSpec::Classify { .. }, _) => Ok(ce),
+        (TaskSpec::Segment { .. }, Some(onehot)) => {
+            let dice = tape.soft_dice(logits, onehot, DiceMode::MultiClass, DICE_EPS)?;
             tape.add(ce, dice)
         }
+        (TaskSpec::Segment { .. }, None) => anyhow::bail!("a segmentation task needs its one-hot target"),
     }
 }
 
 /// One step on L1 + L2 over every parameter (Joint shares the extractor; Independent shares nothing, so
 /// this equals two separate steps).
-pub fn summed_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective) -> StepStats {
+pub fn summed_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective) -> Result<StepStats> {
     let params = model.all_params();
-    model.store.zero_grad(&params);
-    let mut tape = Tape::new();
-    let x = tape.constant(batch.x.clone());
-    let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train]);
-    let losses = TaskId::BOTH.map(|t| obj.loss(&mut tape, t, logits[t.0], &batch.labels[t.0]));
-    let total = tape.add(losses[0], losses[1]);
-    tape.backward(total).accumulate_into(&mut model.store);
-    opt.step(&mut model.store, &params, None);
-    StepStats {
-        loss: losses.map(|l| tape.value(l).item()),
-        correct: TaskId::BOTH.map(|t| count_correct(tape.value(logits[t.0]), &batch.labels[t.0])),
-    }
+    model.store.zero_grad(&params)?;
+    let placed = batch.place(&model.store.backend(), obj)?;
+    let stats = {
+        let mut tape = Tape::new();
+        let x = tape.constant(placed.x.clone());
+        let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train])?;
+        let l1 = obj.loss(&mut tape, TaskId(0), logits[0], &placed.targets[0])?;
+        let l2 = obj.loss(&mut tape, TaskId(1), logits[1], &placed.targets[1])?;
+        let total = tape.add(l1, l2)?;
+        tape.backward(total)?.accumulate_into(&mut model.store)?;
+        StepStats {
+            loss: [host_value(tape.value(l1))?, host_value(tape.value(l2))?],
+            correct: [
+                correct_count(tape.value(logits[0]), &batch.labels[0])?,
+                correct_count(tape.value(logits[1]), &batch.labels[1])?,
+            ],
+        }
+    };
+    opt.step(&mut model.store, &params, None)?;
+    Ok(stats)
 }

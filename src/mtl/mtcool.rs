@@ -13,8 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Batch, Objective, StepStats};
-use crate::metrics::count_correct;
+use anyhow::Result;
+
+use super::{correct_count, host_value, Batch, Objective, Placed, StepStats};
 use crate::model::{MultiTaskModel, Read, TaskId};
 use crate::noise::{stream, NoiseKey};
 use crate::optim::{BoxProjection, Optimizer};
@@ -57,25 +58,27 @@ pub fn mtcool_step(
     obj: &Objective,
     step: u32,
     cfg: &MtCoolConfig,
-) -> StepStats {
+) -> Result<StepStats> {
+    let placed = batch.place(&model.store.backend(), obj)?;
     let mut stats = StepStats::default();
     for t in TaskId::BOTH {
-        (stats.loss[t.0], stats.correct[t.0]) = task_substep(model, opt, batch, obj, step, cfg, t);
+        (stats.loss[t.0], stats.correct[t.0]) = task_substep(model, opt, &placed, obj, step, cfg, t)?;
     }
-    stats
+    Ok(stats)
 }
 
-/// Task `t`'s part of the step: its extractor and head train; the other extractor is frozen and noisy.
+/// Task `t`'s part of the step: its extractor and head train; the other extractor is frozen and noisy
+/// (its layers add the noise as they read the weights: no perturbed copy of θ is made).
 #[allow(clippy::too_many_arguments)]
 pub fn task_substep(
     model: &mut MultiTaskModel,
     opt: &mut Optimizer,
-    batch: &Batch,
+    batch: &Placed<'_>,
     obj: &Objective,
     step: u32,
     cfg: &MtCoolConfig,
     t: TaskId,
-) -> (f32, usize) {
+) -> Result<(f32, usize)> {
     let own = model.extractor_params(t).to_vec();
     let trainable: Vec<_> = own.iter().chain(model.head_params(t)).copied().collect();
     let noisy = cfg.mode != Mode::Vanilla;
@@ -83,7 +86,7 @@ pub fn task_substep(
     let k_samples = cfg.noise_samples.max(1);
     let (mut loss, mut correct) = (0.0, 0);
     for r in 0..cfg.inner_steps.max(1) {
-        model.store.zero_grad(&trainable);
+        model.store.zero_grad(&trainable)?;
         loss = 0.0;
         for k in 0..k_samples {
             let key = NoiseKey { seed: cfg.seed, step, stream: noise_stream(t.other()), sample: r * k_samples + k };
@@ -92,14 +95,16 @@ pub fn task_substep(
             reads[t.other().0] = frozen;
             let mut tape = Tape::new();
             let x = tape.constant(batch.x.clone());
-            let logits = model.forward_task(&mut tape, x, t, reads);
-            correct = count_correct(tape.value(logits), &batch.labels[t.0]);
-            let l = obj.loss(&mut tape, t, logits, &batch.labels[t.0]);
-            let l = tape.scale(l, 1.0 / k_samples as f32);
-            loss += tape.value(l).item();
-            tape.backward(l).accumulate_into(&mut model.store);
+            let logits = model.forward_task(&mut tape, x, t, reads)?;
+            if k + 1 == k_samples {
+                correct = correct_count(tape.value(logits), &batch.host.labels[t.0])?;
+            }
+            let l = obj.loss(&mut tape, t, logits, &batch.targets[t.0])?;
+            let l = tape.scale(l, 1.0 / k_samples as f32)?;
+            loss += host_value(tape.value(l))?;
+            tape.backward(l)?.accumulate_into(&mut model.store)?;
         }
-        opt.step(&mut model.store, &trainable, bbox.as_ref());
+        opt.step(&mut model.store, &trainable, bbox.as_ref())?;
     }
-    (loss, correct)
+    Ok((loss, correct))
 }

@@ -5,9 +5,17 @@
 //!
 //! No-grad mode (`set_grad_enabled(false)`, or `frozen_param`) records values only: in MT-CooL the other
 //! task's extractor runs forward with noisy weights and never receives a gradient.
+//!
+//! Values live where their inputs live (host or GPU, `backend::dispatch` runs each op there); every op
+//! returns a `Result`, so a GPU failure (out of memory, a failed launch) reaches the caller as an error.
+//! Scalar gradients (of losses and their sums) are kept as host values: the loss kernels take dloss
+//! as a parameter, so a backward pass never waits for the GPU to read one back.
 
 mod ops;
 
+use anyhow::{ensure, Result};
+
+use crate::backend::dispatch;
 use crate::noise::WeightNoise;
 use crate::params::{ParamId, ParamStore};
 use crate::Tensor;
@@ -88,19 +96,20 @@ impl Tape {
         self.push_node(value, Op::Param(id), needs_grad)
     }
     /// A parameter read without gradient, optionally perturbed by ε ~ U(−b, b) from the counter-based
-    /// noise stream (see `WeightNoise`).
-    pub fn frozen_param(&mut self, store: &ParamStore, id: ParamId, noise: Option<WeightNoise>) -> Var {
+    /// noise stream (see `WeightNoise`). The perturbed value is a new tensor: layers instead pass the
+    /// clean weights with the noise to the fused ops (`conv2d_noisy`, `linear_noisy`).
+    pub fn frozen_param(&mut self, store: &ParamStore, id: ParamId, noise: Option<WeightNoise>) -> Result<Var> {
         crate::profile::mark();
         let w = store.value(id);
         let value = match noise {
-            Some(n) => Tensor::from_parts(w.shape().to_vec(), n.key.perturb(w.data(), n.b, n.offset)),
+            Some(n) => dispatch::perturbed(w, n.key, n.b, n.offset)?,
             None => w.clone(),
         };
         if crate::profile::enabled() {
             let name = if noise.is_some() { "frozen_param_noisy" } else { "frozen_param" };
             crate::profile::forward(name, 0.0, 8.0 * value.numel() as f64);
         }
-        self.push_node(value, Op::Leaf, false)
+        Ok(self.push_node(value, Op::Leaf, false))
     }
 
     /// Appends an op's output. The node needs a gradient when recording is on and any input needs one;
@@ -120,17 +129,18 @@ impl Tape {
         Var(self.nodes.len() - 1)
     }
 
-    /// Backward from a scalar output (seed gradient 1).
-    pub fn backward(&self, out: Var) -> Grads {
+    /// Backward from a scalar output (seed gradient 1, a host value).
+    pub fn backward(&self, out: Var) -> Result<Grads> {
         let v = self.value(out);
-        assert_eq!(v.numel(), 1, "backward() needs a scalar output, got shape {:?}", v.shape());
+        ensure!(v.numel() == 1, "backward() needs a scalar output, got shape {:?}", v.shape());
         self.backward_with(out, Tensor::full(v.shape(), 1.0))
     }
 
-    /// Backward from any output with an explicit output gradient `seed`.
-    pub fn backward_with(&self, out: Var, seed: Tensor) -> Grads {
+    /// Backward from any output with an explicit output gradient `seed` (on the output's device, or a
+    /// host scalar).
+    pub fn backward_with(&self, out: Var, seed: Tensor) -> Result<Grads> {
         crate::profile::mark();
-        assert_eq!(seed.shape(), self.value(out).shape(), "seed gradient shape");
+        ensure!(seed.shape() == self.value(out).shape(), "seed gradient shape {:?}", seed.shape());
         let mut grads: Vec<Option<Tensor>> = vec![None; out.0 + 1];
         grads[out.0] = Some(seed);
         for i in (0..=out.0).rev() {
@@ -144,21 +154,22 @@ impl Tape {
             let bytes = if flops > 0.0 { 0.0 } else { bytes + 4.0 * dy.numel() as f64 };
             let input_grads = crate::profile::timed("backward", name, 2.0 * flops, bytes, || {
                 ops::backward(self, &node.op, &node.value, &dy)
-            });
-            crate::profile::timed("backward", "grad_accumulate", 0.0, 0.0, || {
+            })?;
+            crate::profile::timed("backward", "grad_accumulate", 0.0, 0.0, || -> Result<()> {
                 for (input, g) in input_grads {
                     if !self.needs_grad(input) {
                         continue;
                     }
                     match &mut grads[input.0] {
-                        Some(acc) => acc.add_assign(&g),
+                        Some(acc) => accumulate(acc, &g)?,
                         slot => *slot = Some(g),
                     }
                 }
-            });
+                Ok(())
+            })?;
             grads[i] = Some(dy);
         }
-        Grads { grads, params: self.param_leaves(out) }
+        Ok(Grads { grads, params: self.param_leaves(out) })
     }
 
     fn param_leaves(&self, out: Var) -> Vec<(Var, ParamId)> {
@@ -169,6 +180,16 @@ impl Tape {
             })
             .collect()
     }
+}
+
+/// acc += g: in place on the host, a new sum on the GPU (its buffer comes from the cache).
+pub(crate) fn accumulate(acc: &mut Tensor, g: &Tensor) -> Result<()> {
+    if acc.is_cuda() || g.is_cuda() {
+        *acc = dispatch::add(acc, g)?;
+    } else {
+        acc.add_assign(g);
+    }
+    Ok(())
 }
 
 /// Gradients of one backward pass, by tape value.
@@ -184,11 +205,12 @@ impl Grads {
     }
 
     /// Adds the gradients of every parameter leaf into the store (a parameter read twice gets both).
-    pub fn accumulate_into(&self, store: &mut ParamStore) {
+    pub fn accumulate_into(&self, store: &mut ParamStore) -> Result<()> {
         for &(var, id) in &self.params {
             if let Some(g) = self.get(var) {
-                store.get_mut(id).grad.add_assign(g);
+                accumulate(&mut store.get_mut(id).grad, g)?;
             }
         }
+        Ok(())
     }
 }

@@ -116,7 +116,7 @@ fn timed_steps(cfg: &TrainConfig, su: &mut Setup, warmup: usize, steps: usize, d
     let mut times = vec![];
     for step in 0..warmup + steps {
         let start = Instant::now();
-        let s = train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32);
+        let s = train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32)?;
         let us = start.elapsed().as_secs_f64() * 1e6;
         ensure!(s.loss.iter().all(|l| l.is_finite()), "non-finite loss {:?} at benchmark step {}", s.loss, step + 1);
         if first_losses.len() < CHECK_STEPS {
@@ -219,7 +219,7 @@ pub fn profile(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str) -> 
     profile::start();
     let t = Instant::now();
     for step in warmup + steps..warmup + 2 * steps {
-        train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32);
+        train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32)?;
     }
     let total = t.elapsed().as_secs_f64();
     let stats = profile::stop();

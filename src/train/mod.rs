@@ -28,6 +28,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use self::data::TaskKind;
+use crate::backend::{dispatch, Backend};
 use crate::checkpoint;
 use crate::model::{Method, MultiTaskModel, TaskId};
 use crate::mtl::gradient_step::combined_step;
@@ -117,26 +118,35 @@ pub struct EpochAcc {
 }
 
 /// What is wrong with a step's result, if anything is not finite: its loss, a gradient or a parameter.
-fn nonfinite(s: &StepStats, model: &MultiTaskModel) -> Option<String> {
+/// On a GPU one reduction over every gradient and parameter decides; only a failure downloads them to
+/// name the culprit.
+fn nonfinite(s: &StepStats, model: &MultiTaskModel) -> Result<Option<String>> {
     if let Some(t) = s.loss.iter().position(|l| !l.is_finite()) {
-        return Some(format!("non-finite loss ({}) in task {}", s.loss[t], t + 1));
+        return Ok(Some(format!("non-finite loss ({}) in task {}", s.loss[t], t + 1)));
+    }
+    if model.store.backend().is_cuda() {
+        let all: Vec<&crate::Tensor> = model.store.iter().flat_map(|p| [&p.grad, &p.value]).collect();
+        if dispatch::all_finite(&all)? {
+            return Ok(None);
+        }
     }
     let task = |name: &str| match name.split('.').next() {
         Some("task1") => "task 1".to_string(),
         Some("task2") => "task 2".to_string(),
         _ => "both tasks' shared extractor".to_string(),
     };
-    let bad = |t: &crate::Tensor| t.data().iter().any(|v| !v.is_finite());
-    model.store.iter().find_map(|p| {
-        let what = if bad(&p.grad) {
+    for p in model.store.iter() {
+        let bad = |t: &crate::Tensor| Ok::<_, anyhow::Error>(!t.to_host()?.all_finite());
+        let what = if bad(&p.grad)? {
             "gradient"
-        } else if bad(&p.value) {
+        } else if bad(&p.value)? {
             "updated value"
         } else {
-            return None;
+            continue;
         };
-        Some(format!("non-finite {what} of {} in {}", p.name, task(&p.name)))
-    })
+        return Ok(Some(format!("non-finite {what} of {} in {}", p.name, task(&p.name))));
+    }
+    Ok(None)
 }
 
 /// One optimisation step of `cfg.method` on `batch` (global step `step` keys the noise and shuffles).
@@ -147,7 +157,7 @@ pub fn train_step(
     batch: &Batch,
     objective: &Objective,
     step: u32,
-) -> StepStats {
+) -> Result<StepStats> {
     match cfg.method {
         Method::Mtcool => mtcool_step(model, opt, batch, objective, step, &cfg.mtcool_config()),
         Method::Independent | Method::Joint | Method::Mtan | Method::Ctan => summed_step(model, opt, batch, objective),
@@ -163,9 +173,16 @@ pub fn train(cfg: &TrainConfig, out: &Path, device: &str) -> Result<Summary> {
     train_with(cfg, out, device, &RunOptions::default())
 }
 
-/// [`train`] with checkpointing, resuming and non-finite handling as `opts` say. Everything that can be
-/// checked (flags, data, a checkpoint to resume from) is checked before anything is written.
+/// [`train`] with checkpointing, resuming and non-finite handling as `opts` say, on the CPU.
 pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions) -> Result<Summary> {
+    train_on(cfg, out, device, opts, &Backend::Cpu)
+}
+
+/// [`train_with`] on `backend`: parameters, gradients and optimiser state live there for the whole run;
+/// each batch is uploaded once per step, losses and correct counts come back per step, checkpoints are
+/// written from host copies. Everything that can be checked (flags, data, a checkpoint to resume from)
+/// is checked before anything is written.
+pub fn train_on(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions, backend: &Backend) -> Result<Summary> {
     cfg.validate()?;
     opts.validate()?;
     let (train_set, test_set) = data::load(&cfg.data)?;
@@ -190,6 +207,8 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
         write_json(&out.join("config.json"), cfg)?;
         (MultiTaskModel::new(cfg.model_config(), cfg.seed), cfg.optimizer(), resume::Position::start(), None)
     };
+    model.store.to_backend(backend)?;
+    opt.to_backend(backend)?;
     // metrics.jsonl holds the finished epochs so far (a resumed run drops lines written after its checkpoint).
     let metrics_path = out.join("metrics.jsonl");
     let lines: String = pos.history.iter().map(|m| Ok(serde_json::to_string(m)? + "\n")).collect::<Result<_>>()?;
@@ -231,13 +250,14 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
                 Some((n, true)) if n == pos.global_step + 1 => batch.x.data_mut().fill(f32::NAN),
                 Some((n, false)) if n == pos.global_step + 1 => {
                     let bias = *model.head_params(TaskId(0)).last().expect("a head has parameters");
-                    model.store.get_mut(bias).value.data_mut().fill(f32::NAN);
+                    let nan = crate::Tensor::full(model.store.value(bias).shape(), f32::NAN);
+                    model.store.set_value(bias, &nan)?;
                 }
                 _ => {}
             }
             opt.set_lr(cfg.lr_at(pos.global_step, cfg.epochs * steps_per_epoch));
-            let s = train_step(cfg, &mut model, &mut opt, &batch, &objective, pos.global_step);
-            if let Some(bad) = nonfinite(&s, &model) {
+            let s = train_step(cfg, &mut model, &mut opt, &batch, &objective, pos.global_step)?;
+            if let Some(bad) = nonfinite(&s, &model)? {
                 let at = format!(
                     "{bad} at epoch {epoch}, step {} of {steps_per_epoch} (global step {})",
                     pos.step_in_epoch + 1,
@@ -288,7 +308,7 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
                 last_ckpt = Some(resume::save(out, &model, &opt, cfg, &at, opts.keep_checkpoints)?);
             }
         }
-        let test = evaluate(&model, test_set.as_ref(), &setup, EVAL_BATCH);
+        let test = evaluate(&model, test_set.as_ref(), &setup, EVAL_BATCH)?;
         let a = &pos.acc;
         let m = EpochMetrics {
             epoch,
@@ -332,6 +352,10 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
         device: device.to_string(),
         test_examples: test_set.len(),
         skipped_steps: pos.skipped,
+        gpu_memory: match backend {
+            Backend::Cuda(gpu) => Some(gpu.memory_stats()),
+            Backend::Cpu => None,
+        },
     };
     write_json(&out.join("summary.json"), &summary)?;
     checkpoint::write_atomic(&out.join("curves.svg"), plot::curves_svg(&pos.history).as_bytes())?;

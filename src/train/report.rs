@@ -77,23 +77,33 @@ pub struct Summary {
     /// Steps skipped for a non-finite loss or gradient (`--skip-nonfinite`).
     #[serde(default)]
     pub skipped_steps: u64,
+    /// GPU runs: the caching allocator's byte counts at the end (peak and live bytes, driver allocations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<crate::backend::cuda::MemoryStats>,
 }
 
-/// Test metrics of both tasks (clean weights, no gradient).
-pub fn evaluate(model: &MultiTaskModel, data: &dyn TaskData, setup: &TaskSetup, batch_size: usize) -> [Metrics; 2] {
+/// Test metrics of both tasks (clean weights, no gradient), run where the model lives (each batch's
+/// logits downloaded for the metrics).
+pub fn evaluate(
+    model: &MultiTaskModel,
+    data: &dyn TaskData,
+    setup: &TaskSetup,
+    batch_size: usize,
+) -> Result<[Metrics; 2]> {
+    let backend = model.store.backend();
     let mut acc = [0, 1].map(|t| TaskMetrics::new(setup.metrics[t].clone(), setup.specs[t].classes()));
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         let batch = data.batch(chunk);
         let mut tape = Tape::new();
         tape.set_grad_enabled(false);
-        let x = tape.constant(batch.x);
-        let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train]);
+        let x = tape.constant(batch.x.to_backend(&backend)?);
+        let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train])?;
         for t in TaskId::BOTH {
-            acc[t.0].update(tape.value(logits[t.0]), &batch.labels[t.0]);
+            acc[t.0].update(&tape.value(logits[t.0]).to_host()?, &batch.labels[t.0]);
         }
     }
-    acc.map(|a| a.finish())
+    Ok(acc.map(|a| a.finish()))
 }
 
 /// "name value, name value" for a log line.
@@ -127,5 +137,5 @@ pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, [Metr
         bail!("model.safetensors does not match config.json in {}", run.display());
     }
     let (_, test) = data::load(&DataConfig { limit_train: Some(1), ..cfg.data.clone() })?;
-    Ok((summary, evaluate(&model, test.as_ref(), &data::setup(cfg.data.task), EVAL_BATCH)))
+    Ok((summary, evaluate(&model, test.as_ref(), &data::setup(cfg.data.task), EVAL_BATCH)?))
 }

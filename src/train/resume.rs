@@ -77,7 +77,7 @@ fn ckpt_path(run: &Path, global_step: u32) -> PathBuf {
 /// Serialises a training checkpoint.
 pub fn to_bytes(model: &MultiTaskModel, opt: &Optimizer, cfg: &TrainConfig, pos: &Position) -> Result<Vec<u8>> {
     let name = |id| model.store.get(id).name.as_str();
-    let state = opt.export_state();
+    let state = opt.export_state()?;
     let mut tensors: Vec<(String, Vec<usize>, &[f32])> = vec![];
     let mut adam_steps = BTreeMap::new();
     for (id, s) in &state {
@@ -170,8 +170,10 @@ pub fn save(
     pos: &Position,
     keep: usize,
 ) -> Result<PathBuf> {
-    if let Some(p) = model.store.iter().find(|p| p.value.data().iter().any(|v| !v.is_finite())) {
-        bail!("refusing to checkpoint non-finite parameter {}", p.name);
+    for p in model.store.iter() {
+        if !p.value.to_host()?.all_finite() {
+            bail!("refusing to checkpoint non-finite parameter {}", p.name);
+        }
     }
     let dir = ckpt_dir(run);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -33,12 +33,7 @@ use super::gemm;
 use super::shape4;
 use crate::Tensor;
 
-/// Stride and zero padding of a 2-d convolution (the same in both spatial dimensions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2dCfg {
-    pub stride: usize,
-    pub padding: usize,
-}
+pub use crate::settings::Conv2dCfg;
 
 /// Output (Ho, Wo) of a convolution: (H + 2p − kh) / s + 1, floored, likewise for W.
 pub fn conv2d_out_hw(h: usize, w: usize, kh: usize, kw: usize, cfg: Conv2dCfg) -> (usize, usize) {

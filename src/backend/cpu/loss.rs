@@ -94,14 +94,7 @@ pub fn softmax_cross_entropy_backward(
     Tensor::from_parts(probs.shape().to_vec(), dx)
 }
 
-/// How soft Dice turns logits into probabilities.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DiceMode {
-    /// Elementwise sigmoid; every channel is an independent binary mask.
-    Binary,
-    /// Softmax over dim 1; the target is one-hot.
-    MultiClass,
-}
+pub use crate::settings::DiceMode;
 
 /// Per channel c: (Σ p·t, Σ p, Σ t) over N and spatial positions.
 fn dice_sums(probs: &Tensor, target: &Tensor) -> (Vec<f64>, Vec<f64>, Vec<f64>) {

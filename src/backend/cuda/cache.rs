@@ -1,22 +1,25 @@
-//! The caching allocator of [`GpuTensor`]s: a dropped tensor's buffer goes back to a free list keyed
-//! by its exact length, and the next request for that length takes it instead of calling the driver.
-//! A training step asks for the same shapes every time, so after the first step it allocates nothing
-//! (exact lengths, not rounded size classes: the buffer's length stays the tensor's element count,
-//! which every kernel wrapper relies on). Buffers are only returned to the driver when the [`Gpu`]
-//! and every tensor are gone.
+//! The caching allocator of device buffers: a dropped buffer goes back to a free list keyed by its
+//! element type and exact length, and the next request for that length takes it instead of calling
+//! the driver. A training step asks for the same shapes every time, so after the first step it
+//! allocates nothing (exact lengths, not rounded size classes: a buffer's length stays its tensor's
+//! element count, which every kernel wrapper relies on). Buffers go back to the driver only when the
+//! [`Gpu`] and every buffer are gone.
+//!
+//! f32 tensors, f64 reduction scratch and u32 labels / argmax indices each have their own free lists.
 //!
 //! [`Gpu`]: super::Gpu
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, DeviceRepr};
 
-/// Byte counts of the cache (f32 tensors only; scratch buffers of other types are not cached).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+/// Byte counts of the cache, over every element type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemoryStats {
-    /// Bytes held by live tensors.
+    /// Bytes held by live buffers.
     pub live_bytes: u64,
     /// The most `live_bytes` ever was.
     pub peak_bytes: u64,
@@ -28,6 +31,12 @@ pub struct MemoryStats {
     pub reuses: u64,
 }
 
+/// An element type the cache holds.
+pub trait Element: DeviceRepr + Copy + Send + Sync + 'static {}
+impl Element for f32 {}
+impl Element for f64 {}
+impl Element for u32 {}
+
 #[derive(Default)]
 pub(crate) struct BufferCache {
     inner: Mutex<Inner>,
@@ -35,7 +44,8 @@ pub(crate) struct BufferCache {
 
 #[derive(Default)]
 struct Inner {
-    free: HashMap<usize, Vec<CudaSlice<f32>>>,
+    /// Free buffers by (element type, length); each entry is a `Vec<CudaSlice<T>>` of that T.
+    free: HashMap<(TypeId, usize), Box<dyn std::any::Any + Send>>,
     stats: MemoryStats,
 }
 
@@ -44,29 +54,31 @@ impl BufferCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A cached buffer of exactly `len` elements, if one is free.
-    pub(crate) fn take(&self, len: usize) -> Option<CudaSlice<f32>> {
+    /// A cached buffer of exactly `len` elements of T, if one is free.
+    pub(crate) fn take<T: Element>(&self, len: usize) -> Option<CudaSlice<T>> {
         let mut g = self.lock();
-        let buf = g.free.get_mut(&len)?.pop()?;
-        g.stats.cached_bytes -= bytes(len);
+        let list = g.free.get_mut(&(TypeId::of::<T>(), len))?.downcast_mut::<Vec<CudaSlice<T>>>()?;
+        let buf = list.pop()?;
+        g.stats.cached_bytes -= bytes::<T>(len);
         g.stats.reuses += 1;
-        g.track_live(len);
+        g.track_live(bytes::<T>(len));
         Some(buf)
     }
 
-    /// Counts a buffer the driver just gave.
-    pub(crate) fn note_driver_alloc(&self, len: usize) {
+    /// Counts a buffer of `len` elements of T the driver just gave.
+    pub(crate) fn note_driver_alloc<T: Element>(&self, len: usize) {
         let mut g = self.lock();
         g.stats.driver_allocs += 1;
-        g.track_live(len);
+        g.track_live(bytes::<T>(len));
     }
 
-    fn put(&self, buf: CudaSlice<f32>) {
+    fn put<T: Element>(&self, buf: CudaSlice<T>) {
         let mut g = self.lock();
         let len = buf.len();
-        g.stats.live_bytes -= bytes(len);
-        g.stats.cached_bytes += bytes(len);
-        g.free.entry(len).or_default().push(buf);
+        g.stats.live_bytes -= bytes::<T>(len);
+        g.stats.cached_bytes += bytes::<T>(len);
+        let list = g.free.entry((TypeId::of::<T>(), len)).or_insert_with(|| Box::new(Vec::<CudaSlice<T>>::new()));
+        list.downcast_mut::<Vec<CudaSlice<T>>>().expect("free list of its own type").push(buf);
     }
 
     pub(crate) fn stats(&self) -> MemoryStats {
@@ -75,42 +87,42 @@ impl BufferCache {
 }
 
 impl Inner {
-    fn track_live(&mut self, len: usize) {
-        self.stats.live_bytes += bytes(len);
+    fn track_live(&mut self, b: u64) {
+        self.stats.live_bytes += b;
         self.stats.peak_bytes = self.stats.peak_bytes.max(self.stats.live_bytes);
     }
 }
 
-fn bytes(len: usize) -> u64 {
-    len as u64 * 4
+fn bytes<T>(len: usize) -> u64 {
+    (len * std::mem::size_of::<T>()) as u64
 }
 
-/// A tensor's device buffer: a `CudaSlice<f32>` (through `Deref`) that returns to its cache on drop.
-pub struct GpuBuf {
-    slice: Option<CudaSlice<f32>>,
+/// A device buffer: a `CudaSlice<T>` (through `Deref`) that returns to its cache on drop.
+pub struct GpuBuf<T: Element = f32> {
+    slice: Option<CudaSlice<T>>,
     cache: Arc<BufferCache>,
 }
 
-impl GpuBuf {
-    pub(crate) fn new(slice: CudaSlice<f32>, cache: Arc<BufferCache>) -> GpuBuf {
+impl<T: Element> GpuBuf<T> {
+    pub(crate) fn new(slice: CudaSlice<T>, cache: Arc<BufferCache>) -> GpuBuf<T> {
         GpuBuf { slice: Some(slice), cache }
     }
 }
 
-impl Deref for GpuBuf {
-    type Target = CudaSlice<f32>;
-    fn deref(&self) -> &CudaSlice<f32> {
+impl<T: Element> Deref for GpuBuf<T> {
+    type Target = CudaSlice<T>;
+    fn deref(&self) -> &CudaSlice<T> {
         self.slice.as_ref().expect("a GpuBuf holds its slice until dropped")
     }
 }
 
-impl DerefMut for GpuBuf {
-    fn deref_mut(&mut self) -> &mut CudaSlice<f32> {
+impl<T: Element> DerefMut for GpuBuf<T> {
+    fn deref_mut(&mut self) -> &mut CudaSlice<T> {
         self.slice.as_mut().expect("a GpuBuf holds its slice until dropped")
     }
 }
 
-impl Drop for GpuBuf {
+impl<T: Element> Drop for GpuBuf<T> {
     fn drop(&mut self) {
         if let Some(s) = self.slice.take() {
             self.cache.put(s);

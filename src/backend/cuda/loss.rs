@@ -10,7 +10,7 @@
 use anyhow::{ensure, Result};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 
-use super::{channel_dims, Gpu, GpuTensor, BLOCK};
+use super::{channel_dims, Gpu, GpuBuf, GpuTensor, BLOCK};
 
 mod dice;
 
@@ -27,13 +27,15 @@ fn blocks(n: usize) -> LaunchConfig {
 
 impl Gpu {
     /// Class indices for the cross-entropy kernels.
-    pub fn upload_labels(&self, labels: &[u32]) -> Result<CudaSlice<u32>> {
-        self.stream.clone_htod(labels).map_err(super::cuda_error("copying labels to the GPU"))
+    pub fn upload_labels(&self, labels: &[u32]) -> Result<GpuBuf<u32>> {
+        let mut buf = self.buffer_of::<u32>(labels.len())?;
+        self.write_slice(labels, &mut buf)?;
+        Ok(buf)
     }
 
-    fn scratch_f64(&self, n: usize) -> Result<CudaSlice<f64>> {
-        // SAFETY: f64 has no invalid bit patterns; every kernel below writes its scratch before reading.
-        unsafe { self.stream.alloc::<f64>(n) }.map_err(super::cuda_error("allocating GPU scratch memory"))
+    /// Reduction scratch (every kernel below writes its scratch before reading it).
+    fn scratch_f64(&self, n: usize) -> Result<GpuBuf<f64>> {
+        self.buffer_of::<f64>(n)
     }
 
     /// r = Σ x[..n] / (divisor or denom), written as f32 to `out` and/or as f64 to `out64`: chunked
@@ -47,20 +49,20 @@ impl Gpu {
         divisor: Option<&CudaSlice<f64>>,
         denom: f64,
     ) -> Result<()> {
-        let mut owned: Option<CudaSlice<f64>> = None;
+        let mut owned: Option<GpuBuf<f64>> = None;
         let mut len = n;
         while len > REDUCE_CHUNK {
             let parts = len.div_ceil(REDUCE_CHUNK);
             let mut next = self.scratch_f64(parts)?;
-            let src = owned.as_ref().unwrap_or(x);
+            let src: &CudaSlice<f64> = owned.as_deref().unwrap_or(x);
             let len64 = len as u64;
             self.launch("reduce_sum_f64_chunks", blocks(parts), |l| {
-                l.arg(&mut next).arg(src).arg(&len64);
+                l.arg(&mut *next).arg(src).arg(&len64);
             })?;
             owned = Some(next);
             len = parts;
         }
-        let src = owned.as_ref().unwrap_or(x);
+        let src: &CudaSlice<f64> = owned.as_deref().unwrap_or(x);
         let len64 = len as u64;
         self.launch("reduce_sum_finish", blocks(1), |l| {
             match out {
@@ -89,7 +91,7 @@ impl Gpu {
         let mut partials = self.scratch_f64(parts)?;
         let n64 = n as u64;
         self.launch("reduce_sum_f32_chunks", blocks(parts), |l| {
-            l.arg(&mut partials).arg(&*x.buf).arg(&n64);
+            l.arg(&mut *partials).arg(&*x.buf).arg(&n64);
         })?;
         self.reduce_finish(&partials, parts, Some(&mut *out.buf), None, None, denom)
     }
@@ -142,11 +144,11 @@ impl Gpu {
         w: Option<&GpuTensor>,
         items: usize,
         c: usize,
-    ) -> Result<CudaSlice<f64>> {
+    ) -> Result<GpuBuf<f64>> {
         let mut item_w = self.scratch_f64(items)?;
         let (items64, c64) = (items as u64, c as u64);
         self.launch("cross_entropy_item_weights", self.cfg(items), |l| {
-            l.arg(&mut item_w).arg(targets);
+            l.arg(&mut *item_w).arg(targets);
             match w {
                 Some(w) => l.arg(&*w.buf),
                 None => l.arg(&NULL),
@@ -189,7 +191,7 @@ impl Gpu {
         let mut item_nll = self.scratch_f64(n * inner)?;
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch(what, self.cfg(n * inner), |l| {
-            l.arg(&mut *probs.buf).arg(&mut item_nll).arg(&*logits.buf).arg(targets);
+            l.arg(&mut *probs.buf).arg(&mut *item_nll).arg(&*logits.buf).arg(targets);
             match class_weights {
                 Some(w) => l.arg(&*w.buf),
                 None => l.arg(&NULL),
@@ -240,7 +242,7 @@ impl Gpu {
                 Some(w) => l.arg(&*w.buf),
                 None => l.arg(&NULL),
             };
-            l.arg(&wsum).arg(&dloss).arg(&n64).arg(&c64).arg(&inner64);
+            l.arg(&*wsum).arg(&dloss).arg(&n64).arg(&c64).arg(&inner64);
         })
     }
     pub fn softmax_cross_entropy_backward(
@@ -280,12 +282,12 @@ impl Gpu {
         let mut item_nll = self.scratch_f64(n * inner)?;
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch(what, self.cfg(n * inner), |l| {
-            l.arg(&mut *dlogits.buf).arg(&mut item_nll).arg(&*logits.buf).arg(targets);
+            l.arg(&mut *dlogits.buf).arg(&mut *item_nll).arg(&*logits.buf).arg(targets);
             match class_weights {
                 Some(w) => l.arg(&*w.buf),
                 None => l.arg(&NULL),
             };
-            l.arg(&wsum).arg(&dloss).arg(&n64).arg(&c64).arg(&inner64);
+            l.arg(&*wsum).arg(&dloss).arg(&n64).arg(&c64).arg(&inner64);
         })?;
         self.reduce_finish(&item_nll, n * inner, Some(&mut *loss.buf), None, Some(&wsum), 1.0)
     }

@@ -28,7 +28,7 @@ mod optim;
 mod pool;
 mod upsample;
 
-pub use cache::{GpuBuf, MemoryStats};
+pub use cache::{Element, GpuBuf, MemoryStats};
 pub use errors::cuda_error;
 pub use loss::REDUCE_CHUNK;
 pub use norm::{GpuBatchNormGrads, GpuBatchNormStats};
@@ -47,8 +47,9 @@ pub struct Gpu {
     _module: Arc<CudaModule>,
     functions: HashMap<&'static str, CudaFunction>,
     max_blocks: u32,
-    /// Kernels launched since the last [`Gpu::take_launched`] (the parity suite attributes each
-    /// checked output to the kernels that produced it).
+    /// Kernels launched since the last [`Gpu::take_launched`], each once, in first-launch order (the
+    /// parity suite attributes each checked output to the kernels that produced it). Bounded by the
+    /// number of kernels, so a long training run never grows it.
     launched: Mutex<Vec<&'static str>>,
     cache: Arc<cache::BufferCache>,
     info: crate::device::GpuInfo,
@@ -129,6 +130,12 @@ impl Gpu {
     }
 
     pub fn upload(&self, t: &Tensor) -> Result<GpuTensor> {
+        self.upload_slice(t.shape(), t.data())
+    }
+
+    /// Copies host values of shape `shape` to the device.
+    pub fn upload_slice(&self, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+        let t = Tensor::new(shape, data.to_vec())?;
         let mut buf = self.buffer(t.numel())?;
         let what = format!("copying a {:?} tensor ({}) to the GPU", t.shape(), mib(t.numel()));
         self.stream.memcpy_htod(t.data(), &mut *buf).map_err(cuda_error(what))?;
@@ -137,8 +144,26 @@ impl Gpu {
 
     /// Copies to the host (waits for the kernels that produce `t`).
     pub fn download(&self, t: &GpuTensor) -> Result<Tensor> {
-        let data = self.stream.clone_dtoh(&*t.buf).map_err(cuda_error("copying a tensor from the GPU"))?;
-        Ok(Tensor::new(&t.shape, data)?)
+        Ok(Tensor::new(&t.shape, self.download_vec(&t.buf)?)?)
+    }
+
+    /// Copies a device buffer of any cached element type to a host vector (waits for its producers).
+    pub fn download_vec<T: cache::Element + Default>(&self, buf: &GpuBuf<T>) -> Result<Vec<T>> {
+        self.stream.clone_dtoh(&**buf).map_err(cuda_error("copying a buffer from the GPU"))
+    }
+
+    /// A device copy of `t` with shape `shape` (same number of elements).
+    pub fn copy_reshaped(&self, t: &GpuTensor, shape: &[usize]) -> Result<GpuTensor> {
+        ensure!(shape.iter().product::<usize>() == t.numel(), "reshape of {:?} to {shape:?}", t.shape);
+        let mut out = self.empty(shape)?;
+        self.stream.memcpy_dtod(&*t.buf, &mut *out.buf).map_err(cuda_error("copying a tensor on the GPU"))?;
+        Ok(out)
+    }
+
+    /// Copies host values into a device buffer of the same length (no allocation).
+    pub fn write_slice<T: cache::Element>(&self, host: &[T], dst: &mut GpuBuf<T>) -> Result<()> {
+        ensure!(host.len() == dst.len(), "copy of {} values into a buffer of {}", host.len(), dst.len());
+        self.stream.memcpy_htod(host, &mut **dst).map_err(cuda_error("copying values to the GPU"))
     }
 
     pub fn zeros(&self, shape: &[usize]) -> Result<GpuTensor> {
@@ -148,6 +173,12 @@ impl Gpu {
         Ok(GpuTensor { shape: shape.to_vec(), buf })
     }
 
+    /// Sets every element of `t` to 0 in place.
+    pub fn fill_zero(&self, t: &mut GpuTensor) -> Result<()> {
+        let n = t.numel();
+        self.stream.memset_zeros(&mut *t.buf).map_err(cuda_error(format!("zeroing {} of GPU memory", mib(n))))
+    }
+
     /// A tensor whose contents are unspecified (every kernel below writes all of its output).
     pub fn empty(&self, shape: &[usize]) -> Result<GpuTensor> {
         Ok(GpuTensor { shape: shape.to_vec(), buf: self.buffer(shape.iter().product())? })
@@ -155,13 +186,22 @@ impl Gpu {
 
     /// A buffer of `n` f32s: a cached one of that length when one is free, else the driver's.
     fn buffer(&self, n: usize) -> Result<GpuBuf> {
-        let slice = match self.cache.take(n) {
+        self.buffer_of::<f32>(n)
+    }
+
+    /// A buffer of `n` elements of T (contents unspecified), from the cache when it can.
+    pub(crate) fn buffer_of<T: cache::Element>(&self, n: usize) -> Result<GpuBuf<T>> {
+        let slice = match self.cache.take::<T>(n) {
             Some(s) => s,
             None => {
-                // SAFETY: f32 has no invalid bit patterns; callers overwrite the contents before reading.
-                let s = unsafe { self.stream.alloc::<f32>(n) }
-                    .map_err(cuda_error(format!("allocating {} of GPU memory", mib(n))))?;
-                self.cache.note_driver_alloc(n);
+                let bytes = n * std::mem::size_of::<T>();
+                // SAFETY: the element types (f32, f64, u32) have no invalid bit patterns; callers
+                // overwrite the contents before reading.
+                let s = unsafe { self.stream.alloc::<T>(n) }.map_err(cuda_error(format!(
+                    "allocating {:.1} MiB of GPU memory",
+                    bytes as f64 / (1 << 20) as f64
+                )))?;
+                self.cache.note_driver_alloc::<T>(n);
                 s
             }
         };
@@ -175,10 +215,7 @@ impl Gpu {
 
     /// The distinct kernels launched since the previous call, in first-launch order.
     pub fn take_launched(&self) -> Vec<&'static str> {
-        let mut names = std::mem::take(&mut *self.launched.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut seen = std::collections::HashSet::new();
-        names.retain(|n| seen.insert(*n));
-        names
+        std::mem::take(&mut *self.launched.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn function(&self, name: &'static str) -> &CudaFunction {
@@ -198,7 +235,11 @@ impl Gpu {
         cfg: LaunchConfig,
         args: impl FnOnce(&mut LaunchArgs<'a>),
     ) -> Result<()> {
-        self.launched.lock().unwrap_or_else(|e| e.into_inner()).push(name);
+        let mut log = self.launched.lock().unwrap_or_else(|e| e.into_inner());
+        if !log.contains(&name) {
+            log.push(name);
+        }
+        drop(log);
         let mut builder = self.stream.launch_builder(self.function(name));
         args(&mut builder);
         // SAFETY: each caller below pushes the parameter list of `kernels/*.cu` for `name` (pointers

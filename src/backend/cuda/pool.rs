@@ -3,14 +3,14 @@
 //! and the max/avg backward sums are bit-identical to the CPU's.
 
 use anyhow::{ensure, Result};
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::PushKernelArg;
 
-use super::{Gpu, GpuTensor};
+use super::{Gpu, GpuBuf, GpuTensor};
 
 /// The argmax of [`Gpu::max_pool2d_forward`]: per output element, the flat index into x of the value it
 /// took, plus the pooling geometry that produced it (the gather backward needs k and the stride).
 pub struct GpuArgmax {
-    pub buf: CudaSlice<u32>,
+    pub buf: GpuBuf<u32>,
     /// The forward input's [N, C, H, W].
     pub x_shape: Vec<usize>,
     pub k: usize,
@@ -54,12 +54,13 @@ impl Geometry {
 impl Gpu {
     /// Uploads an argmax (e.g. the CPU reference's) for `max_pool2d_backward`.
     pub fn upload_argmax(&self, argmax: &[u32], x_shape: &[usize], k: usize, stride: usize) -> Result<GpuArgmax> {
-        let buf = self.stream.clone_htod(argmax).map_err(super::cuda_error("copying an argmax to the GPU"))?;
+        let mut buf = self.buffer_of::<u32>(argmax.len())?;
+        self.write_slice(argmax, &mut buf)?;
         Ok(GpuArgmax { buf, x_shape: x_shape.to_vec(), k, stride })
     }
 
     pub fn download_argmax(&self, argmax: &GpuArgmax) -> Result<Vec<u32>> {
-        self.stream.clone_dtoh(&argmax.buf).map_err(super::cuda_error("copying an argmax from the GPU"))
+        self.download_vec(&argmax.buf)
     }
 
     /// k×k max pooling: y [N, C, Ho, Wo] and the argmax (first maximum on ties, NaN wins), into
@@ -90,15 +91,15 @@ impl Gpu {
             return Ok(());
         }
         self.launch("max_pool2d_forward", self.cfg(y.numel()), |l| {
-            l.arg(&mut *y.buf).arg(&mut argmax.buf).arg(&*x.buf).arg(&g.planes);
+            l.arg(&mut *y.buf).arg(&mut *argmax.buf).arg(&*x.buf).arg(&g.planes);
             l.arg(&g.h).arg(&g.w).arg(&g.ho).arg(&g.wo).arg(&g.k).arg(&g.s);
         })
     }
     pub fn max_pool2d_forward(&self, x: &GpuTensor, k: usize, stride: usize) -> Result<(GpuTensor, GpuArgmax)> {
         let g = Geometry::new("max_pool2d_forward", &x.shape, k, stride)?;
         let mut y = self.empty(&g.y_shape(&x.shape))?;
-        // SAFETY: u32 has no invalid bit patterns; the kernel writes every entry before it is read.
-        let buf = unsafe { self.stream.alloc::<u32>(y.numel()) }.map_err(super::cuda_error("allocating GPU memory"))?;
+        // The kernel writes every entry before it is read.
+        let buf = self.buffer_of::<u32>(y.numel())?;
         let mut argmax = GpuArgmax { buf, x_shape: x.shape.clone(), k, stride };
         self.max_pool2d_forward_into(x, k, stride, &mut y, &mut argmax)?;
         Ok((y, argmax))
@@ -131,7 +132,7 @@ impl Gpu {
             return Ok(());
         }
         self.launch("max_pool2d_backward", self.cfg(dx.numel()), |l| {
-            l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&argmax.buf).arg(&g.planes);
+            l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&*argmax.buf).arg(&g.planes);
             l.arg(&g.h).arg(&g.w).arg(&g.ho).arg(&g.wo).arg(&g.k).arg(&g.s);
         })
     }

@@ -3,9 +3,9 @@
 //! per channel with fixed-order double reductions, the loss one block: deterministic run to run.
 
 use anyhow::{ensure, Result};
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::PushKernelArg;
 
-use super::super::{channel_dims, Gpu, GpuTensor};
+use super::super::{channel_dims, Gpu, GpuBuf, GpuTensor};
 use super::blocks;
 use crate::backend::cpu::loss::DiceMode;
 
@@ -23,11 +23,11 @@ impl Gpu {
         probs: &GpuTensor,
         target: &GpuTensor,
         (n, c, inner): (usize, usize, usize),
-    ) -> Result<CudaSlice<f64>> {
+    ) -> Result<GpuBuf<f64>> {
         let mut sums = self.scratch_f64(3 * c)?;
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         self.launch("soft_dice_sums", self.per_channel_cfg(c), |l| {
-            l.arg(&mut sums).arg(&*probs.buf).arg(&*target.buf).arg(&n64).arg(&c64).arg(&inner64);
+            l.arg(&mut *sums).arg(&*probs.buf).arg(&*target.buf).arg(&n64).arg(&c64).arg(&inner64);
         })?;
         Ok(sums)
     }
@@ -62,7 +62,7 @@ impl Gpu {
         let sums = self.dice_sums(probs, target, dims)?;
         let c64 = dims.1 as u64;
         self.launch("soft_dice_loss", blocks(1), |l| {
-            l.arg(&mut *loss.buf).arg(&sums).arg(&c64).arg(&eps);
+            l.arg(&mut *loss.buf).arg(&*sums).arg(&c64).arg(&eps);
         })
     }
     /// (loss as a device scalar, probs).
@@ -115,7 +115,7 @@ impl Gpu {
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
         let multiclass = i32::from(mode == DiceMode::MultiClass);
         self.launch("soft_dice_backward", self.cfg(n * inner), |l| {
-            l.arg(&mut *dx.buf).arg(&*probs.buf).arg(&*target.buf).arg(&sums);
+            l.arg(&mut *dx.buf).arg(&*probs.buf).arg(&*target.buf).arg(&*sums);
             l.arg(&n64).arg(&c64).arg(&inner64).arg(&eps).arg(&dloss).arg(&multiclass);
         })
     }
