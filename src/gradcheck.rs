@@ -274,7 +274,12 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
         ),
     ]);
     // The frozen noisy layers: only the input is differentiated (the weights are frozen).
-    let noise = LayerNoise { key: NoiseKey { seed, step: 5, stream: stream::TASK2, sample: 1 }, b: 0.3, w_offset: 7, b_offset: 1000 };
+    let noise = LayerNoise {
+        key: NoiseKey { seed, step: 5, stream: stream::TASK2, sample: 1 },
+        b: 0.3,
+        w_offset: 7,
+        b_offset: 1000,
+    };
     all_cases.extend([
         case(
             "conv2d_noisy",

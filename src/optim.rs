@@ -174,7 +174,16 @@ impl Optimizer {
                     s.step += 1;
                     let (bc1, bc2) = bias_corrections(cfg, s.step);
                     let clamp = center.map(|(c, b)| (c.data(), b));
-                    adam_update(p.value.data_mut(), p.grad.data(), s.m.data_mut(), s.v.data_mut(), *cfg, bc1, bc2, clamp);
+                    adam_update(
+                        p.value.data_mut(),
+                        p.grad.data(),
+                        s.m.data_mut(),
+                        s.v.data_mut(),
+                        *cfg,
+                        bc1,
+                        bc2,
+                        clamp,
+                    );
                 }
                 (Optimizer::Sgd { cfg, velocity }, Backend::Cuda(gpu)) => {
                     let vel = slot(velocity, id, || zeros())?;

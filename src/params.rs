@@ -95,7 +95,13 @@ impl ParamStore {
     /// Sets parameter `id` to `value` (moved to the store's device; shapes must agree).
     pub fn set_value(&mut self, id: ParamId, value: &Tensor) -> Result<()> {
         let p = &self.params[id.0];
-        anyhow::ensure!(p.value.shape() == value.shape(), "{}: shape {:?} for {:?}", p.name, value.shape(), p.value.shape());
+        anyhow::ensure!(
+            p.value.shape() == value.shape(),
+            "{}: shape {:?} for {:?}",
+            p.name,
+            value.shape(),
+            p.value.shape()
+        );
         let v = value.to_backend(&p.value.backend())?;
         self.params[id.0].value = v;
         Ok(())

@@ -143,7 +143,9 @@ impl Tensor {
     pub fn data(&self) -> &[f32] {
         match &self.storage {
             Storage::Cpu(d) => d,
-            Storage::Cuda(_) => panic!("host read of a GPU tensor {:?}: download it first (Tensor::to_host)", self.shape),
+            Storage::Cuda(_) => {
+                panic!("host read of a GPU tensor {:?}: download it first (Tensor::to_host)", self.shape)
+            }
         }
     }
     pub fn data_mut(&mut self) -> &mut [f32] {
@@ -155,7 +157,9 @@ impl Tensor {
     pub fn into_data(self) -> Vec<f32> {
         match self.storage {
             Storage::Cpu(d) => d,
-            Storage::Cuda(_) => panic!("host read of a GPU tensor {:?}: download it first (Tensor::to_host)", self.shape),
+            Storage::Cuda(_) => {
+                panic!("host read of a GPU tensor {:?}: download it first (Tensor::to_host)", self.shape)
+            }
         }
     }
 

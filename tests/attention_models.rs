@@ -108,7 +108,8 @@ fn every_parameter_gets_a_gradient_from_the_summed_loss() {
     ] {
         let mut m = m;
         let before = values(&m, &m.all_params());
-        summed_step(&mut m, &mut Optimizer::sgd(SgdConfig { lr: 0.1, momentum: 0.0, weight_decay: 0.0 }), &b, &obj).unwrap();
+        summed_step(&mut m, &mut Optimizer::sgd(SgdConfig { lr: 0.1, momentum: 0.0, weight_decay: 0.0 }), &b, &obj)
+            .unwrap();
         for id in m.all_params() {
             let g = m.store.get(id).grad.data();
             assert!(g.iter().any(|&v| v != 0.0), "{:?}: no gradient reached {}", m.cfg.method, m.store.get(id).name);
@@ -172,7 +173,16 @@ fn mtcool_with_attention_fusion_keeps_the_other_extractor_and_trains_the_fusion(
         let f1 = values(&m, &fusion1);
         let cfg = MtCoolConfig { mode: Mode::Full, b: 1e-2, noise_samples: 1, inner_steps: 1, seed: 5 };
         let mut opt = Optimizer::sgd(SgdConfig { lr: 0.05, momentum: 0.0, weight_decay: 0.0 });
-        mtcool::mtl::mtcool::task_substep(&mut m, &mut opt, &b.place(&Backend::Cpu, &obj).unwrap(), &obj, 0, &cfg, TaskId(0)).unwrap();
+        mtcool::mtl::mtcool::task_substep(
+            &mut m,
+            &mut opt,
+            &b.place(&Backend::Cpu, &obj).unwrap(),
+            &obj,
+            0,
+            &cfg,
+            TaskId(0),
+        )
+        .unwrap();
         assert_eq!(theta2, values(&m, m.extractor_params(TaskId(1))), "task 1's sub-step moved θ2");
         assert_ne!(f1, values(&m, &fusion1), "task 1's fusion attention did not train");
         let s = mtcool_step(&mut m, &mut opt, &b, &obj, 1, &cfg).unwrap();

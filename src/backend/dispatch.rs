@@ -538,7 +538,9 @@ pub fn softmax_cross_entropy_backward(
     let all: Vec<&Tensor> = [Some(probs), weights].into_iter().flatten().collect();
     Ok(match (placement("softmax_cross_entropy_backward", &all)?, targets) {
         (None, Labels::Cpu(t)) => loss::softmax_cross_entropy_backward(probs, t, weights.map(|w| w.data()), dloss),
-        (Some(gpu), Labels::Cuda(t)) => on(&gpu, gpu.softmax_cross_entropy_backward(g(probs), t, weights.map(g), dloss)?),
+        (Some(gpu), Labels::Cuda(t)) => {
+            on(&gpu, gpu.softmax_cross_entropy_backward(g(probs), t, weights.map(g), dloss)?)
+        }
         _ => Err(DeviceMismatch { op: "softmax_cross_entropy_backward", devices: "probs and labels".into() })?,
     })
 }

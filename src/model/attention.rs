@@ -20,8 +20,8 @@ use anyhow::Result;
 use rand::Rng;
 
 use super::layers::{Conv2d, Level, Linear, ParamGroup, Read};
-use crate::settings::Conv2dCfg;
 use crate::params::ParamStore;
+use crate::settings::Conv2dCfg;
 use crate::tape::{Tape, Var};
 
 /// Most key/value positions of a cross attention (see the module notes).

@@ -7,8 +7,8 @@ use anyhow::Result;
 use rand::Rng;
 
 use super::layers::{Conv2d, Level, Linear, ParamGroup, Read, StageState, STAGES};
-use crate::settings::Conv2dCfg;
 use crate::params::ParamStore;
+use crate::settings::Conv2dCfg;
 use crate::tape::{Tape, Var};
 
 /// Hidden sizes scaled by `width` (at least 1).

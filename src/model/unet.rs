@@ -16,8 +16,8 @@ use anyhow::Result;
 use rand::Rng;
 
 use super::layers::{Conv2d, Level, Linear, ParamGroup, Read, StageState, STAGES};
-use crate::settings::Conv2dCfg;
 use crate::params::ParamStore;
+use crate::settings::Conv2dCfg;
 use crate::tape::{Tape, Var};
 
 const SAME3: Conv2dCfg = Conv2dCfg { stride: 1, padding: 1 };

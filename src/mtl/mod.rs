@@ -54,7 +54,11 @@ impl Batch {
                 TaskSpec::Segment { classes } => {
                     ensure!(s.len() == 4, "segmentation needs [N, C, H, W] images, got {s:?}");
                     let nhw = [s[0], s[2], s[3]];
-                    ensure!(labels.len() == nhw.iter().product::<usize>(), "{} pixel labels for images {s:?}", labels.len());
+                    ensure!(
+                        labels.len() == nhw.iter().product::<usize>(),
+                        "{} pixel labels for images {s:?}",
+                        labels.len()
+                    );
                     Some(dispatch::one_hot(labels, classes, &nhw, backend)?)
                 }
                 TaskSpec::Classify { .. } => None,
@@ -130,7 +134,12 @@ pub fn task_loss(tape: &mut Tape, logits: Var, targets: &Targets, spec: TaskSpec
 
 /// One step on L1 + L2 over every parameter (Joint shares the extractor; Independent shares nothing, so
 /// this equals two separate steps).
-pub fn summed_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective) -> Result<StepStats> {
+pub fn summed_step(
+    model: &mut MultiTaskModel,
+    opt: &mut Optimizer,
+    batch: &Batch,
+    obj: &Objective,
+) -> Result<StepStats> {
     let params = model.all_params();
     model.store.zero_grad(&params)?;
     let placed = batch.place(&model.store.backend(), obj)?;

@@ -26,29 +26,98 @@ pub enum Op {
     SumAll(Var),
     MeanAll(Var),
     Reshape(Var),
-    Conv2d { x: Var, w: Var, b: Option<Var>, cfg: Conv2dCfg },
+    Conv2d {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        cfg: Conv2dCfg,
+    },
     /// A frozen convolution whose weights get MT-CooL's noise inside the kernel (w and b never need a
     /// gradient).
-    Conv2dNoisy { x: Var, w: Var, b: Option<Var>, cfg: Conv2dCfg, noise: LayerNoise },
-    ConvTranspose2d { x: Var, w: Var, b: Option<Var>, cfg: Conv2dCfg },
+    Conv2dNoisy {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        cfg: Conv2dCfg,
+        noise: LayerNoise,
+    },
+    ConvTranspose2d {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        cfg: Conv2dCfg,
+    },
     Matmul(Var, Var),
-    Bmm { a: Var, b: Var, trans_a: bool, trans_b: bool },
+    Bmm {
+        a: Var,
+        b: Var,
+        trans_a: bool,
+        trans_b: bool,
+    },
     SoftmaxLastdim(Var),
     SigmoidGate(Var, Var),
-    Linear { x: Var, w: Var, b: Option<Var> },
+    Linear {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+    },
     /// The frozen, noisy linear layer (as `Conv2dNoisy`).
-    LinearNoisy { x: Var, w: Var, b: Option<Var>, noise: LayerNoise },
-    MaxPool2d { x: Var, argmax: PoolArgmax },
-    AvgPool2d { x: Var, k: usize, stride: usize },
+    LinearNoisy {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        noise: LayerNoise,
+    },
+    MaxPool2d {
+        x: Var,
+        argmax: PoolArgmax,
+    },
+    AvgPool2d {
+        x: Var,
+        k: usize,
+        stride: usize,
+    },
     GlobalAvgPool(Var),
-    UpsampleNearest { x: Var, scale: usize },
+    UpsampleNearest {
+        x: Var,
+        scale: usize,
+    },
     UpsampleBilinear(Var),
-    BatchNormTrain { x: Var, gamma: Var, beta: Var, stats: BnStats },
-    BatchNormEval { x: Var, gamma: Var, beta: Var, mean: Tensor, var: Tensor, eps: f32 },
-    Concat { xs: Vec<Var>, sizes: Vec<usize> },
-    Dropout { x: Var, mask: Tensor },
-    SoftmaxCrossEntropy { logits: Var, targets: Labels, weights: Option<Tensor>, probs: Tensor },
-    SoftDice { logits: Var, target: Tensor, mode: DiceMode, eps: f32, probs: Tensor },
+    BatchNormTrain {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        stats: BnStats,
+    },
+    BatchNormEval {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        mean: Tensor,
+        var: Tensor,
+        eps: f32,
+    },
+    Concat {
+        xs: Vec<Var>,
+        sizes: Vec<usize>,
+    },
+    Dropout {
+        x: Var,
+        mask: Tensor,
+    },
+    SoftmaxCrossEntropy {
+        logits: Var,
+        targets: Labels,
+        weights: Option<Tensor>,
+        probs: Tensor,
+    },
+    SoftDice {
+        logits: Var,
+        target: Tensor,
+        mode: DiceMode,
+        eps: f32,
+        probs: Tensor,
+    },
 }
 
 impl Op {
@@ -74,9 +143,7 @@ impl Op {
             | Conv2dNoisy { x, w, b, .. }
             | ConvTranspose2d { x, w, b, .. }
             | Linear { x, w, b }
-            | LinearNoisy { x, w, b, .. } => {
-                [Some(*x), Some(*w), *b].into_iter().flatten().collect()
-            }
+            | LinearNoisy { x, w, b, .. } => [Some(*x), Some(*w), *b].into_iter().flatten().collect(),
             MaxPool2d { x, .. } | AvgPool2d { x, .. } | UpsampleNearest { x, .. } | Dropout { x, .. } => vec![*x],
             BatchNormTrain { x, gamma, beta, .. } | BatchNormEval { x, gamma, beta, .. } => vec![*x, *gamma, *beta],
             Concat { xs, .. } => xs.clone(),
