@@ -55,7 +55,7 @@ pub fn to_bytes_with(
     meta: &[(&str, String)],
 ) -> Result<Vec<u8>> {
     // GPU parameters are downloaded here: a checkpoint is always written from host copies.
-    let host: Vec<crate::Tensor> = model.store.iter().map(|p| p.value.to_host()).collect::<Result<_>>()?;
+    let host: Vec<_> = model.store.iter().map(|p| p.value.host()).collect::<Result<_>>()?;
     let params = model.store.iter().zip(&host).map(|(p, h)| (p.name.clone(), p.value.shape().to_vec(), h.data()));
     let views: Vec<(String, TensorView)> = params
         .chain(extra.iter().map(|(n, s, d)| (n.clone(), s.clone(), *d)))

@@ -50,6 +50,10 @@ pub enum Command {
         /// Folder with the MNIST IDX files (default: the run's own setting).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Where to run the model (the metrics must equal summary.json's exactly on the device kind
+        /// the run trained on, within 1e-4 on the other).
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
     },
 }
 
@@ -331,8 +335,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compare(args) => compare_cmd(&args),
         Command::Bench(args) => bench_cmd(&args),
         Command::Profile(args) => profile_cmd(&args),
-        Command::Eval { run, data } => {
-            let (summary, metrics) = train::eval_run(&run, data)?;
+        Command::Eval { run, data, device } => {
+            let (device, line) = device::select(device)?;
+            eprintln!("{line}");
+            let backend = crate::backend::Backend::open(device)?;
+            let (summary, metrics) = train::eval_run_on(&run, data, &backend)?;
+            let trained_on_gpu = summary.device.contains("cuda:");
+            let tol = if trained_on_gpu == backend.is_cuda() { 0.0 } else { 1e-4 };
             println!("task  metric               summary.json  re-evaluated");
             for (t, (want, got)) in summary.metrics.iter().zip(&metrics).enumerate() {
                 for (name, v) in got {
@@ -345,10 +354,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             // Every metric summary.json holds must come out the same (runs written before a metric
             // existed simply lack it: it is shown, not compared).
-            let same =
-                summary.metrics.iter().zip(&metrics).all(|(a, b)| {
-                    a.iter().all(|(k, v)| b.get(k).is_some_and(|w| w == v || (v.is_nan() && w.is_nan())))
-                });
+            let same = summary.metrics.iter().zip(&metrics).all(|(a, b)| {
+                a.iter().all(|(k, v)| b.get(k).is_some_and(|w| (w - v).abs() <= tol || (v.is_nan() && w.is_nan())))
+            });
             if !same {
                 bail!("re-evaluation differs from summary.json");
             }
@@ -408,7 +416,7 @@ fn value_name(v: &impl ValueEnum) -> String {
 }
 
 /// The config a bench or profile run steps with, and the line describing the device.
-fn bench_config(args: &BenchArgs) -> Result<(TrainConfig, String)> {
+fn bench_config(args: &BenchArgs) -> Result<(TrainConfig, String, crate::backend::Backend)> {
     let (task, method, mode) = (value_name(&args.task), value_name(&args.method), value_name(&args.mode));
     let batch = args.batch_size.map(|b| b.to_string());
     let mut argv = vec!["--task", &task, "--method", &method, "--mode", &mode];
@@ -418,25 +426,23 @@ fn bench_config(args: &BenchArgs) -> Result<(TrainConfig, String)> {
     argv.extend(args.train_flags.iter().map(String::as_str));
     let cfg = parse_train_flags("bench", &argv)?;
     let (device, msg) = device::select(args.device)?;
-    if matches!(device, Device::Cuda(_)) {
-        bail!("the CUDA training step is not built yet (GPU tape); use --device cpu");
-    }
-    Ok((cfg, msg))
+    Ok((cfg, msg, crate::backend::Backend::open(device)?))
 }
 
 fn profile_cmd(args: &BenchArgs) -> Result<()> {
     if args.save.is_some() {
         bail!("--save applies to `mtcool bench` only");
     }
-    let (cfg, msg) = bench_config(args)?;
-    let r = train::bench::profile(&cfg, args.warmup, args.steps, &msg)?;
+    let (cfg, msg, backend) = bench_config(args)?;
+    let r = train::bench::profile(&cfg, args.warmup, args.steps, &msg, &backend)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
+    let on = if backend.is_cuda() { format!("on {}", backend.name()) } else { format!("{} threads", r.bench.threads) };
     println!(
-        "peaks (measured now): copy {:.1} GB/s (read + write), sgemm 1024³ {:.1} GFLOP/s; {} threads",
-        r.peaks.copy_gb_s, r.peaks.sgemm_gflop_s, r.bench.threads
+        "peaks (measured now): copy {:.1} GB/s (read + write), sgemm {}³ {:.1} GFLOP/s; {on}",
+        r.peaks.copy_gb_s, r.peaks.sgemm_n, r.peaks.sgemm_gflop_s
     );
     println!(
         "{} {} batch {}: {:.0} µs/step unprofiled (median of {}), {:.0} µs/step profiled, {:.0} µs not charged to any op",
@@ -460,27 +466,41 @@ fn profile_cmd(args: &BenchArgs) -> Result<()> {
             opt(row.peak_pct, 7)
         );
     }
+    if !r.kernels.is_empty() {
+        println!("\nper kernel (CUDA events around each launch):");
+        println!("{:<34} {:>7} {:>10} {:>6}", "kernel", "calls", "µs/step", "share");
+        for k in &r.kernels {
+            println!("{:<34} {:>7.1} {:>10.1} {:>5.1}%", k.kernel, k.calls, k.us, k.share);
+        }
+    }
     Ok(())
 }
 
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
-    let (cfg, msg) = bench_config(args)?;
-    let r = train::bench::run(&cfg, args.warmup, args.steps, &msg, args.save.as_deref())?;
+    let (cfg, msg, backend) = bench_config(args)?;
+    let r = train::bench::run(&cfg, args.warmup, args.steps, &msg, args.save.as_deref(), &backend)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "{} {}{} batch {} on CPU ({} threads): median {:.0} µs/step (p10 {:.0}, p90 {:.0}), {:.0} images/s",
+            "{} {}{} batch {} on {}: median {:.0} µs/step (p10 {:.0}, p90 {:.0}, {}), {:.0} images/s",
             r.task,
             r.method,
             r.mode.as_ref().map(|m| format!("-{m}")).unwrap_or_default(),
             r.batch_size,
-            r.threads,
+            match &backend {
+                crate::backend::Backend::Cpu => format!("CPU ({} threads)", r.threads),
+                b => b.name(),
+            },
             r.median_us,
             r.p10_us,
             r.p90_us,
+            r.timer,
             r.images_per_s
         );
+        if let Some(n) = r.timed_driver_allocs {
+            println!("driver allocations during the timed steps: {n}");
+        }
     }
     Ok(())
 }

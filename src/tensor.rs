@@ -209,6 +209,13 @@ impl Tensor {
             Storage::Cuda(c) => c.gpu.download(&c.t),
         }
     }
+    /// The host values to read: the tensor itself on the host, a download of a GPU tensor.
+    pub fn host(&self) -> anyhow::Result<std::borrow::Cow<'_, Tensor>> {
+        Ok(match &self.storage {
+            Storage::Cpu(_) => std::borrow::Cow::Borrowed(self),
+            Storage::Cuda(c) => std::borrow::Cow::Owned(c.gpu.download(&c.t)?),
+        })
+    }
     /// Zeros of `shape` on `backend`.
     pub fn zeros_on(shape: &[usize], backend: &Backend) -> anyhow::Result<Tensor> {
         match backend {

@@ -219,6 +219,23 @@ fn a_killed_gpu_run_resumes_on_the_gpu_to_the_same_weights() {
     assert!(err.contains("resuming from") && err.contains("mtcool-emu"), "{err}");
     let (wa, wc) = (fs::read(a.join("model.safetensors")).unwrap(), fs::read(c.join("model.safetensors")).unwrap());
     assert!(wa == wc, "the resumed GPU run's weights differ from the uninterrupted GPU run's");
+
+    // `eval` reloads the GPU-trained model on either device and reproduces summary.json's metrics.
+    let summary = json(&c.join("summary.json"));
+    for device in ["cuda", "cpu"] {
+        let mut e = Command::new(env!("CARGO_BIN_EXE_mtcool"));
+        e.args(["eval", "--device", device, "--run"]).arg(&c).env("LD_LIBRARY_PATH", emu_dir().unwrap());
+        let out = String::from_utf8_lossy(&ok(e.output().unwrap()).stdout).into_owned();
+        let mut rows = 0;
+        for line in out.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (task, metric, got): (usize, &str, f64) = (f[0].parse().unwrap(), f[1], f[3].parse().unwrap());
+            let want = summary["metrics"][task - 1][metric].as_f64().unwrap();
+            assert!((got - want).abs() <= 5e-5, "{device}: {metric} of task {task}: {got} vs summary {want}");
+            rows += 1;
+        }
+        assert!(rows >= 6, "{device}: eval printed {rows} metrics:\n{out}");
+    }
 }
 
 #[test]
@@ -421,4 +438,44 @@ fn fused_noise() {
         mtcool_step(&mut m, &mut opt, &b, &obj, 0, &mtcool_cfg(mode)).unwrap();
         println!("{key}={}", gpu.take_launched().join(","));
     }
+}
+
+/// `mtcool <cmd> --device <device> --json <rest>` (bench, profile), parsed.
+fn json_cmd(device: &str, args: &[&str]) -> serde_json::Value {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mtcool"));
+    c.arg(args[0]).args(["--device", device, "--json"]).args(&args[1..]).env("MTCOOL_EMU_THREADS", "2");
+    if let Some(dir) = emu_dir() {
+        c.env("LD_LIBRARY_PATH", dir);
+    }
+    let o = ok(c.output().unwrap());
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn bench_and_profile_run_on_the_gpu() {
+    let Some(_) = emu_dir() else { return };
+    let args =
+        ["bench", "--task", "fundus", "--batch-size", "2", "--steps", "3", "--warmup", "2", "--", "--size", "32"];
+    let (cpu, gpu) = (json_cmd("cpu", &args), json_cmd("cuda", &args));
+    assert_eq!(gpu["timer"], "cuda events", "{gpu}");
+    assert_eq!(cpu["timer"], "wall clock", "{cpu}");
+    assert_eq!(gpu["timed_driver_allocs"], 0, "the timed steps allocated: {gpu}");
+    assert!(gpu["median_us"].as_f64().unwrap() > 0.0);
+    let mut pairs = vec![];
+    numbers(&cpu["first_losses"], &gpu["first_losses"], "first_losses".into(), &mut pairs);
+    for (at, x, y) in pairs {
+        assert!((x - y).abs() <= LOSS_TOL * x.abs().max(1e-3), "{at}: cpu {x} gpu {y}");
+    }
+
+    let mut args = args.to_vec();
+    args[0] = "profile";
+    let p = json_cmd("cuda", &args);
+    let kernels: Vec<&str> = p["kernels"].as_array().unwrap().iter().map(|k| k["kernel"].as_str().unwrap()).collect();
+    assert!(kernels.contains(&"conv2d_forward_noisy") && kernels.contains(&"adam_step"), "{kernels:?}");
+    let share: f64 = p["kernels"].as_array().unwrap().iter().map(|k| k["share"].as_f64().unwrap()).sum();
+    assert!((share - 100.0).abs() < 1e-6, "kernel shares sum to {share}");
+    let rows = p["rows"].as_array().unwrap();
+    let conv = rows.iter().find(|r| r["phase"] == "forward" && r["op"] == "conv2d_noisy").expect("a conv2d_noisy row");
+    assert!(conv["gflop_s"].as_f64().unwrap() > 0.0 && conv["calls"] == 12.0, "{conv}");
+    assert!(p["peaks"]["sgemm_gflop_s"].as_f64().unwrap() > 0.0 && p["peaks"]["copy_gb_s"].as_f64().unwrap() > 0.0);
 }

@@ -378,9 +378,8 @@ impl MultiTaskModel {
 
     /// What head `t` sees, given the extractor features.
     fn head_input(&self, tape: &mut Tape, feats: &[Var], t: TaskId) -> Result<Var> {
-        Ok(match self.cfg.method {
-            Method::Joint | Method::Pcgrad | Method::Cagrad | Method::Mgda | Method::Graddrop => feats[0],
-            Method::Independent | Method::Mtan | Method::Ctan => feats[t.0],
+        let method = self.cfg.method;
+        Ok(match method {
             Method::Mtcool => match (&self.mixer, self.cfg.fusion) {
                 (Mixer::Fusion(cross), _) => {
                     let (own, other) = (feats[t.0], feats[t.other().0]);
@@ -390,6 +389,9 @@ impl MultiTaskModel {
                 (_, Fusion::Add) => tape.add(feats[0], feats[1])?,
                 _ => tape.concat_channels(&[feats[0], feats[1]])?,
             },
+            _ if method.shares_extractor() => feats[0],
+            // Independent, MTAN and CTAN: each head reads its own task's features.
+            _ => feats[t.0],
         })
     }
 

@@ -63,7 +63,7 @@ pub fn step_seed(seed: u64, step: u32) -> u64 {
 pub fn flat_grads(store: &ParamStore, ids: &[ParamId]) -> Result<Vec<f32>> {
     let mut flat = Vec::with_capacity(store.count(ids));
     for &id in ids {
-        flat.extend_from_slice(store.grad(id).to_host()?.data());
+        flat.extend_from_slice(store.grad(id).host()?.data());
     }
     Ok(flat)
 }
@@ -104,7 +104,7 @@ pub fn combined_step(
     let placed = batch.place(&backend, obj)?;
 
     let mut tape = Tape::new();
-    let x = tape.constant(placed.x.clone());
+    let x = tape.constant(placed.x.into_owned());
     let z = model.forward_features(&mut tape, x, Read::Train)?;
     let z_shape = tape.value(z).shape().to_vec();
     // The heads read a detached copy of Z: a task's backward stops there.
@@ -142,7 +142,7 @@ pub fn combined_step(
         let d = match *combiner {
             Combiner::Mgda { norm, .. } => combiners::mgda(&gz_refs, &task_losses, norm),
             Combiner::Graddrop { leak, seed } => {
-                let z_host = tape.value(z).to_host()?;
+                let z_host = tape.value(z).host()?;
                 combiners::graddrop_batched(&gz_refs, z_host.data(), z_shape[0], leak, seed_of(seed))
             }
             _ => unreachable!("θ_s-level combiner"),

@@ -36,7 +36,8 @@ pub struct Targets {
 
 /// A batch placed where the step runs (one upload per step): the images and each task's targets.
 pub struct Placed<'a> {
-    pub x: Tensor,
+    /// The images on the step's device (the host batch itself on the CPU: no copy).
+    pub x: std::borrow::Cow<'a, Tensor>,
     pub targets: [Targets; 2],
     /// The host batch it came from (labels for the correct counts).
     pub host: &'a Batch,
@@ -45,7 +46,10 @@ pub struct Placed<'a> {
 impl Batch {
     /// Uploads the images and builds each task's targets on `backend`.
     pub fn place(&self, backend: &Backend, obj: &Objective) -> Result<Placed<'_>> {
-        let x = self.x.to_backend(backend)?;
+        let x = match backend {
+            Backend::Cpu => std::borrow::Cow::Borrowed(&self.x),
+            _ => std::borrow::Cow::Owned(self.x.to_backend(backend)?),
+        };
         let s = x.shape().to_vec();
         let mut targets = Vec::with_capacity(2);
         for t in TaskId::BOTH {
@@ -81,12 +85,12 @@ pub struct StepStats {
 
 /// A scalar's value on the host (an explicit download for a GPU scalar).
 pub fn host_value(t: &Tensor) -> Result<f32> {
-    Ok(t.to_host()?.item())
+    Ok(t.host()?.item())
 }
 
 /// Items of `logits` whose arg-max is the label (the logits are downloaded for a GPU run).
 pub fn correct_count(logits: &Tensor, labels: &[u32]) -> Result<usize> {
-    Ok(count_correct(&logits.to_host()?, labels))
+    Ok(count_correct(&*logits.host()?, labels))
 }
 
 /// Soft Dice's smoothing term (per channel, see `backend::cpu::loss::soft_dice_forward`).
@@ -145,7 +149,7 @@ pub fn summed_step(
     let placed = batch.place(&model.store.backend(), obj)?;
     let stats = {
         let mut tape = Tape::new();
-        let x = tape.constant(placed.x.clone());
+        let x = tape.constant(placed.x.into_owned());
         let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train])?;
         let l1 = obj.loss(&mut tape, TaskId(0), logits[0], &placed.targets[0])?;
         let l2 = obj.loss(&mut tape, TaskId(1), logits[1], &placed.targets[1])?;

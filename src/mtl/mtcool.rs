@@ -94,7 +94,7 @@ pub fn task_substep(
             let mut reads = [Read::Train; 2];
             reads[t.other().0] = frozen;
             let mut tape = Tape::new();
-            let x = tape.constant(batch.x.clone());
+            let x = tape.constant(batch.x.as_ref().clone());
             let logits = model.forward_task(&mut tape, x, t, reads)?;
             if k + 1 == k_samples {
                 correct = correct_count(tape.value(logits), &batch.host.labels[t.0])?;

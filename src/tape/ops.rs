@@ -215,7 +215,7 @@ impl Op {
 
 /// A scalar gradient's host value (downloaded if a caller seeded the backward with a GPU scalar).
 fn host_scalar(dy: &Tensor) -> Result<f32> {
-    Ok(if dy.is_cuda() { dy.to_host()?.item() } else { dy.item() })
+    Ok(dy.host()?.item())
 }
 
 /// Gradients of an op's inputs given its output value `y` and output gradient `dy`.

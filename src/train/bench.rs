@@ -5,6 +5,10 @@
 //! the 10th and 90th percentiles) reported, with images/s = batch_size / median. The losses of the first
 //! steps are recorded too: `bench/torch_ref.py` replays the same steps from the same initial weights
 //! and batch (written by `--save DIR`) and checks it computes the same losses before timing itself.
+//!
+//! On a GPU the model, optimiser state and batch live on the device; each step is timed with a pair of
+//! CUDA events (the step waits for its losses, so event and wall time agree closely), and the report
+//! counts the driver allocations of the timed steps (the caching allocator makes them 0).
 
 use std::path::Path;
 use std::time::Instant;
@@ -15,6 +19,8 @@ use safetensors::Dtype;
 use serde::Serialize;
 
 use super::{config::objective, data, train_step, TrainConfig};
+use crate::backend::cuda::MemoryStats;
+use crate::backend::Backend;
 use crate::checkpoint;
 use crate::model::MultiTaskModel;
 use crate::mtl::{Batch, Objective};
@@ -44,6 +50,13 @@ pub struct BenchReport {
     /// Both tasks' losses at each of the first `CHECK_STEPS` steps (from the initial weights).
     pub first_losses: Vec<[f32; 2]>,
     pub device: String,
+    /// How steps were timed: "wall clock" (CPU) or "cuda events" (GPU).
+    pub timer: String,
+    /// GPU runs: driver allocations during the timed steps, and the allocator's counts at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timed_driver_allocs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<MemoryStats>,
 }
 
 /// The `q`-quantile (nearest rank) of sorted values.
@@ -51,15 +64,17 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// What a benchmark steps on: the model as `train` builds it, its optimiser, one batch, the objective.
+/// What a benchmark steps on: the model as `train` builds it, its optimiser, one batch, the objective,
+/// and where they run.
 struct Setup {
+    backend: Backend,
     model: MultiTaskModel,
     opt: Optimizer,
     batch: Batch,
     obj: Objective,
 }
 
-fn setup(cfg: &TrainConfig) -> Result<Setup> {
+fn setup(cfg: &TrainConfig, backend: &Backend) -> Result<Setup> {
     cfg.validate()?;
     let mut dcfg = cfg.data.clone();
     dcfg.limit_train = Some(cfg.batch_size);
@@ -73,7 +88,10 @@ fn setup(cfg: &TrainConfig) -> Result<Setup> {
     );
     let batch = train_set.batch(&(0..cfg.batch_size).collect::<Vec<_>>());
     let obj = objective(cfg, &data::setup(cfg.data.task), train_set.as_ref());
-    Ok(Setup { model: MultiTaskModel::new(cfg.model_config(), cfg.seed), opt: cfg.optimizer(), batch, obj })
+    let (mut model, mut opt) = (MultiTaskModel::new(cfg.model_config(), cfg.seed), cfg.optimizer());
+    model.store.to_backend(backend)?;
+    opt.to_backend(backend)?;
+    Ok(Setup { backend: backend.clone(), model, opt, batch, obj })
 }
 
 fn f32_view(shape: Vec<usize>, data: &[f32]) -> Result<TensorView<'_>, safetensors::SafeTensorError> {
@@ -88,9 +106,16 @@ fn check_counts(warmup: usize, steps: usize) -> Result<()> {
 
 /// Runs the benchmark; with `save`, writes `model.safetensors` (initial weights), `batch.safetensors`
 /// (x, labels1, labels2 as f32) and `bench.json` there.
-pub fn run(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str, save: Option<&Path>) -> Result<BenchReport> {
+pub fn run(
+    cfg: &TrainConfig,
+    warmup: usize,
+    steps: usize,
+    device: &str,
+    save: Option<&Path>,
+    backend: &Backend,
+) -> Result<BenchReport> {
     check_counts(warmup, steps)?;
-    let mut su = setup(cfg)?;
+    let mut su = setup(cfg, backend)?;
     if let Some(dir) = save {
         let batch = &su.batch;
         std::fs::create_dir_all(dir)?;
@@ -114,10 +139,20 @@ pub fn run(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str, save: O
 fn timed_steps(cfg: &TrainConfig, su: &mut Setup, warmup: usize, steps: usize, device: &str) -> Result<BenchReport> {
     let mut first_losses = vec![];
     let mut times = vec![];
+    let mut allocs_before_timed = 0;
     for step in 0..warmup + steps {
-        let start = Instant::now();
-        let s = train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32)?;
-        let us = start.elapsed().as_secs_f64() * 1e6;
+        let mut one = || train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32);
+        if step == warmup {
+            allocs_before_timed = driver_allocs(&su.backend);
+        }
+        let (s, us) = match &su.backend {
+            Backend::Cuda(gpu) => gpu.time_us(one)?,
+            Backend::Cpu => {
+                let start = Instant::now();
+                let s = one()?;
+                (s, start.elapsed().as_secs_f64() * 1e6)
+            }
+        };
         ensure!(s.loss.iter().all(|l| l.is_finite()), "non-finite loss {:?} at benchmark step {}", s.loss, step + 1);
         if first_losses.len() < CHECK_STEPS {
             first_losses.push(s.loss);
@@ -145,7 +180,20 @@ fn timed_steps(cfg: &TrainConfig, su: &mut Setup, warmup: usize, steps: usize, d
         images_per_s: cfg.batch_size as f64 / (median * 1e-6),
         first_losses,
         device: device.to_string(),
+        timer: if su.backend.is_cuda() { "cuda events" } else { "wall clock" }.to_string(),
+        timed_driver_allocs: su.backend.is_cuda().then(|| driver_allocs(&su.backend) - allocs_before_timed),
+        gpu_memory: match &su.backend {
+            Backend::Cuda(gpu) => Some(gpu.memory_stats()),
+            Backend::Cpu => None,
+        },
     })
+}
+
+fn driver_allocs(backend: &Backend) -> u64 {
+    match backend {
+        Backend::Cuda(gpu) => gpu.memory_stats().driver_allocs,
+        Backend::Cpu => 0,
+    }
 }
 
 /// This machine's measured peaks, the yardsticks of `mtcool profile`.
@@ -153,8 +201,9 @@ fn timed_steps(cfg: &TrainConfig, su: &mut Setup, warmup: usize, steps: usize, d
 pub struct Peaks {
     /// Large buffer copy, counting bytes read + written.
     pub copy_gb_s: f64,
-    /// `gemm::sgemm` on 1024×1024×1024, all threads.
+    /// SGEMM on sgemm_n³: `gemm::sgemm` with all threads, or the GPU's sgemm kernel.
     pub sgemm_gflop_s: f64,
+    pub sgemm_n: usize,
 }
 
 /// Best of a few runs of a 256 MiB copy and a 1024³ SGEMM.
@@ -180,7 +229,40 @@ pub fn measure_peaks() -> Peaks {
         best = best.min(t.elapsed().as_secs_f64());
         std::hint::black_box(&c);
     }
-    Peaks { copy_gb_s, sgemm_gflop_s: 2.0 * (m * m * m) as f64 / best / 1e9 }
+    Peaks { copy_gb_s, sgemm_gflop_s: 2.0 * (m * m * m) as f64 / best / 1e9, sgemm_n: m }
+}
+
+/// The GPU's peaks, timed with CUDA events: best of a few device-to-device copies of 256 MiB and
+/// 1024³ runs of the sgemm kernel (an emulated device: 16 MiB and 128³, it runs on the CPU).
+pub fn measure_gpu_peaks(gpu: &crate::backend::cuda::Gpu) -> Result<Peaks> {
+    let emulated = gpu.info().emulated;
+    let n = if emulated { 4 << 20 } else { 64 << 20 };
+    let src = gpu.zeros(&[n])?;
+    let mut best = f64::INFINITY;
+    for _ in 0..4 {
+        let (_, us) = gpu.time_us(|| gpu.copy_reshaped(&src, &[n]))?;
+        best = best.min(us);
+    }
+    let copy_gb_s = 2.0 * 4.0 * n as f64 / (best * 1e-6) / 1e9;
+    let m = if emulated { 128 } else { 1024 };
+    let a = gpu.upload(&crate::Tensor::full(&[m, m], 0.5))?;
+    let b = gpu.upload(&crate::Tensor::full(&[m, m], 0.25))?;
+    let mut best = f64::INFINITY;
+    for _ in 0..4 {
+        let (_, us) = gpu.time_us(|| gpu.sgemm(&a, false, &b, false, None, false))?;
+        best = best.min(us);
+    }
+    Ok(Peaks { copy_gb_s, sgemm_gflop_s: 2.0 * (m * m * m) as f64 / (best * 1e-6) / 1e9, sgemm_n: m })
+}
+
+/// One kernel's share of the profiled steps (GPU runs), per step.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelRow {
+    pub kernel: String,
+    pub calls: f64,
+    pub us: f64,
+    /// Of all kernels' time.
+    pub share: f64,
 }
 
 /// One row of the profile: totals per step.
@@ -205,24 +287,57 @@ pub struct ProfileReport {
     pub step_us: f64,
     pub unattributed_us: f64,
     pub rows: Vec<ProfileRow>,
+    /// GPU runs: per kernel, from a pair of CUDA events around each launch (largest first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<KernelRow>,
 }
 
 /// Per-op profile, per step, largest first: `warmup` + `steps` unprofiled steps (the benchmark in the
 /// report), then `steps` profiled ones.
-pub fn profile(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str) -> Result<ProfileReport> {
+pub fn profile(
+    cfg: &TrainConfig,
+    warmup: usize,
+    steps: usize,
+    device: &str,
+    backend: &Backend,
+) -> Result<ProfileReport> {
     check_counts(warmup, steps)?;
     ensure!(steps <= 10_000, "--steps must be in 1..=10000 for a profile, got {steps}");
-    let peaks = measure_peaks();
-    let mut su = setup(cfg)?;
+    let peaks = match backend {
+        Backend::Cpu => measure_peaks(),
+        Backend::Cuda(gpu) => measure_gpu_peaks(gpu)?,
+    };
+    let mut su = setup(cfg, backend)?;
     // The unprofiled benchmark doubles as the warm-up of the profiled steps, which continue from it.
     let bench = timed_steps(cfg, &mut su, warmup, steps, device)?;
+    if let Backend::Cuda(gpu) = backend {
+        // Each op is charged with its kernels' time: wait for them before every clock reading.
+        let g = gpu.clone();
+        profile::set_barrier(Some(Box::new(move || {
+            let _ = g.synchronize(); // a fault resurfaces at the next checked call
+        })));
+        gpu.start_kernel_timing();
+    }
     profile::start();
     let t = Instant::now();
-    for step in warmup + steps..warmup + 2 * steps {
-        train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32)?;
-    }
+    let mut run = || -> Result<()> {
+        for step in warmup + steps..warmup + 2 * steps {
+            train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32)?;
+        }
+        if let Backend::Cuda(gpu) = backend {
+            gpu.synchronize()?;
+        }
+        Ok(())
+    };
+    let ran = run();
     let total = t.elapsed().as_secs_f64();
     let stats = profile::stop();
+    profile::set_barrier(None);
+    let kernels = match backend {
+        Backend::Cuda(gpu) => kernel_rows(gpu.stop_kernel_timing()?, steps as f64),
+        Backend::Cpu => vec![],
+    };
+    ran?;
     let per = steps as f64;
     let step_us = total / per * 1e6;
     let charged: f64 = stats.values().map(|s| s.seconds).sum();
@@ -246,5 +361,27 @@ pub fn profile(cfg: &TrainConfig, warmup: usize, steps: usize, device: &str) -> 
         })
         .collect();
     rows.sort_by(|a, b| b.us.total_cmp(&a.us));
-    Ok(ProfileReport { bench, peaks, step_us, unattributed_us: (total - charged).max(0.0) / per * 1e6, rows })
+    Ok(ProfileReport { bench, peaks, step_us, unattributed_us: (total - charged).max(0.0) / per * 1e6, rows, kernels })
+}
+
+/// Per-kernel totals per step of timed launches, largest first.
+fn kernel_rows(launches: Vec<(&'static str, f64)>, steps: f64) -> Vec<KernelRow> {
+    let mut by: std::collections::BTreeMap<&str, (u64, f64)> = Default::default();
+    for (name, us) in &launches {
+        let e = by.entry(name).or_default();
+        e.0 += 1;
+        e.1 += us;
+    }
+    let total: f64 = by.values().map(|v| v.1).sum::<f64>().max(1e-12);
+    let mut rows: Vec<KernelRow> = by
+        .into_iter()
+        .map(|(k, (calls, us))| KernelRow {
+            kernel: k.to_string(),
+            calls: calls as f64 / steps,
+            us: us / steps,
+            share: 100.0 * us / total,
+        })
+        .collect();
+    rows.sort_by(|a, b| b.us.total_cmp(&a.us));
+    rows
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{self, DataConfig, TaskData, TaskKind, TaskSetup};
 use super::{Metrics, TrainConfig, EVAL_BATCH};
+use crate::backend::Backend;
 use crate::checkpoint;
 use crate::metrics::TaskMetrics;
 use crate::model::{Method, MultiTaskModel, Read, TaskId};
@@ -100,7 +101,7 @@ pub fn evaluate(
         let x = tape.constant(batch.x.to_backend(&backend)?);
         let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train])?;
         for t in TaskId::BOTH {
-            acc[t.0].update(&tape.value(logits[t.0]).to_host()?, &batch.labels[t.0]);
+            acc[t.0].update(&*tape.value(logits[t.0]).host()?, &batch.labels[t.0]);
         }
     }
     Ok(acc.map(|a| a.finish()))
@@ -114,6 +115,11 @@ pub fn describe(m: &Metrics) -> String {
 /// Re-evaluates a finished run from its folder: reloads `model.safetensors`, rebuilds the test split
 /// from `config.json` (with `data_dir` overriding where MNIST lives, if given).
 pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, [Metrics; 2])> {
+    eval_run_on(run, data_dir, &Backend::Cpu)
+}
+
+/// [`eval_run`] with the model on `backend`.
+pub fn eval_run_on(run: &Path, data_dir: Option<PathBuf>, backend: &Backend) -> Result<(Summary, [Metrics; 2])> {
     if !run.is_dir() {
         bail!("--run {}: no such folder", run.display());
     }
@@ -132,7 +138,8 @@ pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, [Metr
     if data_dir.is_some() {
         cfg.data.data_dir = data_dir;
     }
-    let model = checkpoint::load(&run.join("model.safetensors"))?;
+    let mut model = checkpoint::load(&run.join("model.safetensors"))?;
+    model.store.to_backend(backend)?;
     if model.cfg != cfg.model_config() {
         bail!("model.safetensors does not match config.json in {}", run.display());
     }

@@ -171,7 +171,7 @@ pub fn save(
     keep: usize,
 ) -> Result<PathBuf> {
     for p in model.store.iter() {
-        if !p.value.to_host()?.all_finite() {
+        if !p.value.host()?.all_finite() {
             bail!("refusing to checkpoint non-finite parameter {}", p.name);
         }
     }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchArgs, LaunchConfig};
+use cudarc::driver::{sys, CudaContext, CudaEvent, CudaFunction, CudaModule, CudaStream, LaunchArgs, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 
 mod attention;
@@ -53,6 +53,8 @@ pub struct Gpu {
     launched: Mutex<Vec<&'static str>>,
     cache: Arc<cache::BufferCache>,
     info: crate::device::GpuInfo,
+    /// While kernel timing is on (`mtcool profile`): each launch's name and its start and end events.
+    kernel_times: Mutex<Option<Vec<(&'static str, CudaEvent, CudaEvent)>>>,
 }
 
 /// An f32 tensor in GPU memory: contiguous, row-major; `buf.len()` equals the product of `shape`.
@@ -109,6 +111,7 @@ impl Gpu {
             launched: Mutex::default(),
             cache: Arc::default(),
             info,
+            kernel_times: Mutex::default(),
         })
     }
 
@@ -213,6 +216,34 @@ impl Gpu {
         self.cache.stats()
     }
 
+    /// Runs `f` between two CUDA events on the stream; returns its result and the events' elapsed
+    /// time in µs (the GPU time of the work `f` queued, waited for).
+    pub fn time_us<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, f64)> {
+        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.stream.record_event(timing).map_err(cuda_error("recording a timing event"))?;
+        let r = f()?;
+        let end = self.stream.record_event(timing).map_err(cuda_error("recording a timing event"))?;
+        let ms = start.elapsed_ms(&end).map_err(cuda_error("reading a timing event"))?;
+        Ok((r, ms as f64 * 1e3))
+    }
+
+    /// Starts timing every kernel launch with a pair of events (costs a little per launch).
+    pub fn start_kernel_timing(&self) {
+        *self.kernel_times.lock().unwrap_or_else(|e| e.into_inner()) = Some(vec![]);
+    }
+
+    /// Stops kernel timing and returns each launch's (kernel, µs), in launch order (waits for them).
+    pub fn stop_kernel_timing(&self) -> Result<Vec<(&'static str, f64)>> {
+        let taken = self.kernel_times.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+        taken
+            .into_iter()
+            .map(|(name, a, b)| {
+                let ms = a.elapsed_ms(&b).map_err(cuda_error(format_args!("reading the timing of {name}")))?;
+                Ok((name, ms as f64 * 1e3))
+            })
+            .collect()
+    }
+
     /// The distinct kernels launched since the previous call, in first-launch order.
     pub fn take_launched(&self) -> Vec<&'static str> {
         std::mem::take(&mut *self.launched.lock().unwrap_or_else(|e| e.into_inner()))
@@ -240,11 +271,25 @@ impl Gpu {
             log.push(name);
         }
         drop(log);
+        let timing = self.kernel_times.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        let event = || {
+            self.stream
+                .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(cuda_error("recording a timing event"))
+        };
+        let start = if timing { Some(event()?) } else { None };
         let mut builder = self.stream.launch_builder(self.function(name));
         args(&mut builder);
         // SAFETY: each caller below pushes the parameter list of `kernels/*.cu` for `name` (pointers
         // to buffers of at least `n` elements, then scalars of the declared C types).
-        unsafe { builder.launch(cfg) }.map(|_| ()).map_err(cuda_error(format_args!("launching kernel {name}")))
+        unsafe { builder.launch(cfg) }.map(|_| ()).map_err(cuda_error(format_args!("launching kernel {name}")))?;
+        if let Some(start) = start {
+            let end = event()?;
+            if let Some(v) = self.kernel_times.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                v.push((name, start, end));
+            }
+        }
+        Ok(())
     }
 }
 

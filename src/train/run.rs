@@ -1,0 +1,278 @@
+//! The phases of a training run (`train_on`), in order: `open` (check everything, load the data,
+//! build or restore the model and optimiser, place them on the device), `step` (one optimisation step
+//! with the non-finite guard and step checkpoints), `end_epoch` (evaluate, log, checkpoint), `finish`
+//! (model file, summary, curves, pictures).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use super::data::{self, TaskData, TaskKind, TaskSetup};
+use super::{
+    describe, evaluate, nan_injection, nonfinite, objective, pictures, plot, resume, train_step, write_json, EpochAcc,
+    EpochMetrics, RunOptions, Summary, TrainConfig, EVAL_BATCH,
+};
+use crate::backend::Backend;
+use crate::checkpoint;
+use crate::model::{Method, MultiTaskModel, TaskId};
+use crate::mtl::Objective;
+use crate::optim::Optimizer;
+
+/// A run in progress: what its phases share.
+pub(super) struct Run<'a> {
+    cfg: &'a TrainConfig,
+    out: &'a Path,
+    opts: &'a RunOptions,
+    backend: &'a Backend,
+    pub(super) train_set: Box<dyn TaskData>,
+    test_set: Box<dyn TaskData>,
+    setup: TaskSetup,
+    objective: Objective,
+    steps_per_epoch: u32,
+    model: MultiTaskModel,
+    opt: Optimizer,
+    pub(super) pos: resume::Position,
+    last_ckpt: Option<PathBuf>,
+    metrics_file: fs::File,
+    bar: indicatif::ProgressBar,
+    start: Instant,
+    inject_nan: Option<(u32, bool)>,
+}
+
+impl<'a> Run<'a> {
+    /// Checks the flags, loads the data, builds the model and optimiser (or restores them from the
+    /// newest usable checkpoint) and places them on `backend`.
+    pub(super) fn open(
+        cfg: &'a TrainConfig,
+        out: &'a Path,
+        device: &str,
+        opts: &'a RunOptions,
+        backend: &'a Backend,
+    ) -> Result<Run<'a>> {
+        cfg.validate()?;
+        opts.validate()?;
+        let (train_set, test_set) = data::load(&cfg.data)?;
+        let setup = data::setup(cfg.data.task);
+        let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size) as u32;
+        let (mut model, mut opt, pos, last_ckpt) = if opts.resume {
+            let (r, warnings) = resume::latest(out, cfg, steps_per_epoch)?;
+            warnings.iter().for_each(|w| eprintln!("warning: {w}"));
+            resume::clean_temp(out);
+            eprintln!(
+                "resuming from {} (epoch {}, step {} of {}, global step {})",
+                r.path.display(),
+                r.pos.epoch,
+                r.pos.step_in_epoch,
+                steps_per_epoch,
+                r.pos.global_step
+            );
+            (r.model, r.opt, r.pos, Some(r.path))
+        } else {
+            fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
+            resume::clear(out)?;
+            write_json(&out.join("config.json"), cfg)?;
+            (MultiTaskModel::new(cfg.model_config(), cfg.seed), cfg.optimizer(), resume::Position::start(), None)
+        };
+        model.store.to_backend(backend)?;
+        opt.to_backend(backend)?;
+        // metrics.jsonl holds the finished epochs so far (a resumed run drops lines written after its
+        // checkpoint).
+        let metrics_path = out.join("metrics.jsonl");
+        let lines: String = pos.history.iter().map(|m| Ok(serde_json::to_string(m)? + "\n")).collect::<Result<_>>()?;
+        checkpoint::write_atomic(&metrics_path, lines.as_bytes())?;
+        let metrics_file = fs::OpenOptions::new()
+            .append(true)
+            .open(&metrics_path)
+            .with_context(|| format!("cannot write {}", metrics_path.display()))?;
+
+        let objective = objective(cfg, &setup, train_set.as_ref());
+        eprintln!(
+            "{device}; {:?} on {:?} ({} train / {} test); {} parameters",
+            cfg.method,
+            cfg.data.task,
+            train_set.len(),
+            test_set.len(),
+            model.param_count()
+        );
+        let bar = indicatif::ProgressBar::new(cfg.epochs as u64 * steps_per_epoch as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_position(pos.global_step as u64);
+        Ok(Run {
+            cfg,
+            out,
+            opts,
+            backend,
+            train_set,
+            test_set,
+            setup,
+            objective,
+            steps_per_epoch,
+            model,
+            opt,
+            pos,
+            last_ckpt,
+            metrics_file,
+            bar,
+            start: Instant::now(),
+            inject_nan: nan_injection(),
+        })
+    }
+
+    /// One optimisation step on the examples `chunk`: the non-finite guard (stop, or undo and count
+    /// with --skip-nonfinite), the epoch's running sums, the progress bar, and a step checkpoint when due.
+    pub(super) fn step(&mut self, chunk: &[usize], epoch_start: Instant) -> Result<()> {
+        let (cfg, pos) = (self.cfg, &mut self.pos);
+        let epoch = pos.epoch;
+        let mut batch = self.train_set.batch(chunk);
+        let items = [0, 1].map(|t| batch.labels[t].len());
+        let backup = self
+            .opts
+            .skip_nonfinite
+            .then(|| (self.model.store.iter().map(|p| p.value.clone()).collect::<Vec<_>>(), self.opt.clone()));
+        match self.inject_nan {
+            Some((n, true)) if n == pos.global_step + 1 => batch.x.data_mut().fill(f32::NAN),
+            Some((n, false)) if n == pos.global_step + 1 => {
+                let bias = *self.model.head_params(TaskId(0)).last().expect("a head has parameters");
+                let nan = crate::Tensor::full(self.model.store.value(bias).shape(), f32::NAN);
+                self.model.store.set_value(bias, &nan)?;
+            }
+            _ => {}
+        }
+        self.opt.set_lr(cfg.lr_at(pos.global_step, cfg.epochs * self.steps_per_epoch));
+        let s = train_step(cfg, &mut self.model, &mut self.opt, &batch, &self.objective, pos.global_step)?;
+        if let Some(bad) = nonfinite(&s, &self.model)? {
+            let at = format!(
+                "{bad} at epoch {epoch}, step {} of {} (global step {})",
+                pos.step_in_epoch + 1,
+                self.steps_per_epoch,
+                pos.global_step + 1
+            );
+            let Some((values, old_opt)) = backup else {
+                self.bar.abandon();
+                let kept = match &self.last_ckpt {
+                    Some(p) => format!("the last good checkpoint {} is kept (resume with --resume)", p.display()),
+                    None => "no checkpoint had been written yet".to_string(),
+                };
+                bail!("{at}: stopping; {kept}; --skip-nonfinite skips such steps instead");
+            };
+            for (id, v) in self.model.all_params().into_iter().zip(values) {
+                self.model.store.get_mut(id).value = v;
+            }
+            self.opt = old_opt;
+            pos.skipped += 1;
+            let skipped = pos.skipped;
+            self.bar
+                .suspend(|| eprintln!("warning: {at}: step skipped, parameters unchanged ({skipped} skipped so far)"));
+        } else {
+            let a = &mut pos.acc;
+            for (t, n) in items.into_iter().enumerate() {
+                a.loss_sum[t] += s.loss[t] as f64 * chunk.len() as f64;
+                a.correct[t] += s.correct[t];
+                a.items_seen[t] += n;
+            }
+            pos.acc.seen += chunk.len();
+        }
+        pos.step_in_epoch += 1;
+        pos.global_step += 1;
+        self.bar.inc(1);
+        let a = &pos.acc;
+        let ratio = |x: f64, n: usize| x / n.max(1) as f64;
+        self.bar.set_message(format!(
+            "epoch {epoch} loss {:.3}/{:.3} acc {:.3}/{:.3}",
+            ratio(a.loss_sum[0], a.seen),
+            ratio(a.loss_sum[1], a.seen),
+            ratio(a.correct[0] as f64, a.items_seen[0]),
+            ratio(a.correct[1] as f64, a.items_seen[1])
+        ));
+        let due = self.opts.checkpoint_every.is_some_and(|n| pos.global_step % n == 0);
+        if due && pos.step_in_epoch < self.steps_per_epoch {
+            let mut at = pos.clone();
+            at.acc.seconds += epoch_start.elapsed().as_secs_f64();
+            at.seconds += self.start.elapsed().as_secs_f64();
+            self.last_ckpt =
+                Some(resume::save(self.out, &self.model, &self.opt, cfg, &at, self.opts.keep_checkpoints)?);
+        }
+        Ok(())
+    }
+
+    /// Evaluates on the test set, appends the epoch to metrics.jsonl, rewrites model.safetensors and
+    /// writes the epoch's checkpoint.
+    pub(super) fn end_epoch(&mut self, epoch_start: Instant) -> Result<()> {
+        let test = evaluate(&self.model, self.test_set.as_ref(), &self.setup, EVAL_BATCH)?;
+        let pos = &mut self.pos;
+        let epoch = pos.epoch;
+        let a = &pos.acc;
+        let m = EpochMetrics {
+            epoch,
+            train_loss: a.loss_sum.map(|l| l / a.seen as f64),
+            train_acc: [0, 1].map(|t| a.correct[t] as f64 / a.items_seen[t] as f64),
+            test,
+            seconds: a.seconds + epoch_start.elapsed().as_secs_f64(),
+        };
+        writeln!(self.metrics_file, "{}", serde_json::to_string(&m)?)?;
+        self.metrics_file.sync_data()?;
+        checkpoint::save(&self.model, &self.out.join("model.safetensors"))?;
+        let names = &self.setup.names;
+        self.bar.suspend(|| {
+            eprintln!(
+                "epoch {epoch} ({:.1}s): {}: {}; {}: {}",
+                m.seconds,
+                names[0],
+                describe(&m.test[0]),
+                names[1],
+                describe(&m.test[1])
+            )
+        });
+        pos.history.push(m);
+        pos.epoch += 1;
+        pos.step_in_epoch = 0;
+        pos.acc = EpochAcc::default();
+        let mut at = pos.clone();
+        at.seconds += self.start.elapsed().as_secs_f64();
+        self.last_ckpt =
+            Some(resume::save(self.out, &self.model, &self.opt, self.cfg, &at, self.opts.keep_checkpoints)?);
+        Ok(())
+    }
+
+    /// Writes the final model file, summary.json, curves.svg and (segmentation) predictions.png.
+    pub(super) fn finish(self, device: &str) -> Result<Summary> {
+        let (cfg, out, pos) = (self.cfg, self.out, &self.pos);
+        self.bar.finish_and_clear();
+        checkpoint::save(&self.model, &out.join("model.safetensors"))?;
+        let summary = Summary {
+            task: cfg.data.task,
+            method: cfg.method,
+            mode: (cfg.method == Method::Mtcool).then_some(cfg.mode),
+            metrics: pos.history.last().map(|m| m.test.clone()).unwrap_or_default(),
+            param_count: self.model.param_count(),
+            epochs: cfg.epochs,
+            seed: cfg.seed,
+            seconds: pos.seconds + self.start.elapsed().as_secs_f64(),
+            device: device.to_string(),
+            test_examples: self.test_set.len(),
+            skipped_steps: pos.skipped,
+            gpu_memory: match self.backend {
+                Backend::Cuda(gpu) => Some(gpu.memory_stats()),
+                Backend::Cpu => None,
+            },
+        };
+        write_json(&out.join("summary.json"), &summary)?;
+        checkpoint::write_atomic(&out.join("curves.svg"), plot::curves_svg(&pos.history).as_bytes())?;
+        if cfg.data.task != TaskKind::Multimnist {
+            pictures::write_predictions(
+                &self.model,
+                self.test_set.as_ref(),
+                cfg.data.task,
+                &out.join("predictions.png"),
+            )?;
+        }
+        Ok(summary)
+    }
+}
