@@ -253,3 +253,18 @@ extern "C" __global__ void soft_dice_backward(float* __restrict__ dx, const floa
         }
     }
 }
+
+// hit[i] = 1 when item i's arg-max over the classes equals its label, else 0; the reductions sum it into
+// the step's correct count. Arg-max as src/backend/cpu/loss.rs `count_correct`: the first maximum, by a
+// strict `>` (a NaN never replaces the current best).
+extern "C" __global__ void count_correct(double* __restrict__ hit, const float* __restrict__ logits,
+                                         const unsigned* __restrict__ labels, mtc_u64 n, mtc_u64 c,
+                                         mtc_u64 inner) {
+    MTC_GRID_STRIDE(i, n * inner) {
+        const mtc_u64 b = i / inner, base = b * c * inner + (i - b * inner);
+        mtc_u64 best = 0;
+        for (mtc_u64 ch = 1; ch < c; ++ch)
+            if (logits[base + ch * inner] > logits[base + best * inner]) best = ch;
+        hit[i] = best == (mtc_u64)labels[i] ? 1.0 : 0.0;
+    }
+}

@@ -337,7 +337,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Profile(args) => profile_cmd(&args),
         Command::Eval { run, data, device } => {
             let (device, line) = device::select(device)?;
-            eprintln!("{line}");
             let backend = crate::backend::Backend::open(device)?;
             let (summary, metrics) = train::eval_run_on(&run, data, &backend)?;
             let trained_on_gpu = summary.device.contains("cuda:");
@@ -357,6 +356,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let same = summary.metrics.iter().zip(&metrics).all(|(a, b)| {
                 a.iter().all(|(k, v)| b.get(k).is_some_and(|w| (w - v).abs() <= tol || (v.is_nan() && w.is_nan())))
             });
+            println!("re-evaluated on {line}");
             if !same {
                 bail!("re-evaluation differs from summary.json");
             }
@@ -540,12 +540,10 @@ fn compare_rows(args: &CompareArgs) -> Result<Vec<train::compare::Row>> {
 fn compare_cmd(args: &CompareArgs) -> Result<()> {
     let rows = compare_rows(args)?;
     let (device, msg) = device::select(args.device)?;
-    if matches!(device, Device::Cuda(_)) && args.device == DeviceChoice::Cuda {
-        bail!("training on CUDA is not available yet (the GPU tape is not built); use --device cpu");
-    }
+    let backend = crate::backend::Backend::open(device)?;
     let task = format!("{:?}", args.task).to_lowercase();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("compare-{task}")));
-    let table = train::compare::run(args.task, &rows, &out, &msg)?;
+    let table = train::compare::run(args.task, &rows, &out, &msg, &backend)?;
     print!("{table}");
     println!("table: {}", out.join("table.md").display());
     Ok(())

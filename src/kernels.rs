@@ -87,6 +87,7 @@ pub const KERNEL_NAMES: &[&str] = &[
     "reduce_sum_f64_chunks",
     "reduce_sum_finish",
     "cross_entropy_item_weights",
+    "count_correct",
     "softmax_dim1",
     "softmax_cross_entropy_forward",
     "softmax_cross_entropy_fused",

@@ -52,7 +52,7 @@ pub fn argmax_dim1(logits: &Tensor) -> (Vec<u32>, Vec<f32>) {
 
 /// Number of items whose arg-max over dim 1 equals the label ([N, C] or [N, C, H, W] logits).
 pub fn count_correct(logits: &Tensor, labels: &[u32]) -> usize {
-    argmax_dim1(logits).0.iter().zip(labels).filter(|(p, l)| p == l).count()
+    crate::backend::cpu::loss::count_correct(logits, labels)
 }
 
 /// Area under the ROC curve of scores for positives (label 1) vs negatives, ties counted half.

@@ -227,7 +227,8 @@ fn a_killed_gpu_run_resumes_on_the_gpu_to_the_same_weights() {
         e.args(["eval", "--device", device, "--run"]).arg(&c).env("LD_LIBRARY_PATH", emu_dir().unwrap());
         let out = String::from_utf8_lossy(&ok(e.output().unwrap()).stdout).into_owned();
         let mut rows = 0;
-        for line in out.lines().skip(1) {
+        assert!(out.contains(&format!("re-evaluated on device: {device}")), "{out}");
+        for line in out.lines().skip(1).filter(|l| l.starts_with(|c: char| c.is_ascii_digit())) {
             let f: Vec<&str> = line.split_whitespace().collect();
             let (task, metric, got): (usize, &str, f64) = (f[0].parse().unwrap(), f[1], f[3].parse().unwrap());
             let want = summary["metrics"][task - 1][metric].as_f64().unwrap();

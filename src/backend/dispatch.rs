@@ -573,6 +573,15 @@ pub fn soft_dice_backward(
     })
 }
 
+/// Items of `logits` whose arg-max over dim 1 is their label, as a scalar on the logits' device.
+pub fn count_correct(logits: &Tensor, labels: &Labels) -> Result<Tensor> {
+    Ok(match (placement("count_correct", &[logits])?, labels) {
+        (None, Labels::Cpu(l)) => Tensor::scalar(loss::count_correct(logits, l) as f32),
+        (Some(gpu), Labels::Cuda(l)) => on(&gpu, gpu.count_correct(g(logits), l)?),
+        _ => Err(DeviceMismatch { op: "count_correct", devices: "logits and labels".into() })?,
+    })
+}
+
 /// One-hot targets [N, C, H, W] of per-pixel labels, built on the host and placed on `backend`.
 pub fn one_hot(labels: &[u32], classes: usize, shape_nhw: &[usize], backend: &Backend) -> Result<Tensor> {
     loss::one_hot(labels, classes, shape_nhw).to_backend(backend)

@@ -73,6 +73,16 @@ fn cross_entropy_cases(c: &mut Ctx, shape: &[usize]) -> Result<()> {
         c.check_scalar("softmax_cross_entropy_fused loss", &case, got, want_loss, F32_TOL);
         c.check("softmax_cross_entropy_fused dlogits", &case, &dlogits, &want_dx, F32_TOL)?;
     }
+    // Correct counts: integer logits make ties (the first maximum wins), and a NaN never wins.
+    let mut tied = logits.map(|v| v.round());
+    if tied.numel() > 3 {
+        tied.data_mut()[3] = f32::NAN;
+    }
+    for (what, x) in [("", &logits), (" ties+NaN", &tied)] {
+        let got = c.gpu.download(&c.gpu.count_correct(&c.upload(x)?, &gtargets)?)?.data()[0];
+        let want = cpu::count_correct(x, &targets) as f32;
+        c.check_scalar("count_correct", &format!("{shape:?}{what}"), got, want, 0.0);
+    }
     // The convenience form that downloads the loss.
     let (got, _) = c.gpu.softmax_cross_entropy_forward_host(&glogits, &gtargets, None)?;
     let (want, _) = cpu::softmax_cross_entropy_forward(&logits, &targets, None);

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::data::TaskKind;
 use super::report::{eval_run, Summary};
-use super::{train_with, write_json, RunOptions, TrainConfig};
+use super::{train_on, write_json, RunOptions, TrainConfig};
+use crate::backend::Backend;
 use crate::model::{Method, MultiTaskModel};
 
 /// One row of the table: its name and the config of each seed's run.
@@ -94,7 +95,7 @@ pub fn table(task: TaskKind, rows: &[(String, Vec<Summary>)], joint_params: usiz
 
 /// Trains every run not yet done (in seed-major order, so every row gets its first seed early) and
 /// writes `table.md` and `results.json` under `out`; returns the table.
-pub fn run(task: TaskKind, rows: &[Row], out: &Path, device: &str) -> Result<String> {
+pub fn run(task: TaskKind, rows: &[Row], out: &Path, device: &str, backend: &Backend) -> Result<String> {
     fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
     let first = rows.first().and_then(|r| r.runs.first()).context("compare: no methods given")?;
     let joint_params =
@@ -119,7 +120,7 @@ pub fn run(task: TaskKind, rows: &[Row], out: &Path, device: &str) -> Result<Str
                 s
             } else {
                 eprintln!("compare: {} seed {} → {}", row.name, cfg.seed, dir.display());
-                train_with(cfg, &dir, device, &RunOptions::default())
+                train_on(cfg, &dir, device, &RunOptions::default(), backend)
                     .with_context(|| format!("run {} seed {}", row.name, cfg.seed))?
             };
             done[r].1.push(summary);

@@ -96,6 +96,23 @@ pub fn softmax_cross_entropy_backward(
 
 pub use crate::settings::DiceMode;
 
+/// Items whose arg-max over dim 1 (the first maximum, by a strict `>`: a NaN never wins) equals the
+/// label; logits [N, C, ...], labels one per item in (n, spatial) order.
+pub fn count_correct(logits: &Tensor, labels: &[u32]) -> usize {
+    let (n, c, inner) = channel_dims(logits);
+    assert_eq!(labels.len(), n * inner, "count_correct: {} labels for logits {:?}", labels.len(), logits.shape());
+    let d = logits.data();
+    let mut hits = 0;
+    for b in 0..n {
+        for s in 0..inner {
+            let at = |k: usize| d[(b * c + k) * inner + s];
+            let best = (1..c).fold(0, |best, k| if at(k) > at(best) { k } else { best });
+            hits += usize::from(best as u32 == labels[b * inner + s]);
+        }
+    }
+    hits
+}
+
 /// Per channel c: (Σ p·t, Σ p, Σ t) over N and spatial positions.
 fn dice_sums(probs: &Tensor, target: &Tensor) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let (n, c, inner) = channel_dims(probs);

@@ -160,6 +160,26 @@ impl Gpu {
         Ok(total)
     }
 
+    /// The number of items whose arg-max over dim 1 is their label, as an f32 scalar (exact up to 2²⁴
+    /// items). CPU reference: `cpu::loss::count_correct`.
+    pub fn count_correct(&self, logits: &GpuTensor, labels: &GpuBuf<u32>) -> Result<GpuTensor> {
+        let (n, c, inner) = channel_dims(&logits.shape)?;
+        ensure!(labels.len() == n * inner, "count_correct: {} labels for logits {:?}", labels.len(), logits.shape);
+        ensure!(n * inner <= 1 << 24, "count_correct: {} items exceed f32's exact integers", n * inner);
+        let mut out = self.empty(&[])?;
+        if n * inner == 0 {
+            self.fill_zero(&mut out)?;
+            return Ok(out);
+        }
+        let mut hit = self.scratch_f64(n * inner)?;
+        let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
+        self.launch("count_correct", self.cfg(n * inner), |l| {
+            l.arg(&mut *hit).arg(&*logits.buf).arg(&**labels).arg(&n64).arg(&c64).arg(&inner64);
+        })?;
+        self.reduce_finish(&hit, n * inner, Some(&mut *out.buf), None, None, 1.0)?;
+        Ok(out)
+    }
+
     /// probs = softmax over dim 1 (double inside), one thread per item.
     pub fn softmax_dim1_into(&self, logits: &GpuTensor, probs: &mut GpuTensor) -> Result<()> {
         let (n, c, inner) = channel_dims(&logits.shape)?;
