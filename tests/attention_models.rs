@@ -185,7 +185,7 @@ fn mtcool_with_attention_fusion_keeps_the_other_extractor_and_trains_the_fusion(
         .unwrap();
         assert_eq!(theta2, values(&m, m.extractor_params(TaskId(1))), "task 1's sub-step moved θ2");
         assert_ne!(f1, values(&m, &fusion1), "task 1's fusion attention did not train");
-        let s = mtcool_step(&mut m, &mut opt, &b, &obj, 1, &cfg).unwrap();
+        let s = mtcool_step(&mut m, &mut opt, &b, &obj, 1, &cfg).unwrap().host().unwrap();
         assert!(s.loss.iter().all(|l| l.is_finite()));
     }
 }

@@ -134,7 +134,7 @@ fn combined_step_writes_the_combined_shared_gradient_and_each_heads_own() {
                 reference_theta_from_z(&mut m, &b, &dz)
             }
         };
-        let s = combined_step(&mut m, &mut sgd(0.01), &b, &obj(), &combiner, step).unwrap();
+        let s = combined_step(&mut m, &mut sgd(0.01), &b, &obj(), &combiner, step).unwrap().host().unwrap();
         assert!((s.loss[0] as f64 - losses[0]).abs() < 1e-6 && (s.loss[1] as f64 - losses[1]).abs() < 1e-6);
         let shared = m.extractor_params(TaskId(0)).to_vec();
         assert_close(&flat_grads(&m.store, &shared).unwrap(), &want_theta, &format!("{combiner:?}: θ_s gradient"));

@@ -117,7 +117,7 @@ fn noise_samples_and_inner_steps_change_the_step() {
     let step_with = |k: u32, inner: u32| {
         let mut m = model(Fusion::Concat);
         let c = MtCoolConfig { mode: Mode::Full, b: 0.02, noise_samples: k, inner_steps: inner, seed: 4 };
-        let s = mtcool_step(&mut m, &mut sgd(0.05), &batch(9), &obj(), 0, &c).unwrap();
+        let s = mtcool_step(&mut m, &mut sgd(0.05), &batch(9), &obj(), 0, &c).unwrap().host().unwrap();
         assert!(s.loss.iter().all(|l| l.is_finite() && *l > 0.0));
         values(&m, &m.all_params())
     };

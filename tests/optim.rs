@@ -19,9 +19,9 @@ fn sgd_momentum_weight_decay_by_hand() {
     // Step 2 (same raw grad): g' = 0.5 + 0.094 = 0.594; v = 0.9·0.6 + 0.594 = 1.134; θ = 0.94 − 0.1134 = 0.8266.
     let (mut s, id) = store_with(&[1.0], &[0.5]);
     let mut opt = Optimizer::sgd(SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.1 });
-    opt.step(&mut s, &[id], None);
+    opt.step(&mut s, &[id], None).unwrap();
     assert!((s.value(id).data()[0] - 0.94).abs() < 1e-6);
-    opt.step(&mut s, &[id], None);
+    opt.step(&mut s, &[id], None).unwrap();
     assert!((s.value(id).data()[0] - 0.8266).abs() < 1e-6, "{}", s.value(id).data()[0]);
 }
 
@@ -30,13 +30,13 @@ fn adam_first_step_moves_by_lr_times_sign() {
     // Step 1: m̂ = g, v̂ = g², so Δ = lr·g/(|g| + eps) ≈ lr·sign(g).
     let (mut s, id) = store_with(&[1.0, -1.0, 0.3], &[2.0, -0.01, 5.0]);
     let mut opt = Optimizer::adam(AdamConfig::with_lr(0.01));
-    opt.step(&mut s, &[id], None);
+    opt.step(&mut s, &[id], None).unwrap();
     let got = s.value(id).data();
     for (g, w) in got.iter().zip([0.99f32, -0.99, 0.29]) {
         assert!((g - w).abs() < 1e-5, "{got:?}");
     }
     // Step 2 with the same gradient: m = 0.19g, bc1 = 0.19, v = 0.001999g², bc2 = 0.001999 → Δ = lr again.
-    opt.step(&mut s, &[id], None);
+    opt.step(&mut s, &[id], None).unwrap();
     assert!((s.value(id).data()[0] - 0.98).abs() < 1e-5);
 }
 
@@ -68,7 +68,7 @@ fn projected_steps_stay_in_the_box_around_the_snapshot() {
         let snap: Vec<Tensor> = ids.iter().map(|&id| s.value(id).clone()).collect();
         let mut clamped = 0;
         for _ in 0..5 {
-            opt.step(&mut s, &ids, Some(&bx));
+            opt.step(&mut s, &ids, Some(&bx)).unwrap();
             for (k, &id) in ids.iter().enumerate() {
                 for (&v, &c) in s.value(id).data().iter().zip(snap[k].data()) {
                     assert!((v - c).abs() <= b + 1e-6, "{v} escaped [{c}±{b}]");
@@ -89,8 +89,8 @@ fn projection_with_a_huge_box_is_a_no_op() {
         let (mut o1, mut o2) = (optimisers().remove(k), optimisers().remove(k));
         let bx = BoxProjection::snapshot(&boxed, &ids, 1e6);
         for _ in 0..4 {
-            o1.step(&mut free, &ids, None);
-            o2.step(&mut boxed, &ids, Some(&bx));
+            o1.step(&mut free, &ids, None).unwrap();
+            o2.step(&mut boxed, &ids, Some(&bx)).unwrap();
         }
         for &id in &ids {
             assert_eq!(free.value(id), boxed.value(id));
@@ -105,7 +105,7 @@ fn parameters_outside_the_box_are_not_clamped() {
     let before = s.value(ids[1]).clone();
     let bx = BoxProjection::snapshot(&s, &ids[..1], 1e-4);
     let mut opt = Optimizer::sgd(SgdConfig { lr: 1.0, momentum: 0.0, weight_decay: 0.0 });
-    opt.step(&mut s, &ids, Some(&bx));
+    opt.step(&mut s, &ids, Some(&bx)).unwrap();
     let moved = s.value(ids[1]).zip(&before, |a, b| (a - b).abs()).data().iter().cloned().fold(0.0, f32::max);
     assert!(moved > 1e-2, "unboxed parameter should move freely, moved {moved}");
 }

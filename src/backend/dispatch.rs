@@ -284,8 +284,7 @@ pub fn bmm_backward(a: &Tensor, trans_a: bool, b: &Tensor, trans_b: bool, dy: &T
     Ok(match placement("bmm_backward", &[a, b, dy])? {
         None => attn::bmm_backward(a, trans_a, b, trans_b, dy),
         Some(gpu) => {
-            let (mut da, mut db) = (gpu.empty(a.shape())?, gpu.empty(b.shape())?);
-            gpu.bmm_backward_into(g(a), trans_a, g(b), trans_b, g(dy), &mut da, &mut db)?;
+            let (da, db) = gpu.bmm_backward(g(a), trans_a, g(b), trans_b, g(dy))?;
             (on(&gpu, da), on(&gpu, db))
         }
     })
@@ -301,22 +300,14 @@ pub fn softmax_lastdim_forward(x: &Tensor) -> Result<Tensor> {
 pub fn softmax_lastdim_backward(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
     Ok(match placement("softmax_lastdim_backward", &[dy, y])? {
         None => attn::softmax_lastdim_backward(dy, y),
-        Some(gpu) => {
-            let mut dx = gpu.empty(y.shape())?;
-            gpu.softmax_lastdim_backward_into(g(dy), g(y), &mut dx)?;
-            on(&gpu, dx)
-        }
+        Some(gpu) => on(&gpu, gpu.softmax_lastdim_backward(g(dy), g(y))?),
     })
 }
 
 pub fn sigmoid_gate_forward(x: &Tensor, gate: &Tensor) -> Result<Tensor> {
     Ok(match placement("sigmoid_gate_forward", &[x, gate])? {
         None => attn::sigmoid_gate_forward(x, gate),
-        Some(gpu) => {
-            let mut y = gpu.empty(x.shape())?;
-            gpu.sigmoid_gate_forward_into(g(x), g(gate), &mut y)?;
-            on(&gpu, y)
-        }
+        Some(gpu) => on(&gpu, gpu.sigmoid_gate_forward(g(x), g(gate))?),
     })
 }
 
@@ -324,8 +315,7 @@ pub fn sigmoid_gate_backward(dy: &Tensor, x: &Tensor, gate: &Tensor) -> Result<(
     Ok(match placement("sigmoid_gate_backward", &[dy, x, gate])? {
         None => attn::sigmoid_gate_backward(dy, x, gate),
         Some(gpu) => {
-            let (mut dx, mut dg) = (gpu.empty(x.shape())?, gpu.empty(x.shape())?);
-            gpu.sigmoid_gate_backward_into(g(dy), g(x), g(gate), &mut dx, &mut dg)?;
+            let (dx, dg) = gpu.sigmoid_gate_backward(g(dy), g(x), g(gate))?;
             (on(&gpu, dx), on(&gpu, dg))
         }
     })

@@ -21,7 +21,8 @@
 use anyhow::{ensure, Result};
 
 use super::combiners::{self, MgdaNorm};
-use super::{correct_count, host_value, Batch, Objective, StepStats};
+use super::{host_value, Batch, Objective, StepOut};
+use crate::backend::dispatch;
 use crate::model::{MultiTaskModel, Read, TaskId};
 use crate::optim::Optimizer;
 use crate::params::{ParamId, ParamStore};
@@ -91,7 +92,7 @@ pub fn combined_step(
     obj: &Objective,
     combiner: &Combiner,
     step: u32,
-) -> Result<StepStats> {
+) -> Result<StepOut> {
     ensure!(
         model.cfg.method.shares_extractor(),
         "{:?} has no shared extractor to combine gradients on",
@@ -113,13 +114,8 @@ pub fn combined_step(
     let l1 = obj.loss(&mut tape, TaskId(0), logits[0], &placed.targets[0])?;
     let l2 = obj.loss(&mut tape, TaskId(1), logits[1], &placed.targets[1])?;
     let losses = [l1, l2];
-    let stats = StepStats {
-        loss: [host_value(tape.value(l1))?, host_value(tape.value(l2))?],
-        correct: [
-            correct_count(tape.value(logits[0]), &batch.labels[0])?,
-            correct_count(tape.value(logits[1]), &batch.labels[1])?,
-        ],
-    };
+    let correct = |t: usize| dispatch::count_correct(tape.value(logits[t]), &placed.targets[t].labels);
+    let stats = StepOut { loss: [tape.value(l1).clone(), tape.value(l2).clone()], correct: [correct(0)?, correct(1)?] };
 
     // Head t gets ∇φ_t L_t; keep ∇_Z L_t (on the host, for the combiner).
     let numel = tape.value(z).numel();
@@ -134,7 +130,8 @@ pub fn combined_step(
         });
     }
     let gz_refs = [gz[0].as_slice(), gz[1].as_slice()];
-    let task_losses = stats.loss.map(|l| l as f64);
+    // MGDA weighs by the losses: read back here, the combiners run on the host anyway.
+    let task_losses = [host_value(&stats.loss[0])? as f64, host_value(&stats.loss[1])? as f64];
     let seed_of = |seed: u64| step_seed(seed, step);
     let on_device = |shape: &[usize], v: Vec<f32>| Tensor::from_parts(shape.to_vec(), v).to_backend(&backend);
 

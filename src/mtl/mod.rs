@@ -12,7 +12,6 @@ use anyhow::{ensure, Result};
 
 use crate::backend::dispatch::{self, Labels};
 use crate::backend::Backend;
-use crate::metrics::count_correct;
 use crate::model::{MultiTaskModel, Read, TaskId, TaskSpec};
 use crate::optim::Optimizer;
 use crate::settings::DiceMode;
@@ -76,21 +75,35 @@ impl Batch {
     }
 }
 
-/// What one step saw: each task's loss and how many of the batch's items its logits got right.
+/// What one step saw, on the host: each task's loss and how many of the batch's items its logits got
+/// right.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StepStats {
     pub loss: [f32; 2],
     pub correct: [usize; 2],
 }
 
+/// What one step saw, where it ran: each task's loss and correct count as scalars on the step's device.
+/// Nothing is read back during the step; `host` downloads them (the trainer does, once per logging
+/// interval).
+#[derive(Clone, Debug)]
+pub struct StepOut {
+    pub loss: [Tensor; 2],
+    pub correct: [Tensor; 2],
+}
+
+impl StepOut {
+    pub fn host(&self) -> Result<StepStats> {
+        Ok(StepStats {
+            loss: [host_value(&self.loss[0])?, host_value(&self.loss[1])?],
+            correct: [host_value(&self.correct[0])? as usize, host_value(&self.correct[1])? as usize],
+        })
+    }
+}
+
 /// A scalar's value on the host (an explicit download for a GPU scalar).
 pub fn host_value(t: &Tensor) -> Result<f32> {
     Ok(t.host()?.item())
-}
-
-/// Items of `logits` whose arg-max is the label (the logits are downloaded for a GPU run).
-pub fn correct_count(logits: &Tensor, labels: &[u32]) -> Result<usize> {
-    Ok(count_correct(&*logits.host()?, labels))
 }
 
 /// Soft Dice's smoothing term (per channel, see `backend::cpu::loss::soft_dice_forward`).
@@ -138,12 +151,7 @@ pub fn task_loss(tape: &mut Tape, logits: Var, targets: &Targets, spec: TaskSpec
 
 /// One step on L1 + L2 over every parameter (Joint shares the extractor; Independent shares nothing, so
 /// this equals two separate steps).
-pub fn summed_step(
-    model: &mut MultiTaskModel,
-    opt: &mut Optimizer,
-    batch: &Batch,
-    obj: &Objective,
-) -> Result<StepStats> {
+pub fn summed_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective) -> Result<StepOut> {
     let params = model.all_params();
     model.store.zero_grad(&params)?;
     let placed = batch.place(&model.store.backend(), obj)?;
@@ -155,13 +163,8 @@ pub fn summed_step(
         let l2 = obj.loss(&mut tape, TaskId(1), logits[1], &placed.targets[1])?;
         let total = tape.add(l1, l2)?;
         tape.backward(total)?.accumulate_into(&mut model.store)?;
-        StepStats {
-            loss: [host_value(tape.value(l1))?, host_value(tape.value(l2))?],
-            correct: [
-                correct_count(tape.value(logits[0]), &batch.labels[0])?,
-                correct_count(tape.value(logits[1]), &batch.labels[1])?,
-            ],
-        }
+        let correct = |t: usize| dispatch::count_correct(tape.value(logits[t]), &placed.targets[t].labels);
+        StepOut { loss: [tape.value(l1).clone(), tape.value(l2).clone()], correct: [correct(0)?, correct(1)?] }
     };
     opt.step(&mut model.store, &params, None)?;
     Ok(stats)

@@ -15,11 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use anyhow::Result;
 
-use super::{correct_count, host_value, Batch, Objective, Placed, StepStats};
+use super::{Batch, Objective, Placed, StepOut};
+use crate::backend::dispatch;
 use crate::model::{MultiTaskModel, Read, TaskId};
 use crate::noise::{stream, NoiseKey};
 use crate::optim::{BoxProjection, Optimizer};
 use crate::tape::Tape;
+use crate::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -58,17 +60,17 @@ pub fn mtcool_step(
     obj: &Objective,
     step: u32,
     cfg: &MtCoolConfig,
-) -> Result<StepStats> {
+) -> Result<StepOut> {
     let placed = batch.place(&model.store.backend(), obj)?;
-    let mut stats = StepStats::default();
-    for t in TaskId::BOTH {
-        (stats.loss[t.0], stats.correct[t.0]) = task_substep(model, opt, &placed, obj, step, cfg, t)?;
-    }
-    Ok(stats)
+    let (l1, c1) = task_substep(model, opt, &placed, obj, step, cfg, TaskId(0))?;
+    let (l2, c2) = task_substep(model, opt, &placed, obj, step, cfg, TaskId(1))?;
+    Ok(StepOut { loss: [l1, l2], correct: [c1, c2] })
 }
 
 /// Task `t`'s part of the step: its extractor and head train; the other extractor is frozen and noisy
-/// (its layers add the noise as they read the weights: no perturbed copy of θ is made).
+/// (its layers add the noise as they read the weights: no perturbed copy of θ is made). Returns the
+/// loss (mean over the last inner step's samples) and the last sample's correct count, as scalars on
+/// the model's device.
 #[allow(clippy::too_many_arguments)]
 pub fn task_substep(
     model: &mut MultiTaskModel,
@@ -78,16 +80,16 @@ pub fn task_substep(
     step: u32,
     cfg: &MtCoolConfig,
     t: TaskId,
-) -> Result<(f32, usize)> {
+) -> Result<(Tensor, Tensor)> {
     let own = model.extractor_params(t).to_vec();
     let trainable: Vec<_> = own.iter().chain(model.head_params(t)).copied().collect();
     let noisy = cfg.mode != Mode::Vanilla;
     let bbox = (cfg.mode == Mode::Full).then(|| BoxProjection::snapshot(&model.store, &own, cfg.b));
     let k_samples = cfg.noise_samples.max(1);
-    let (mut loss, mut correct) = (0.0, 0);
+    let (mut loss, mut correct): (Option<Tensor>, Option<Tensor>) = (None, None);
     for r in 0..cfg.inner_steps.max(1) {
         model.store.zero_grad(&trainable)?;
-        loss = 0.0;
+        loss = None;
         for k in 0..k_samples {
             let key = NoiseKey { seed: cfg.seed, step, stream: noise_stream(t.other()), sample: r * k_samples + k };
             let frozen = Read::Frozen(noisy.then_some((key, cfg.b)));
@@ -97,14 +99,18 @@ pub fn task_substep(
             let x = tape.constant(batch.x.as_ref().clone());
             let logits = model.forward_task(&mut tape, x, t, reads)?;
             if k + 1 == k_samples {
-                correct = correct_count(tape.value(logits), &batch.host.labels[t.0])?;
+                correct = Some(dispatch::count_correct(tape.value(logits), &batch.targets[t.0].labels)?);
             }
             let l = obj.loss(&mut tape, t, logits, &batch.targets[t.0])?;
             let l = tape.scale(l, 1.0 / k_samples as f32)?;
-            loss += host_value(tape.value(l))?;
+            // Σ_k in sample order, in f32, starting from the first sample's value (as 0 + l_0 would).
+            loss = Some(match loss {
+                None => tape.value(l).clone(),
+                Some(acc) => dispatch::add(&acc, tape.value(l))?,
+            });
             tape.backward(l)?.accumulate_into(&mut model.store)?;
         }
         opt.step(&mut model.store, &trainable, bbox.as_ref())?;
     }
-    Ok((loss, correct))
+    Ok((loss.expect("at least one sample"), correct.expect("at least one sample")))
 }

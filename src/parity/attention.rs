@@ -28,13 +28,11 @@ pub fn run(c: &mut Ctx) -> Result<()> {
         let case = format!("[{rows}, {cols}]");
         let x = Tensor::new(&[rows, cols], c.nonzero(&[rows * cols]).data().iter().map(|v| 4.0 * v).collect())?;
         let gx = c.upload(&x)?;
-        let mut y = c.poisoned(&[rows, cols])?;
-        c.gpu.softmax_lastdim_forward_into(&gx, &mut y)?;
+        let y = c.gpu.softmax_lastdim_forward(&gx)?;
         let want = cpu::softmax_lastdim_forward(&x);
         c.check("softmax_lastdim_forward", &case, &y, &want, F32_TOL)?;
         let dy = c.nonzero(&[rows, cols]);
-        let mut dx = c.poisoned(&[rows, cols])?;
-        c.gpu.softmax_lastdim_backward_into(&c.upload(&dy)?, &c.upload(&want)?, &mut dx)?;
+        let dx = c.gpu.softmax_lastdim_backward(&c.upload(&dy)?, &c.upload(&want)?)?;
         c.check("softmax_lastdim_backward", &case, &dx, &cpu::softmax_lastdim_backward(&dy, &want), F32_TOL)?;
     }
     for &n in &[1usize, 7, 1000, 65537, 3_000_017] {
@@ -42,12 +40,10 @@ pub fn run(c: &mut Ctx) -> Result<()> {
         let x = c.nonzero(&[n]);
         let g = Tensor::new(&[n], c.nonzero(&[n]).data().iter().map(|v| 6.0 * v).collect())?;
         let (gx, gg) = (c.upload(&x)?, c.upload(&g)?);
-        let mut y = c.poisoned(&[n])?;
-        c.gpu.sigmoid_gate_forward_into(&gx, &gg, &mut y)?;
+        let y = c.gpu.sigmoid_gate_forward(&gx, &gg)?;
         c.check("sigmoid_gate_forward", &case, &y, &cpu::sigmoid_gate_forward(&x, &g), F32_TOL)?;
         let dy = c.nonzero(&[n]);
-        let (mut dx, mut dg) = (c.poisoned(&[n])?, c.poisoned(&[n])?);
-        c.gpu.sigmoid_gate_backward_into(&c.upload(&dy)?, &gx, &gg, &mut dx, &mut dg)?;
+        let (dx, dg) = c.gpu.sigmoid_gate_backward(&c.upload(&dy)?, &gx, &gg)?;
         let (want_dx, want_dg) = cpu::sigmoid_gate_backward(&dy, &x, &g);
         c.check("sigmoid_gate_backward", &format!("dx {case}"), &dx, &want_dx, F32_TOL)?;
         c.check("sigmoid_gate_backward", &format!("dg {case}"), &dg, &want_dg, F32_TOL)?;
@@ -66,12 +62,10 @@ fn bmm_case(c: &mut Ctx, batch: usize, m: usize, k: usize, n: usize, ta: bool, t
     let a = c.nonzero(&if ta { [batch, k, m] } else { [batch, m, k] });
     let b = c.nonzero(&if tb { [batch, n, k] } else { [batch, k, n] });
     let (ga, gb) = (c.upload(&a)?, c.upload(&b)?);
-    let mut y = c.poisoned(&[batch, m, n])?;
-    c.gpu.bmm_into(&ga, ta, &gb, tb, &mut y)?;
+    let y = c.gpu.bmm(&ga, ta, &gb, tb)?;
     c.check(name, &case, &y, &cpu::bmm(&a, ta, &b, tb), F32_TOL)?;
     let dy = c.nonzero(&[batch, m, n]);
-    let (mut da, mut db) = (c.poisoned(a.shape())?, c.poisoned(b.shape())?);
-    c.gpu.bmm_backward_into(&ga, ta, &gb, tb, &c.upload(&dy)?, &mut da, &mut db)?;
+    let (da, db) = c.gpu.bmm_backward(&ga, ta, &gb, tb, &c.upload(&dy)?)?;
     let (want_da, want_db) = cpu::bmm_backward(&a, ta, &b, tb, &dy);
     c.check(name, &format!("backward da {case}"), &da, &want_da, F32_TOL)?;
     c.check(name, &format!("backward db {case}"), &db, &want_db, F32_TOL)?;

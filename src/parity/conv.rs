@@ -84,8 +84,7 @@ fn conv_case(c: &mut Ctx, case: Case, with_bias: bool, noisy: bool) -> Result<()
     let (bias, gbias) = if with_bias { (Some(&b), Some(&gb)) } else { (None, None) };
 
     let want = cpu::conv2d_forward(&x, &wt, bias, cfg);
-    let mut y = c.poisoned(want.shape())?;
-    c.gpu.conv2d_forward_into(&gx, &gw, gbias, cfg, &mut y)?;
+    let y = c.gpu.conv2d_forward(&gx, &gw, gbias, cfg)?;
     c.check("conv2d_forward", &format!("{name}{}", if with_bias { " bias" } else { "" }), &y, &want, F32_TOL)?;
 
     if noisy {
@@ -96,19 +95,16 @@ fn conv_case(c: &mut Ctx, case: Case, with_bias: bool, noisy: bool) -> Result<()
         let wp = Tensor::new(wt.shape(), key.perturb(wt.data(), radius, w_offset))?;
         let bp = Tensor::new(&[co], key.perturb(b.data(), radius, b_offset))?;
         let want = cpu::conv2d_forward(&x, &wp, Some(&bp), cfg);
-        let mut y = c.poisoned(want.shape())?;
-        c.gpu.conv2d_forward_noisy_into(&gx, &gw, Some(&gb), cfg, key, radius, w_offset, b_offset, &mut y)?;
+        let y = c.gpu.conv2d_forward_noisy(&gx, &gw, Some(&gb), cfg, key, radius, w_offset, b_offset)?;
         c.check("conv2d_forward_noisy", &name, &y, &want, F32_TOL)?;
     }
 
     let dy = c.nonzero(want.shape());
     let gdy = c.upload(&dy)?;
-    let mut dx = c.poisoned(x.shape())?;
-    c.gpu.conv2d_backward_data_into(&gdy, &gw, cfg, &mut dx)?;
+    let dx = c.gpu.conv2d_backward_data(&gdy, &gw, x.shape(), cfg)?;
     c.check("conv2d_backward_data", &name, &dx, &cpu::conv2d_backward_data(&dy, &wt, x.shape(), cfg), F32_TOL)?;
 
-    let mut dw = c.poisoned(wt.shape())?;
-    c.gpu.conv2d_backward_weight_into(&gdy, &gx, cfg, &mut dw)?;
+    let dw = c.gpu.conv2d_backward_weight(&gdy, &gx, wt.shape(), cfg)?;
     c.check("conv2d_backward_weight", &name, &dw, &cpu::conv2d_backward_weight(&dy, &x, wt.shape(), cfg), F32_TOL)?;
     Ok(())
 }
@@ -123,8 +119,7 @@ fn transpose_case(c: &mut Ctx, case: Case, with_bias: bool) -> Result<()> {
     let (bias, gbias) = if with_bias { (Some(&b), Some(&gb)) } else { (None, None) };
 
     let want = cpu::conv_transpose2d_forward(&x, &wt, bias, cfg);
-    let mut y = c.poisoned(want.shape())?;
-    c.gpu.conv_transpose2d_forward_into(&gx, &gw, gbias, cfg, &mut y)?;
+    let y = c.gpu.conv_transpose2d_forward(&gx, &gw, gbias, cfg)?;
     c.check(
         "conv2d_backward_data",
         &format!("{name} forward{}", if with_bias { " bias" } else { "" }),
@@ -135,13 +130,11 @@ fn transpose_case(c: &mut Ctx, case: Case, with_bias: bool) -> Result<()> {
 
     let dy = c.nonzero(want.shape());
     let gdy = c.upload(&dy)?;
-    let mut dx = c.poisoned(x.shape())?;
-    c.gpu.conv_transpose2d_backward_data_into(&gdy, &gw, cfg, &mut dx)?;
+    let dx = c.gpu.conv_transpose2d_backward_data(&gdy, &gw, x.shape(), cfg)?;
     let want_dx = cpu::conv_transpose2d_backward_data(&dy, &wt, x.shape(), cfg);
     c.check("conv2d_forward", &format!("{name} backward_data"), &dx, &want_dx, F32_TOL)?;
 
-    let mut dw = c.poisoned(wt.shape())?;
-    c.gpu.conv_transpose2d_backward_weight_into(&gdy, &gx, cfg, &mut dw)?;
+    let dw = c.gpu.conv_transpose2d_backward_weight(&gdy, &gx, wt.shape(), cfg)?;
     let want_dw = cpu::conv_transpose2d_backward_weight(&dy, &x, wt.shape(), cfg);
     c.check("conv2d_backward_weight", &format!("{name} backward_weight"), &dw, &want_dw, F32_TOL)?;
     Ok(())
@@ -154,16 +147,13 @@ fn non_square(c: &mut Ctx) -> Result<()> {
     let (x, wt, b) = (c.nonzero(&[2, 3, 9, 6]), c.nonzero(&[5, 3, 3, 2]), c.nonzero(&[5]));
     let (gx, gw, gb) = (c.upload(&x)?, c.upload(&wt)?, c.upload(&b)?);
     let want = cpu::conv2d_forward(&x, &wt, Some(&b), cfg);
-    let mut y = c.poisoned(want.shape())?;
-    c.gpu.conv2d_forward_into(&gx, &gw, Some(&gb), cfg, &mut y)?;
+    let y = c.gpu.conv2d_forward(&gx, &gw, Some(&gb), cfg)?;
     c.check("conv2d_forward", name, &y, &want, F32_TOL)?;
     let dy = c.nonzero(want.shape());
     let gdy = c.upload(&dy)?;
-    let mut dx = c.poisoned(x.shape())?;
-    c.gpu.conv2d_backward_data_into(&gdy, &gw, cfg, &mut dx)?;
+    let dx = c.gpu.conv2d_backward_data(&gdy, &gw, x.shape(), cfg)?;
     c.check("conv2d_backward_data", name, &dx, &cpu::conv2d_backward_data(&dy, &wt, x.shape(), cfg), F32_TOL)?;
-    let mut dw = c.poisoned(wt.shape())?;
-    c.gpu.conv2d_backward_weight_into(&gdy, &gx, cfg, &mut dw)?;
+    let dw = c.gpu.conv2d_backward_weight(&gdy, &gx, wt.shape(), cfg)?;
     c.check("conv2d_backward_weight", name, &dw, &cpu::conv2d_backward_weight(&dy, &x, wt.shape(), cfg), F32_TOL)?;
     Ok(())
 }

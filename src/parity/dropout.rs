@@ -23,21 +23,17 @@ pub fn run(c: &mut Ctx) -> Result<()> {
                 }
                 let case = format!("{shape:?} p={p} {key:?}");
                 let want_mask = cpu::dropout_mask(shape, p, key);
-                let mut mask = c.poisoned(shape)?;
-                c.gpu.dropout_mask_into(p, key, &mut mask)?;
+                let mask = c.gpu.dropout_mask(shape, p, key)?;
                 c.check_exact("dropout_mask", &case, &mask, &want_mask)?;
 
                 let (x, dy) = (c.nonzero(shape), c.nonzero(shape));
                 let (gx, gdy, gmask) = (c.upload(&x)?, c.upload(&dy)?, c.upload(&want_mask)?);
                 let want_y = cpu::dropout_forward(&x, &want_mask);
-                let mut y = c.poisoned(shape)?;
-                c.gpu.dropout_forward_into(&gx, &gmask, &mut y)?;
+                let y = c.gpu.dropout_forward(&gx, &gmask)?;
                 c.check_exact("dropout_forward", &case, &y, &want_y)?;
-                let mut dx = c.poisoned(shape)?;
-                c.gpu.dropout_backward_into(&gdy, &gmask, &mut dx)?;
+                let dx = c.gpu.dropout_backward(&gdy, &gmask)?;
                 c.check_exact("dropout_backward", &case, &dx, &cpu::dropout_backward(&dy, &want_mask))?;
-                let mut y = c.poisoned(shape)?;
-                c.gpu.dropout_keyed_into(&gx, p, key, &mut y)?;
+                let y = c.gpu.dropout_keyed(&gx, p, key)?;
                 c.check_exact("dropout_keyed", &case, &y, &want_y)?;
             }
         }

@@ -52,13 +52,11 @@ fn gemm_cases(c: &mut Ctx) -> Result<()> {
                 let case = format!("m={m} n={n} k={k}");
                 let (a, b) = (c.nonzero(&[m, k]), c.nonzero(&[k, n]));
                 let (ga, gb) = (c.upload(&a)?, c.upload(&b)?);
-                let mut y = c.poisoned(&[m, n])?;
-                c.gpu.matmul_into(&ga, &gb, &mut y)?;
+                let y = c.gpu.matmul(&ga, &gb)?;
                 c.check("sgemm_nn", &format!("matmul {case}"), &y, &linear::matmul(&a, &b), F32_TOL)?;
                 if idx.is_multiple_of(3) {
                     let dy = c.nonzero(&[m, n]);
-                    let (mut da, mut db) = (c.poisoned(&[m, k])?, c.poisoned(&[k, n])?);
-                    c.gpu.matmul_backward_into(&ga, &gb, &c.upload(&dy)?, &mut da, &mut db)?;
+                    let (da, db) = c.gpu.matmul_backward(&ga, &gb, &c.upload(&dy)?)?;
                     let (want_da, want_db) = linear::matmul_backward(&a, &b, &dy);
                     c.check("sgemm_nt", &format!("matmul_backward da {case}"), &da, &want_da, F32_TOL)?;
                     c.check("sgemm_tn", &format!("matmul_backward db {case}"), &db, &want_db, F32_TOL)?;
@@ -66,8 +64,7 @@ fn gemm_cases(c: &mut Ctx) -> Result<()> {
                 if idx % 3 == 1 {
                     // Both operands stored transposed: a as [k, m], b as [n, k].
                     let (at, bt) = (c.nonzero(&[k, m]), c.nonzero(&[n, k]));
-                    let mut y = c.poisoned(&[m, n])?;
-                    c.gpu.sgemm_into(&c.upload(&at)?, true, &c.upload(&bt)?, true, None, false, &mut y)?;
+                    let y = c.gpu.sgemm(&c.upload(&at)?, true, &c.upload(&bt)?, true, None, false)?;
                     c.check("sgemm_tt", &case, &y, &cpu_sgemm(&at, true, &bt, true), F32_TOL)?;
                 }
                 // TF32: only where C has enough entries that ‖C‖∞ is not one cancelling dot product.
@@ -76,8 +73,7 @@ fn gemm_cases(c: &mut Ctx) -> Result<()> {
                     let sa = if ta { [k, m] } else { [m, k] };
                     let sb = if tb { [n, k] } else { [k, n] };
                     let (a2, b2) = (c.nonzero(&sa), c.nonzero(&sb));
-                    let mut y = c.poisoned(&[m, n])?;
-                    c.gpu.sgemm_into(&c.upload(&a2)?, ta, &c.upload(&b2)?, tb, None, true, &mut y)?;
+                    let y = c.gpu.sgemm(&c.upload(&a2)?, ta, &c.upload(&b2)?, tb, None, true)?;
                     let name = match (ta, tb) {
                         (false, false) => "sgemm_tf32_nn",
                         (false, true) => "sgemm_tf32_nt",
@@ -98,13 +94,11 @@ fn linear_case(c: &mut Ctx, n: usize, fin: usize, fout: usize, with_bias: bool) 
     let (gx, gw, gb) = (c.upload(&x)?, c.upload(&w)?, c.upload(&b)?);
     let (bias, gbias) = if with_bias { (Some(&b), Some(&gb)) } else { (None, None) };
 
-    let mut y = c.poisoned(&[n, fout])?;
-    c.gpu.linear_forward_into(&gx, &gw, gbias, &mut y)?;
+    let y = c.gpu.linear_forward(&gx, &gw, gbias)?;
     let want = linear::linear_forward(&x, &w, bias);
     c.check("sgemm_nt", &format!("linear_forward {case}"), &y, &want, F32_TOL)?;
     if n * fout >= 49 {
-        let mut y = c.poisoned(&[n, fout])?;
-        c.gpu.linear_forward_with_into(&gx, &gw, gbias, true, &mut y)?;
+        let y = c.gpu.linear_forward_with(&gx, &gw, gbias, true)?;
         c.check("sgemm_tf32_nt", &format!("linear_forward {case}"), &y, &want, TF32_TOL)?;
     }
 
@@ -114,14 +108,12 @@ fn linear_case(c: &mut Ctx, n: usize, fin: usize, fout: usize, with_bias: bool) 
     let b_offset = w_offset + (fout * fin) as u32;
     let wp = Tensor::new(&[fout, fin], key.perturb(w.data(), radius, w_offset))?;
     let bp = Tensor::new(&[fout], key.perturb(b.data(), radius, b_offset))?;
-    let mut y = c.poisoned(&[n, fout])?;
-    c.gpu.linear_forward_noisy_into(&gx, &gw, gbias, key, radius, w_offset, b_offset, &mut y)?;
+    let y = c.gpu.linear_forward_noisy(&gx, &gw, gbias, key, radius, w_offset, b_offset)?;
     let want = linear::linear_forward(&x, &wp, if with_bias { Some(&bp) } else { None });
     c.check("linear_forward_noisy", &case, &y, &want, F32_TOL)?;
 
     let dy = c.nonzero(&[n, fout]);
-    let (mut dx, mut dw, mut db) = (c.poisoned(&[n, fin])?, c.poisoned(&[fout, fin])?, c.poisoned(&[fout])?);
-    c.gpu.linear_backward_into(&gx, &gw, &c.upload(&dy)?, &mut dx, &mut dw, &mut db)?;
+    let (dx, dw, db) = c.gpu.linear_backward(&gx, &gw, &c.upload(&dy)?)?;
     let (want_dx, want_dw, want_db) = linear::linear_backward(&x, &w, &dy);
     c.check("sgemm_nn", &format!("linear_backward dx {case}"), &dx, &want_dx, F32_TOL)?;
     c.check("sgemm_tn", &format!("linear_backward dw {case}"), &dw, &want_dw, F32_TOL)?;

@@ -34,11 +34,9 @@ pub fn run(c: &mut Ctx) -> Result<()> {
         let case = format!("n={n}");
         let x = c.nonzero(&[n]);
         let gx = c.upload(&x)?;
-        let mut out = c.poisoned(&[])?;
-        c.gpu.sum_all_into(&gx, &mut out)?;
+        let out = c.gpu.sum_all(&gx)?;
         c.check("sum_all", &case, &out, &cpu_ew::sum_all(&x), F32_TOL)?;
-        let mut out = c.poisoned(&[])?;
-        c.gpu.mean_all_into(&gx, &mut out)?;
+        let out = c.gpu.mean_all(&gx)?;
         c.check("mean_all", &case, &out, &cpu_ew::mean_all(&x), F32_TOL)?;
     }
     Ok(())
@@ -57,18 +55,15 @@ fn cross_entropy_cases(c: &mut Ctx, shape: &[usize]) -> Result<()> {
         let (want_loss, want_probs) = cpu::softmax_cross_entropy_forward(&logits, &targets, w);
         let want_dx = cpu::softmax_cross_entropy_backward(&want_probs, &targets, w, DLOSS);
 
-        let (mut loss, mut probs) = (c.poisoned(&[])?, c.poisoned(shape)?);
-        c.gpu.softmax_cross_entropy_forward_into(&glogits, &gtargets, gw, &mut loss, &mut probs)?;
+        let (loss, probs) = c.gpu.softmax_cross_entropy_forward(&glogits, &gtargets, gw)?;
         let got = c.gpu.download(&loss)?.data()[0];
         c.check_scalar("softmax_cross_entropy_forward loss", &case, got, want_loss, F32_TOL);
         c.check("softmax_cross_entropy_forward probs", &case, &probs, &want_probs, F32_TOL)?;
 
-        let mut dx = c.poisoned(shape)?;
-        c.gpu.softmax_cross_entropy_backward_into(&c.upload(&want_probs)?, &gtargets, gw, DLOSS, &mut dx)?;
+        let dx = c.gpu.softmax_cross_entropy_backward(&c.upload(&want_probs)?, &gtargets, gw, DLOSS)?;
         c.check("softmax_cross_entropy_backward", &case, &dx, &want_dx, F32_TOL)?;
 
-        let (mut loss, mut dlogits) = (c.poisoned(&[])?, c.poisoned(shape)?);
-        c.gpu.softmax_cross_entropy_fused_into(&glogits, &gtargets, gw, DLOSS, &mut loss, &mut dlogits)?;
+        let (loss, dlogits) = c.gpu.softmax_cross_entropy_fused(&glogits, &gtargets, gw, DLOSS)?;
         let got = c.gpu.download(&loss)?.data()[0];
         c.check_scalar("softmax_cross_entropy_fused loss", &case, got, want_loss, F32_TOL);
         c.check("softmax_cross_entropy_fused dlogits", &case, &dlogits, &want_dx, F32_TOL)?;
@@ -109,15 +104,13 @@ fn dice_cases(c: &mut Ctx, shape: &[usize]) -> Result<()> {
         };
         let (glogits, gtarget) = (c.upload(&logits)?, c.upload(&target)?);
         let (want_loss, want_probs) = cpu::soft_dice_forward(&logits, &target, mode, DICE_EPS);
-        let (mut loss, mut probs) = (c.poisoned(&[])?, c.poisoned(shape)?);
-        c.gpu.soft_dice_forward_into(&glogits, &gtarget, mode, DICE_EPS, &mut loss, &mut probs)?;
+        let (loss, probs) = c.gpu.soft_dice_forward(&glogits, &gtarget, mode, DICE_EPS)?;
         let got = c.gpu.download(&loss)?.data()[0];
         c.check_scalar("soft_dice_forward loss", &case, got, want_loss, F32_TOL);
         c.check("soft_dice_forward probs", &case, &probs, &want_probs, F32_TOL)?;
 
         let want_dx = cpu::soft_dice_backward(&logits, &want_probs, &target, mode, DICE_EPS, DLOSS);
-        let mut dx = c.poisoned(shape)?;
-        c.gpu.soft_dice_backward_into(&glogits, &c.upload(&want_probs)?, &gtarget, mode, DICE_EPS, DLOSS, &mut dx)?;
+        let dx = c.gpu.soft_dice_backward(&glogits, &c.upload(&want_probs)?, &gtarget, mode, DICE_EPS, DLOSS)?;
         c.check("soft_dice_backward", &case, &dx, &want_dx, F32_TOL)?;
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! The GPU parity suite: every kernel against its CPU reference on random (never zero) inputs and odd
-//! shapes, outputs poisoned with NaN before each launch, error = ‖gpu − cpu‖∞ / ‖cpu‖∞ per case.
+//! shapes, every fresh GPU buffer filled with NaN (`Gpu::set_poison`) so an output element no kernel
+//! writes fails, error = ‖gpu − cpu‖∞ / ‖cpu‖∞ per case.
 //! Runs from the built binary (`mtcool check parity --device cuda`, for GPU hosts without Rust) and from
 //! `tests/cuda_parity.rs`. One file per kernel family, named like `kernels/<family>.cu`.
 
@@ -69,10 +70,6 @@ impl<'a> Ctx<'a> {
     }
 
     /// A device tensor filled with NaN: any element a kernel fails to write shows up as non-finite.
-    pub fn poisoned(&self, shape: &[usize]) -> Result<GpuTensor> {
-        self.gpu.upload(&Tensor::full(shape, f32::NAN))
-    }
-
     pub fn upload(&self, t: &Tensor) -> Result<GpuTensor> {
         self.gpu.upload(t)
     }
@@ -153,9 +150,20 @@ pub fn per_kernel(outcomes: &[Outcome]) -> Vec<KernelSummary> {
 /// failed launch) is recorded as one failing outcome, charged to the last kernel it launched, and the
 /// next family runs: the report then lists every kernel that fails, not only the first. (On a card a
 /// faulting kernel usually breaks the context, and the families after it fail too.)
+/// Turns poisoning off again when the suite ends, however it ends.
+struct Unpoison<'a>(&'a Gpu);
+
+impl Drop for Unpoison<'_> {
+    fn drop(&mut self) {
+        self.0.set_poison(false);
+    }
+}
+
 pub fn run_all(gpu: &Gpu, seed: u64) -> Result<Vec<Outcome>> {
     let mut c = Ctx::new(gpu, seed);
     gpu.take_launched();
+    gpu.set_poison(true);
+    let _unpoison = Unpoison(gpu);
     let families: [(&str, fn(&mut Ctx) -> Result<()>); 12] = [
         ("elementwise", elementwise::run),
         ("noise", noise::run),

@@ -17,15 +17,13 @@ pub fn run(c: &mut Ctx) -> Result<()> {
     for key in keys {
         for &n in SIZES {
             let case = format!("{key:?} n={n}");
-            let mut out = c.poisoned(&[n])?;
-            c.gpu.noise_uniform_into(key, b, &mut out)?;
+            let out = c.gpu.noise_uniform(key, b, n)?;
             let want = Tensor::new(&[n], (0..n).map(|i| key.uniform(i as u32, b)).collect())?;
             c.check_exact("noise_uniform", &case, &out, &want)?;
 
             let w = c.nonzero(&[n]);
-            let mut out = c.poisoned(&[n])?;
             let offset = 12_345;
-            c.gpu.add_noise_into(&c.upload(&w)?, WeightNoise { key, b, offset }, &mut out)?;
+            let out = c.gpu.add_noise(&c.upload(&w)?, WeightNoise { key, b, offset })?;
             let want = Tensor::new(&[n], key.perturb(w.data(), b, offset))?;
             c.check_exact("add_noise", &case, &out, &want)?;
         }

@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use super::pool::nchw_shapes;
 use super::{Ctx, F32_TOL};
-use crate::backend::cpu::norm::{self as cpu, BatchNormStats};
+use crate::backend::cpu::norm as cpu;
 use crate::Tensor;
 
 const EPS: f32 = 1e-5;
@@ -25,11 +25,7 @@ pub fn run(c: &mut Ctx) -> Result<()> {
 
         // Train forward.
         let (want_y, stats) = cpu::batch_norm_train_forward(&x, &gamma, &beta, EPS);
-        let mut y = c.poisoned(&shape)?;
-        let nan = vec![f32::NAN; ch];
-        let mut gstats =
-            c.gpu.upload_batch_norm_stats(&BatchNormStats { mean: nan.clone(), var: nan.clone(), invstd: nan })?;
-        c.gpu.batch_norm_train_forward_into(&gx, &ggamma, &gbeta, EPS, &mut y, &mut gstats)?;
+        let (y, gstats) = c.gpu.batch_norm_train_forward(&gx, &ggamma, &gbeta, EPS)?;
         c.check("batch_norm_train_forward", &case, &y, &want_y, F32_TOL)?;
         c.check("batch_norm_train_forward mean", &case, &gstats.mean, &vec_tensor(&stats.mean), F32_TOL)?;
         c.check("batch_norm_train_forward var", &case, &gstats.var, &vec_tensor(&stats.var), F32_TOL)?;
@@ -38,9 +34,7 @@ pub fn run(c: &mut Ctx) -> Result<()> {
         // Train backward, from the CPU's statistics.
         let (want_dx, want_dgamma, want_dbeta) = cpu::batch_norm_train_backward(&dy, &x, &gamma, &stats);
         let cpu_stats = c.gpu.upload_batch_norm_stats(&stats)?;
-        let mut grads = c.gpu.batch_norm_grads_empty(&shape)?;
-        (grads.dx, grads.dgamma, grads.dbeta) = (c.poisoned(&shape)?, c.poisoned(&[ch])?, c.poisoned(&[ch])?);
-        c.gpu.batch_norm_train_backward_into(&gdy, &gx, &ggamma, &cpu_stats, &mut grads)?;
+        let grads = c.gpu.batch_norm_train_backward(&gdy, &gx, &ggamma, &cpu_stats)?;
         c.check("batch_norm_train_backward dx", &case, &grads.dx, &want_dx, F32_TOL)?;
         c.check("batch_norm_train_backward dgamma", &case, &grads.dgamma, &want_dgamma, F32_TOL)?;
         c.check("batch_norm_train_backward dbeta", &case, &grads.dbeta, &want_dbeta, F32_TOL)?;
@@ -50,12 +44,10 @@ pub fn run(c: &mut Ctx) -> Result<()> {
         let rvar = Tensor::uniform(&[ch], 0.5, 1.5, &mut c.rng);
         let (grmean, grvar) = (c.upload(&rmean)?, c.upload(&rvar)?);
         let want = cpu::batch_norm_eval_forward(&x, &gamma, &beta, &rmean, &rvar, EPS);
-        let mut y = c.poisoned(&shape)?;
-        c.gpu.batch_norm_eval_forward_into(&gx, &ggamma, &gbeta, &grmean, &grvar, EPS, &mut y)?;
+        let y = c.gpu.batch_norm_eval_forward(&gx, &ggamma, &gbeta, &grmean, &grvar, EPS)?;
         c.check("batch_norm_eval_forward", &case, &y, &want, F32_TOL)?;
         let (want_dx, want_dgamma, want_dbeta) = cpu::batch_norm_eval_backward(&dy, &x, &gamma, &rmean, &rvar, EPS);
-        (grads.dx, grads.dgamma, grads.dbeta) = (c.poisoned(&shape)?, c.poisoned(&[ch])?, c.poisoned(&[ch])?);
-        c.gpu.batch_norm_eval_backward_into(&gdy, &gx, &ggamma, &grmean, &grvar, EPS, &mut grads)?;
+        let grads = c.gpu.batch_norm_eval_backward(&gdy, &gx, &ggamma, &grmean, &grvar, EPS)?;
         c.check("batch_norm_eval_backward dx", &case, &grads.dx, &want_dx, F32_TOL)?;
         c.check("batch_norm_eval_backward dgamma", &case, &grads.dgamma, &want_dgamma, F32_TOL)?;
         c.check("batch_norm_eval_backward dbeta", &case, &grads.dbeta, &want_dbeta, F32_TOL)?;

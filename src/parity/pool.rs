@@ -35,22 +35,18 @@ pub fn run(c: &mut Ctx) -> Result<()> {
             max_pool_case(c, &x, k, s, &case)?;
 
             let want = cpu::avg_pool2d_forward(&x, k, s);
-            let mut y = c.poisoned(want.shape())?;
-            c.gpu.avg_pool2d_forward_into(&dx_in, k, s, &mut y)?;
+            let y = c.gpu.avg_pool2d_forward(&dx_in, k, s)?;
             c.check("avg_pool2d_forward", &case, &y, &want, F32_TOL)?;
             let dy = c.nonzero(want.shape());
-            let mut dx = c.poisoned(&shape)?;
-            c.gpu.avg_pool2d_backward_into(&c.upload(&dy)?, &shape, k, s, &mut dx)?;
+            let dx = c.gpu.avg_pool2d_backward(&c.upload(&dy)?, &shape, k, s)?;
             c.check("avg_pool2d_backward", &case, &dx, &cpu::avg_pool2d_backward(&dy, &shape, k, s), F32_TOL)?;
         }
         let case = format!("{shape:?}");
         let want = cpu::global_avg_pool_forward(&x);
-        let mut y = c.poisoned(want.shape())?;
-        c.gpu.global_avg_pool_forward_into(&dx_in, &mut y)?;
+        let y = c.gpu.global_avg_pool_forward(&dx_in)?;
         c.check("global_avg_pool_forward", &case, &y, &want, F32_TOL)?;
         let dy = c.nonzero(&shape[..2]);
-        let mut dx = c.poisoned(&shape)?;
-        c.gpu.global_avg_pool_backward_into(&c.upload(&dy)?, &shape, &mut dx)?;
+        let dx = c.gpu.global_avg_pool_backward(&c.upload(&dy)?, &shape)?;
         c.check("global_avg_pool_backward", &case, &dx, &cpu::global_avg_pool_backward(&dy, &shape), F32_TOL)?;
     }
 
@@ -77,16 +73,13 @@ pub fn run(c: &mut Ctx) -> Result<()> {
 fn max_pool_case(c: &mut Ctx, x: &Tensor, k: usize, s: usize, case: &str) -> Result<()> {
     let shape = x.shape().to_vec();
     let (want_y, want_arg) = cpu::max_pool2d_forward(x, k, s);
-    let mut y = c.poisoned(want_y.shape())?;
-    let mut arg = c.gpu.upload_argmax(&vec![u32::MAX; want_arg.len()], &shape, k, s)?;
-    c.gpu.max_pool2d_forward_into(&c.upload(x)?, k, s, &mut y, &mut arg)?;
+    let (y, arg) = c.gpu.max_pool2d_forward(&c.upload(x)?, k, s)?;
     c.check_exact("max_pool2d_forward", case, &y, &want_y)?;
     let same = c.gpu.download_argmax(&arg)? == want_arg;
     c.record("max_pool2d_forward argmax", case, if same { 0.0 } else { f64::INFINITY }, 0.0);
 
     let dy = c.nonzero(want_y.shape());
     let cpu_arg = c.gpu.upload_argmax(&want_arg, &shape, k, s)?;
-    let mut dx = c.poisoned(&shape)?;
-    c.gpu.max_pool2d_backward_into(&c.upload(&dy)?, &cpu_arg, &shape, &mut dx)?;
+    let dx = c.gpu.max_pool2d_backward(&c.upload(&dy)?, &cpu_arg, &shape)?;
     c.check("max_pool2d_backward", case, &dx, &cpu::max_pool2d_backward(&dy, &want_arg, &shape), F32_TOL)
 }

@@ -15,24 +15,20 @@ pub fn run(c: &mut Ctx) -> Result<()> {
         for scale in [1, 2, 3] {
             let case = format!("{shape:?} scale={scale}");
             let want = cpu::upsample_nearest_forward(&x, scale);
-            let mut y = c.poisoned(want.shape())?;
-            c.gpu.upsample_nearest_forward_into(&gx, scale, &mut y)?;
+            let y = c.gpu.upsample_nearest_forward(&gx, scale)?;
             c.check("upsample_nearest_forward", &case, &y, &want, F32_TOL)?;
             let dy = c.nonzero(want.shape());
-            let mut dx = c.poisoned(&shape)?;
-            c.gpu.upsample_nearest_backward_into(&c.upload(&dy)?, scale, &mut dx)?;
+            let dx = c.gpu.upsample_nearest_backward(&c.upload(&dy)?, scale)?;
             c.check("upsample_nearest_backward", &case, &dx, &cpu::upsample_nearest_backward(&dy, scale), F32_TOL)?;
         }
         let sizes = [(2 * h, 2 * w), (h, w), (h + 3, (w / 2).max(1)), (1, 1), (37, 5), (3 * h + 1, 2 * w + 1)];
         for (oh, ow) in sizes {
             let case = format!("{shape:?} -> {oh}x{ow}");
             let want = cpu::upsample_bilinear_forward(&x, oh, ow);
-            let mut y = c.poisoned(&[n, ch, oh, ow])?;
-            c.gpu.upsample_bilinear_forward_into(&gx, &mut y)?;
+            let y = c.gpu.upsample_bilinear_forward(&gx, oh, ow)?;
             c.check("upsample_bilinear_forward", &case, &y, &want, F32_TOL)?;
             let dy = c.nonzero(&[n, ch, oh, ow]);
-            let mut dx = c.poisoned(&shape)?;
-            c.gpu.upsample_bilinear_backward_into(&c.upload(&dy)?, &shape, &mut dx)?;
+            let dx = c.gpu.upsample_bilinear_backward(&c.upload(&dy)?, &shape)?;
             c.check("upsample_bilinear_backward", &case, &dx, &cpu::upsample_bilinear_backward(&dy, &shape), F32_TOL)?;
         }
     }

@@ -153,6 +153,7 @@ fn timed_steps(cfg: &TrainConfig, su: &mut Setup, warmup: usize, steps: usize, d
                 (s, start.elapsed().as_secs_f64() * 1e6)
             }
         };
+        let s = s.host()?;
         ensure!(s.loss.iter().all(|l| l.is_finite()), "non-finite loss {:?} at benchmark step {}", s.loss, step + 1);
         if first_losses.len() < CHECK_STEPS {
             first_losses.push(s.loss);

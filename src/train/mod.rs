@@ -31,7 +31,7 @@ use crate::checkpoint;
 use crate::model::{Method, MultiTaskModel};
 use crate::mtl::gradient_step::combined_step;
 use crate::mtl::mtcool::mtcool_step;
-use crate::mtl::{summed_step, Batch, Objective, StepStats};
+use crate::mtl::{host_value, summed_step, Batch, Objective, StepOut};
 use crate::optim::Optimizer;
 
 /// Base width of the U-Net extractor (before `--width`).
@@ -117,16 +117,18 @@ pub struct EpochAcc {
 
 /// What is wrong with a step's result, if anything is not finite: its loss, a gradient or a parameter.
 /// On a GPU one reduction over every gradient and parameter decides; only a failure downloads them to
-/// name the culprit.
-fn nonfinite(s: &StepStats, model: &MultiTaskModel) -> Result<Option<String>> {
-    if let Some(t) = s.loss.iter().position(|l| !l.is_finite()) {
-        return Ok(Some(format!("non-finite loss ({}) in task {}", s.loss[t], t + 1)));
-    }
+/// name the culprit. This is the one value a GPU step reads back every step.
+fn nonfinite(s: &StepOut, model: &MultiTaskModel) -> Result<Option<String>> {
     if model.store.backend().is_cuda() {
-        let all: Vec<&crate::Tensor> = model.store.iter().flat_map(|p| [&p.grad, &p.value]).collect();
+        let mut all: Vec<&crate::Tensor> = s.loss.iter().collect();
+        all.extend(model.store.iter().flat_map(|p| [&p.grad, &p.value]));
         if dispatch::all_finite(&all)? {
             return Ok(None);
         }
+    }
+    let loss = [host_value(&s.loss[0])?, host_value(&s.loss[1])?];
+    if let Some(t) = loss.iter().position(|l| !l.is_finite()) {
+        return Ok(Some(format!("non-finite loss ({}) in task {}", loss[t], t + 1)));
     }
     let task = |name: &str| match name.split('.').next() {
         Some("task1") => "task 1".to_string(),
@@ -155,7 +157,7 @@ pub fn train_step(
     batch: &Batch,
     objective: &Objective,
     step: u32,
-) -> Result<StepStats> {
+) -> Result<StepOut> {
     match (cfg.method, cfg.combiner()) {
         (Method::Mtcool, _) => mtcool_step(model, opt, batch, objective, step, &cfg.mtcool_config()),
         (_, Some(combiner)) => combined_step(model, opt, batch, objective, &combiner, step),

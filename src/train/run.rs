@@ -18,8 +18,11 @@ use super::{
 use crate::backend::Backend;
 use crate::checkpoint;
 use crate::model::{Method, MultiTaskModel, TaskId};
-use crate::mtl::Objective;
+use crate::mtl::{Objective, StepOut};
 use crate::optim::Optimizer;
+
+/// Steps whose losses and correct counts are read back together (and shown on the progress bar).
+const LOG_EVERY: usize = 16;
 
 /// A run in progress: what its phases share.
 pub(super) struct Run<'a> {
@@ -40,6 +43,8 @@ pub(super) struct Run<'a> {
     bar: indicatif::ProgressBar,
     start: Instant,
     inject_nan: Option<(u32, bool)>,
+    /// Counted steps not read back yet: their stats (on the device), examples and items per task.
+    pending: Vec<(StepOut, usize, [usize; 2])>,
 }
 
 impl<'a> Run<'a> {
@@ -122,6 +127,7 @@ impl<'a> Run<'a> {
             bar,
             start: Instant::now(),
             inject_nan: nan_injection(),
+            pending: vec![],
         })
     }
 
@@ -171,28 +177,18 @@ impl<'a> Run<'a> {
             self.bar
                 .suspend(|| eprintln!("warning: {at}: step skipped, parameters unchanged ({skipped} skipped so far)"));
         } else {
-            let a = &mut pos.acc;
-            for (t, n) in items.into_iter().enumerate() {
-                a.loss_sum[t] += s.loss[t] as f64 * chunk.len() as f64;
-                a.correct[t] += s.correct[t];
-                a.items_seen[t] += n;
-            }
-            pos.acc.seen += chunk.len();
+            self.pending.push((s, chunk.len(), items));
         }
         pos.step_in_epoch += 1;
         pos.global_step += 1;
         self.bar.inc(1);
-        let a = &pos.acc;
-        let ratio = |x: f64, n: usize| x / n.max(1) as f64;
-        self.bar.set_message(format!(
-            "epoch {epoch} loss {:.3}/{:.3} acc {:.3}/{:.3}",
-            ratio(a.loss_sum[0], a.seen),
-            ratio(a.loss_sum[1], a.seen),
-            ratio(a.correct[0] as f64, a.items_seen[0]),
-            ratio(a.correct[1] as f64, a.items_seen[1])
-        ));
-        let due = self.opts.checkpoint_every.is_some_and(|n| pos.global_step % n == 0);
-        if due && pos.step_in_epoch < self.steps_per_epoch {
+        if self.pending.len() >= LOG_EVERY {
+            self.read_back()?;
+        }
+        let due = self.opts.checkpoint_every.is_some_and(|n| self.pos.global_step % n == 0);
+        if due && self.pos.step_in_epoch < self.steps_per_epoch {
+            self.read_back()?;
+            let pos = &self.pos;
             let mut at = pos.clone();
             at.acc.seconds += epoch_start.elapsed().as_secs_f64();
             at.seconds += self.start.elapsed().as_secs_f64();
@@ -202,9 +198,35 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Reads back the pending steps' losses and correct counts into the epoch's running sums (in step
+    /// order, in f64), and shows them on the progress bar.
+    fn read_back(&mut self) -> Result<()> {
+        let a = &mut self.pos.acc;
+        for (s, examples, items) in self.pending.drain(..) {
+            let s = s.host()?;
+            for (t, n) in items.into_iter().enumerate() {
+                a.loss_sum[t] += s.loss[t] as f64 * examples as f64;
+                a.correct[t] += s.correct[t];
+                a.items_seen[t] += n;
+            }
+            a.seen += examples;
+        }
+        let ratio = |x: f64, n: usize| x / n.max(1) as f64;
+        self.bar.set_message(format!(
+            "epoch {} loss {:.3}/{:.3} acc {:.3}/{:.3}",
+            self.pos.epoch,
+            ratio(a.loss_sum[0], a.seen),
+            ratio(a.loss_sum[1], a.seen),
+            ratio(a.correct[0] as f64, a.items_seen[0]),
+            ratio(a.correct[1] as f64, a.items_seen[1])
+        ));
+        Ok(())
+    }
+
     /// Evaluates on the test set, appends the epoch to metrics.jsonl, rewrites model.safetensors and
     /// writes the epoch's checkpoint.
     pub(super) fn end_epoch(&mut self, epoch_start: Instant) -> Result<()> {
+        self.read_back()?;
         let test = evaluate(&self.model, self.test_set.as_ref(), &self.setup, EVAL_BATCH)?;
         let pos = &mut self.pos;
         let epoch = pos.epoch;

@@ -61,7 +61,7 @@ impl Gpu {
     }
 
     /// y[i] = op(a[i]) · op(b[i]); y: [B, M, N].
-    pub fn bmm_into(&self, a: &GpuTensor, ta: bool, b: &GpuTensor, tb: bool, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn bmm_into(&self, a: &GpuTensor, ta: bool, b: &GpuTensor, tb: bool, y: &mut GpuTensor) -> Result<()> {
         let (batch, m, k, n) = bmm_dims(a, ta, b, tb)?;
         ensure!(y.shape == [batch, m, n], "bmm: output shape {:?}, expected [{batch}, {m}, {n}]", y.shape);
         self.bmm_raw(batch, ta, tb, (m, n, k), &*a.buf, &*b.buf, &mut *y.buf)
@@ -75,7 +75,7 @@ impl Gpu {
 
     /// Gradients of y = bmm(a, ta, b, tb) in the stored layouts of a and b.
     #[allow(clippy::too_many_arguments)]
-    pub fn bmm_backward_into(
+    pub(super) fn bmm_backward_into(
         &self,
         a: &GpuTensor,
         ta: bool,
@@ -113,7 +113,7 @@ impl Gpu {
     }
 
     /// Softmax over the last axis.
-    pub fn softmax_lastdim_forward_into(&self, x: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn softmax_lastdim_forward_into(&self, x: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
         ensure!(x.shape == y.shape, "softmax_lastdim: shapes {:?} -> {:?}", x.shape, y.shape);
         let cols = *x.shape.last().unwrap_or(&0);
         ensure!(cols > 0, "softmax_lastdim: empty last axis in {:?}", x.shape);
@@ -130,7 +130,12 @@ impl Gpu {
     }
 
     /// dx from the forward output y.
-    pub fn softmax_lastdim_backward_into(&self, dy: &GpuTensor, y: &GpuTensor, dx: &mut GpuTensor) -> Result<()> {
+    pub(super) fn softmax_lastdim_backward_into(
+        &self,
+        dy: &GpuTensor,
+        y: &GpuTensor,
+        dx: &mut GpuTensor,
+    ) -> Result<()> {
         ensure!(
             dy.shape == y.shape && dx.shape == y.shape,
             "softmax_lastdim_backward: dy {:?}, y {:?}, dx {:?}",
@@ -148,7 +153,7 @@ impl Gpu {
     }
 
     /// y = x · σ(g).
-    pub fn sigmoid_gate_forward_into(&self, x: &GpuTensor, g: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn sigmoid_gate_forward_into(&self, x: &GpuTensor, g: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
         ensure!(
             x.shape == g.shape && x.shape == y.shape,
             "sigmoid_gate: x {:?}, gate {:?}, y {:?}",
@@ -167,7 +172,7 @@ impl Gpu {
     }
 
     /// dx = dy · σ(g), dg = dy · x · σ(g)(1 − σ(g)).
-    pub fn sigmoid_gate_backward_into(
+    pub(super) fn sigmoid_gate_backward_into(
         &self,
         dy: &GpuTensor,
         x: &GpuTensor,
@@ -193,5 +198,42 @@ impl Gpu {
         self.launch("sigmoid_gate_backward", self.cfg(n), |l| {
             l.arg(&mut *dx.buf).arg(&mut *dg.buf).arg(&*dy.buf).arg(&*x.buf).arg(&*g.buf).arg(&n64);
         })
+    }
+
+    /// (da, db) of `bmm`.
+    pub fn bmm_backward(
+        &self,
+        a: &GpuTensor,
+        ta: bool,
+        b: &GpuTensor,
+        tb: bool,
+        dy: &GpuTensor,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        let (mut da, mut db) = (self.empty(&a.shape)?, self.empty(&b.shape)?);
+        self.bmm_backward_into(a, ta, b, tb, dy, &mut da, &mut db)?;
+        Ok((da, db))
+    }
+    /// dx of `softmax_lastdim_forward` from its output `y`.
+    pub fn softmax_lastdim_backward(&self, dy: &GpuTensor, y: &GpuTensor) -> Result<GpuTensor> {
+        let mut dx = self.empty(&y.shape)?;
+        self.softmax_lastdim_backward_into(dy, y, &mut dx)?;
+        Ok(dx)
+    }
+    /// y = x · σ(g).
+    pub fn sigmoid_gate_forward(&self, x: &GpuTensor, g: &GpuTensor) -> Result<GpuTensor> {
+        let mut y = self.empty(&x.shape)?;
+        self.sigmoid_gate_forward_into(x, g, &mut y)?;
+        Ok(y)
+    }
+    /// (dx, dg) of `sigmoid_gate_forward`.
+    pub fn sigmoid_gate_backward(
+        &self,
+        dy: &GpuTensor,
+        x: &GpuTensor,
+        g: &GpuTensor,
+    ) -> Result<(GpuTensor, GpuTensor)> {
+        let (mut dx, mut dg) = (self.empty(&x.shape)?, self.empty(&x.shape)?);
+        self.sigmoid_gate_backward_into(dy, x, g, &mut dx, &mut dg)?;
+        Ok((dx, dg))
     }
 }

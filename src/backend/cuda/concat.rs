@@ -8,7 +8,7 @@ use super::{channel_dims, Gpu, GpuTensor};
 
 impl Gpu {
     /// [N, C1, ...], [N, C2, ...], … → y [N, C1 + C2 + …, ...]; all dims other than 1 must be equal.
-    pub fn concat_channels_into(&self, xs: &[&GpuTensor], y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn concat_channels_into(&self, xs: &[&GpuTensor], y: &mut GpuTensor) -> Result<()> {
         ensure!(!xs.is_empty(), "concat_channels of no tensors");
         let (n, c_total, inner) = channel_dims(&y.shape)?;
         let mut offset = 0;
@@ -51,7 +51,7 @@ impl Gpu {
     }
 
     /// The backward of `concat_channels`: cuts dy [N, ΣC_i, ...] into `parts` [N, C_i, ...].
-    pub fn split_channels_into(&self, dy: &GpuTensor, parts: &mut [GpuTensor]) -> Result<()> {
+    pub(super) fn split_channels_into(&self, dy: &GpuTensor, parts: &mut [GpuTensor]) -> Result<()> {
         let (n, c_total, inner) = channel_dims(&dy.shape)?;
         let mut offset = 0;
         for p in parts.iter() {

@@ -209,17 +209,6 @@ impl Gpu {
     }
 
     /// y = conv(x, w) + b. x: [N, Ci, H, W], w: [Co, Ci, kh, kw], b: [Co] → y: [N, Co, Ho, Wo].
-    pub fn conv2d_forward_into(
-        &self,
-        x: &GpuTensor,
-        w: &GpuTensor,
-        b: Option<&GpuTensor>,
-        cfg: Conv2dCfg,
-        y: &mut GpuTensor,
-    ) -> Result<()> {
-        let g = ConvGeom::new("conv2d_forward", &x.shape, &w.shape, cfg)?;
-        self.conv_forward_launch("conv2d_forward", x, w, b, g, None, y)
-    }
     pub fn conv2d_forward(
         &self,
         x: &GpuTensor,
@@ -237,7 +226,7 @@ impl Gpu {
     /// for the flat index i of w, ε_b[co] = key.uniform(b_offset + co, b), drawn as the kernel reads them
     /// (equals `conv2d_forward(x, key.perturb(w, b, w_offset), key.perturb(bias, b, b_offset))`).
     #[allow(clippy::too_many_arguments)]
-    pub fn conv2d_forward_noisy_into(
+    pub(super) fn conv2d_forward_noisy_into(
         &self,
         x: &GpuTensor,
         w: &GpuTensor,
@@ -273,7 +262,7 @@ impl Gpu {
     }
 
     /// dx of the convolution; the input shape is `dx`'s. Pixels no window reads get 0.
-    pub fn conv2d_backward_data_into(
+    pub(super) fn conv2d_backward_data_into(
         &self,
         dy: &GpuTensor,
         w: &GpuTensor,
@@ -296,7 +285,7 @@ impl Gpu {
     }
 
     /// dw of the convolution; the weight shape is `dw`'s.
-    pub fn conv2d_backward_weight_into(
+    pub(super) fn conv2d_backward_weight_into(
         &self,
         dy: &GpuTensor,
         x: &GpuTensor,
@@ -332,7 +321,7 @@ impl Gpu {
 
     /// y = conv_transpose(x, w) + b. x: [N, Ci, H, W], w: [Ci, Co, kh, kw], b: [Co] → y: [N, Co, Ho, Wo],
     /// Ho = (H − 1)·s − 2p + kh: the convolution's data gradient with the bias fused.
-    pub fn conv_transpose2d_forward_into(
+    pub(super) fn conv_transpose2d_forward_into(
         &self,
         x: &GpuTensor,
         w: &GpuTensor,
@@ -359,7 +348,7 @@ impl Gpu {
     }
 
     /// dx of the transposed convolution (the input shape is `dx`'s): the convolution of dy with w.
-    pub fn conv_transpose2d_backward_data_into(
+    pub(super) fn conv_transpose2d_backward_data_into(
         &self,
         dy: &GpuTensor,
         w: &GpuTensor,
@@ -385,7 +374,7 @@ impl Gpu {
 
     /// dw [Ci, Co, kh, kw] of the transposed convolution (the weight shape is `dw`'s): the
     /// convolution's weight gradient with x in the role of dy and dy in the role of x.
-    pub fn conv_transpose2d_backward_weight_into(
+    pub(super) fn conv_transpose2d_backward_weight_into(
         &self,
         dy: &GpuTensor,
         x: &GpuTensor,

@@ -17,7 +17,7 @@ fn keep_scale(what: &str, p: f32, n: usize) -> Result<f32> {
 
 impl Gpu {
     /// The scaled keep mask: 1 / (1 − p) where kept, 0 where dropped (mask's shape is the tensor's).
-    pub fn dropout_mask_into(&self, p: f32, key: NoiseKey, mask: &mut GpuTensor) -> Result<()> {
+    pub(super) fn dropout_mask_into(&self, p: f32, key: NoiseKey, mask: &mut GpuTensor) -> Result<()> {
         let n = mask.numel();
         let scale = keep_scale("dropout_mask", p, n)?;
         if n == 0 {
@@ -54,7 +54,7 @@ impl Gpu {
     }
 
     /// y = x · mask.
-    pub fn dropout_forward_into(&self, x: &GpuTensor, mask: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn dropout_forward_into(&self, x: &GpuTensor, mask: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
         self.dropout_apply("dropout_forward", x, mask, y)
     }
     pub fn dropout_forward(&self, x: &GpuTensor, mask: &GpuTensor) -> Result<GpuTensor> {
@@ -63,7 +63,7 @@ impl Gpu {
         Ok(y)
     }
     /// dx = dy · mask.
-    pub fn dropout_backward_into(&self, dy: &GpuTensor, mask: &GpuTensor, dx: &mut GpuTensor) -> Result<()> {
+    pub(super) fn dropout_backward_into(&self, dy: &GpuTensor, mask: &GpuTensor, dx: &mut GpuTensor) -> Result<()> {
         self.dropout_apply("dropout_backward", dy, mask, dx)
     }
     pub fn dropout_backward(&self, dy: &GpuTensor, mask: &GpuTensor) -> Result<GpuTensor> {
@@ -74,7 +74,7 @@ impl Gpu {
 
     /// y = x · dropout_mask(x.shape, p, key) without a stored mask. The backward is the same call on dy
     /// with the same key (dx = dy · mask).
-    pub fn dropout_keyed_into(&self, x: &GpuTensor, p: f32, key: NoiseKey, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn dropout_keyed_into(&self, x: &GpuTensor, p: f32, key: NoiseKey, y: &mut GpuTensor) -> Result<()> {
         ensure!(x.shape == y.shape, "dropout_keyed: shapes {:?} -> {:?}", x.shape, y.shape);
         let n = y.numel();
         let scale = keep_scale("dropout_keyed", p, n)?;

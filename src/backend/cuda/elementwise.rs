@@ -49,26 +49,17 @@ impl Gpu {
         Ok(y)
     }
 
-    pub fn add_into(&self, a: &GpuTensor, b: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
-        self.binary_into("add", a, b, y)
-    }
     pub fn add(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         self.binary("add", a, b)
     }
-    pub fn sub_into(&self, a: &GpuTensor, b: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
-        self.binary_into("sub", a, b, y)
-    }
     pub fn sub(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         self.binary("sub", a, b)
-    }
-    pub fn mul_into(&self, a: &GpuTensor, b: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
-        self.binary_into("mul", a, b, y)
     }
     pub fn mul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         self.binary("mul", a, b)
     }
 
-    pub fn scale_into(&self, x: &GpuTensor, s: f32, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn scale_into(&self, x: &GpuTensor, s: f32, y: &mut GpuTensor) -> Result<()> {
         ensure!(x.shape == y.shape, "scale: shapes {:?} -> {:?}", x.shape, y.shape);
         let n = y.numel();
         if n == 0 {
@@ -85,35 +76,26 @@ impl Gpu {
         Ok(y)
     }
 
-    pub fn relu_into(&self, x: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
-        self.unary_into("relu", x, y)
-    }
     pub fn relu(&self, x: &GpuTensor) -> Result<GpuTensor> {
         self.unary("relu", x)
     }
     /// dx = dy where x > 0, else 0.
-    pub fn relu_backward_into(&self, dy: &GpuTensor, x: &GpuTensor, dx: &mut GpuTensor) -> Result<()> {
-        self.binary_into("relu_backward", dy, x, dx)
-    }
     pub fn relu_backward(&self, dy: &GpuTensor, x: &GpuTensor) -> Result<GpuTensor> {
         self.binary("relu_backward", dy, x)
     }
-    pub fn sigmoid_into(&self, x: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn sigmoid_into(&self, x: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
         self.unary_into("sigmoid", x, y)
     }
     pub fn sigmoid(&self, x: &GpuTensor) -> Result<GpuTensor> {
         self.unary("sigmoid", x)
     }
     /// dx = dy · y · (1 − y), from the forward output y.
-    pub fn sigmoid_backward_into(&self, dy: &GpuTensor, y: &GpuTensor, dx: &mut GpuTensor) -> Result<()> {
-        self.binary_into("sigmoid_backward", dy, y, dx)
-    }
     pub fn sigmoid_backward(&self, dy: &GpuTensor, y: &GpuTensor) -> Result<GpuTensor> {
         self.binary("sigmoid_backward", dy, y)
     }
 
     /// `y[n, c, ...] = x[n, c, ...] + bias[c]` for x of shape `[N, C, ...]`.
-    pub fn add_channel_bias_into(&self, x: &GpuTensor, bias: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn add_channel_bias_into(&self, x: &GpuTensor, bias: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
         let (_, c, inner) = channel_dims(&x.shape)?;
         ensure!(bias.shape == [c], "add_channel_bias: bias shape {:?} for {c} channels", bias.shape);
         ensure!(x.shape == y.shape, "add_channel_bias: shapes {:?} -> {:?}", x.shape, y.shape);
@@ -133,7 +115,7 @@ impl Gpu {
     }
 
     /// `db[c]` = Σ over n and spatial positions of `dy[n, c, ...]` (one block per channel).
-    pub fn add_channel_bias_backward_into(&self, dy: &GpuTensor, db: &mut GpuTensor) -> Result<()> {
+    pub(super) fn add_channel_bias_backward_into(&self, dy: &GpuTensor, db: &mut GpuTensor) -> Result<()> {
         let (batch, c, inner) = channel_dims(&dy.shape)?;
         ensure!(db.shape == [c], "add_channel_bias_backward: db shape {:?} for {c} channels", db.shape);
         if c == 0 {

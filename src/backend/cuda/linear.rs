@@ -102,7 +102,7 @@ impl Gpu {
     /// c = op(a) · op(b) (+ bias[col]) with op = transpose when `trans_*` (as `gemm::sgemm` with
     /// α = 1, β = 0, or β = 1 onto a broadcast bias): op(a) is m×k, op(b) k×n, c is [m, n].
     #[allow(clippy::too_many_arguments)]
-    pub fn sgemm_into(
+    pub(super) fn sgemm_into(
         &self,
         a: &GpuTensor,
         trans_a: bool,
@@ -166,9 +166,6 @@ impl Gpu {
     }
 
     /// y = a · b for a: [m, k], b: [k, n] → y: [m, n].
-    pub fn matmul_into(&self, a: &GpuTensor, b: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
-        self.sgemm_into(a, false, b, false, None, false, y)
-    }
     pub fn matmul(&self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
         self.sgemm(a, false, b, false, None, false)
     }
@@ -178,7 +175,7 @@ impl Gpu {
     }
 
     /// Gradients of y = a · b: da = dy · bᵀ ([m, k]), db = aᵀ · dy ([k, n]).
-    pub fn matmul_backward_into(
+    pub(super) fn matmul_backward_into(
         &self,
         a: &GpuTensor,
         b: &GpuTensor,
@@ -206,20 +203,11 @@ impl Gpu {
     }
 
     /// y = x · wᵀ + b. x: [N, in], w: [out, in], b: [out] → y: [N, out] (bias added in the epilogue).
-    pub fn linear_forward_into(
-        &self,
-        x: &GpuTensor,
-        w: &GpuTensor,
-        b: Option<&GpuTensor>,
-        y: &mut GpuTensor,
-    ) -> Result<()> {
-        self.linear_forward_with_into(x, w, b, false, y)
-    }
     pub fn linear_forward(&self, x: &GpuTensor, w: &GpuTensor, b: Option<&GpuTensor>) -> Result<GpuTensor> {
         self.linear_forward_with(x, w, b, false)
     }
-    /// [`Gpu::linear_forward_into`] on TF32 tensor cores when `tf32`.
-    pub fn linear_forward_with_into(
+    /// [`Gpu::linear_forward`] on TF32 tensor cores when `tf32`.
+    pub(super) fn linear_forward_with_into(
         &self,
         x: &GpuTensor,
         w: &GpuTensor,
@@ -260,7 +248,7 @@ impl Gpu {
     /// for the flat index i of w, ε_b[o] = key.uniform(b_offset + o, b), drawn as the kernel reads them
     /// (equals `linear_forward(x, key.perturb(w, b, w_offset), key.perturb(bias, b, b_offset))`).
     #[allow(clippy::too_many_arguments)]
-    pub fn linear_forward_noisy_into(
+    pub(super) fn linear_forward_noisy_into(
         &self,
         x: &GpuTensor,
         w: &GpuTensor,
@@ -313,7 +301,7 @@ impl Gpu {
     }
 
     /// Gradients of y = x · wᵀ + b: dx = dy · w ([N, in]), dw = dyᵀ · x ([out, in]), db = column sums of dy.
-    pub fn linear_backward_into(
+    pub(super) fn linear_backward_into(
         &self,
         x: &GpuTensor,
         w: &GpuTensor,
@@ -354,7 +342,7 @@ impl Gpu {
     }
 
     /// db[o] = Σ_r dy[r, o] for dy: [N, out] (fixed-order sums in f64, no atomics).
-    pub fn linear_backward_bias_into(&self, dy: &GpuTensor, db: &mut GpuTensor) -> Result<()> {
+    pub(super) fn linear_backward_bias_into(&self, dy: &GpuTensor, db: &mut GpuTensor) -> Result<()> {
         let (rows, cols) = dims2("linear_backward_bias", "dy", dy)?;
         ensure!(db.shape == [cols], "linear_backward_bias: db shape {:?} for {cols} columns", db.shape);
         if cols == 0 {

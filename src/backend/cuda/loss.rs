@@ -97,7 +97,7 @@ impl Gpu {
     }
 
     /// Sum of all elements (double accumulation) into a scalar.
-    pub fn sum_all_into(&self, x: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
+    pub(super) fn sum_all_into(&self, x: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
         self.reduce_f32_into("sum_all", x, out, 1.0)
     }
     pub fn sum_all(&self, x: &GpuTensor) -> Result<GpuTensor> {
@@ -106,7 +106,7 @@ impl Gpu {
         Ok(out)
     }
     /// Mean of all elements into a scalar.
-    pub fn mean_all_into(&self, x: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
+    pub(super) fn mean_all_into(&self, x: &GpuTensor, out: &mut GpuTensor) -> Result<()> {
         self.reduce_f32_into("mean_all", x, out, x.numel() as f64)
     }
     pub fn mean_all(&self, x: &GpuTensor) -> Result<GpuTensor> {
@@ -181,7 +181,7 @@ impl Gpu {
     }
 
     /// probs = softmax over dim 1 (double inside), one thread per item.
-    pub fn softmax_dim1_into(&self, logits: &GpuTensor, probs: &mut GpuTensor) -> Result<()> {
+    pub(super) fn softmax_dim1_into(&self, logits: &GpuTensor, probs: &mut GpuTensor) -> Result<()> {
         let (n, c, inner) = channel_dims(&logits.shape)?;
         ensure!(probs.shape == logits.shape, "softmax_dim1: shapes {:?} -> {:?}", logits.shape, probs.shape);
         if logits.numel() == 0 {
@@ -195,7 +195,7 @@ impl Gpu {
 
     /// Weighted-mean softmax cross-entropy: `loss` (device scalar) = Σ w[y]·(−log p[y]) / Σ w[y], and the
     /// softmax probabilities.
-    pub fn softmax_cross_entropy_forward_into(
+    pub(super) fn softmax_cross_entropy_forward_into(
         &self,
         logits: &GpuTensor,
         targets: &CudaSlice<u32>,
@@ -243,7 +243,7 @@ impl Gpu {
     }
 
     /// dlogits = dloss · w[y] · (p − onehot(y)) / Σ_j w[y_j], from the forward's probabilities.
-    pub fn softmax_cross_entropy_backward_into(
+    pub(super) fn softmax_cross_entropy_backward_into(
         &self,
         probs: &GpuTensor,
         targets: &CudaSlice<u32>,
@@ -280,7 +280,7 @@ impl Gpu {
     /// Forward and backward in one pass over the logits: the loss (device scalar, as the forward) and
     /// dlogits (as the backward with `dloss`), without materialising the probabilities.
     #[allow(clippy::too_many_arguments)]
-    pub fn softmax_cross_entropy_fused_into(
+    pub(super) fn softmax_cross_entropy_fused_into(
         &self,
         logits: &GpuTensor,
         targets: &CudaSlice<u32>,

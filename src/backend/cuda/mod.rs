@@ -1,6 +1,7 @@
 //! The CUDA backend: one context, one non-default stream and the embedded kernels (`kernels/*.cu`,
-//! see `crate::kernels`), with a typed Rust function per kernel. Each op has an `*_into` form writing
-//! into an existing tensor (what the parity tests poison first) and an allocating form.
+//! see `crate::kernels`), with a typed Rust function per op that returns fresh output tensors (the
+//! `*_into` helpers behind them are private to this module). With `set_poison(true)` (the parity suite)
+//! every fresh buffer is filled with NaN first, so an output element a kernel never writes fails.
 //!
 //! Kernels are launched with 256 threads per block and a grid-stride loop over at most 32 blocks per
 //! SM. Every launch is checked and names its kernel on failure; kernels run asynchronously, so a fault
@@ -55,6 +56,8 @@ pub struct Gpu {
     info: crate::device::GpuInfo,
     /// While kernel timing is on (`mtcool profile`): each launch's name and its start and end events.
     kernel_times: Mutex<Option<Vec<(&'static str, CudaEvent, CudaEvent)>>>,
+    /// Fill fresh f32 buffers with NaN (0xFF bytes) before handing them out.
+    poison: std::sync::atomic::AtomicBool,
 }
 
 /// An f32 tensor in GPU memory: contiguous, row-major; `buf.len()` equals the product of `shape`.
@@ -112,6 +115,7 @@ impl Gpu {
             cache: Arc::default(),
             info,
             kernel_times: Mutex::default(),
+            poison: Default::default(),
         })
     }
 
@@ -182,9 +186,16 @@ impl Gpu {
         self.stream.memset_zeros(&mut *t.buf).map_err(cuda_error(format!("zeroing {} of GPU memory", mib(n))))
     }
 
-    /// A tensor whose contents are unspecified (every kernel below writes all of its output).
+    /// A tensor whose contents are unspecified (every kernel below writes all of its output), or NaN
+    /// while poisoning is on.
     pub fn empty(&self, shape: &[usize]) -> Result<GpuTensor> {
         Ok(GpuTensor { shape: shape.to_vec(), buf: self.buffer(shape.iter().product())? })
+    }
+
+    /// Fills every fresh buffer with 0xFF bytes (f32/f64 NaN, u32::MAX) from now on (`true`), or stops (`false`): the parity
+    /// suite's way to see an output element that no kernel wrote.
+    pub fn set_poison(&self, on: bool) {
+        self.poison.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A buffer of `n` f32s: a cached one of that length when one is free, else the driver's.
@@ -208,7 +219,15 @@ impl Gpu {
                 s
             }
         };
-        Ok(GpuBuf::new(slice, self.cache.clone()))
+        let mut buf = GpuBuf::new(slice, self.cache.clone());
+        if self.poison.load(std::sync::atomic::Ordering::Relaxed) && n > 0 {
+            let stream = self.stream.cu_stream();
+            let (ptr, _sync) = cudarc::driver::DevicePtrMut::device_ptr_mut(&mut *buf, &self.stream);
+            // SAFETY: `ptr` is this live buffer's start, on the stream it is used on.
+            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, n * std::mem::size_of::<T>(), stream) }
+                .map_err(cuda_error("poisoning a fresh GPU buffer"))?;
+        }
+        Ok(buf)
     }
 
     /// The caching allocator's byte counts (f32 tensors).

@@ -9,7 +9,7 @@ use crate::noise::{NoiseKey, WeightNoise};
 
 impl Gpu {
     /// `out[i]` = ε_i ∈ (−b, b), bit-identical to `key.uniform(i, b)`.
-    pub fn noise_uniform_into(&self, key: NoiseKey, b: f32, out: &mut GpuTensor) -> Result<()> {
+    pub(super) fn noise_uniform_into(&self, key: NoiseKey, b: f32, out: &mut GpuTensor) -> Result<()> {
         let n = out.numel();
         ensure!(n as u64 <= 1 << 32, "noise_uniform: {n} elements exceed the 2^32 Philox index space");
         if n == 0 {
@@ -28,7 +28,7 @@ impl Gpu {
     }
 
     /// out = w + ε, bit-identical to `noise.key.perturb(w, noise.b, noise.offset)`.
-    pub fn add_noise_into(&self, w: &GpuTensor, noise: WeightNoise, out: &mut GpuTensor) -> Result<()> {
+    pub(super) fn add_noise_into(&self, w: &GpuTensor, noise: WeightNoise, out: &mut GpuTensor) -> Result<()> {
         let WeightNoise { key, b, offset } = noise;
         ensure!(w.shape == out.shape, "add_noise: shapes {:?} -> {:?}", w.shape, out.shape);
         let n = out.numel();

@@ -59,7 +59,7 @@ impl Gpu {
     }
 
     /// Train mode: normalise with the batch's own statistics, written to `stats`.
-    pub fn batch_norm_train_forward_into(
+    pub(super) fn batch_norm_train_forward_into(
         &self,
         x: &GpuTensor,
         gamma: &GpuTensor,
@@ -96,7 +96,7 @@ impl Gpu {
 
     /// Train-mode backward (the statistics depending on x): dbeta = Σ dy, dgamma = Σ dy·x̂,
     /// dx = gamma·invstd/M · (M·dy − dbeta − x̂·dgamma).
-    pub fn batch_norm_train_backward_into(
+    pub(super) fn batch_norm_train_backward_into(
         &self,
         dy: &GpuTensor,
         x: &GpuTensor,
@@ -131,7 +131,7 @@ impl Gpu {
 
     /// Eval mode: normalise with the running statistics (elementwise).
     #[allow(clippy::too_many_arguments)]
-    pub fn batch_norm_eval_forward_into(
+    pub(super) fn batch_norm_eval_forward_into(
         &self,
         x: &GpuTensor,
         gamma: &GpuTensor,
@@ -170,7 +170,7 @@ impl Gpu {
 
     /// Eval-mode backward (statistics constant): dx = dy·gamma·invstd, dgamma = Σ dy·x̂, dbeta = Σ dy.
     #[allow(clippy::too_many_arguments)]
-    pub fn batch_norm_eval_backward_into(
+    pub(super) fn batch_norm_eval_backward_into(
         &self,
         dy: &GpuTensor,
         x: &GpuTensor,

@@ -65,7 +65,7 @@ impl Gpu {
 
     /// k×k max pooling: y [N, C, Ho, Wo] and the argmax (first maximum on ties, NaN wins), into
     /// existing buffers; `argmax` takes this call's geometry.
-    pub fn max_pool2d_forward_into(
+    pub(super) fn max_pool2d_forward_into(
         &self,
         x: &GpuTensor,
         k: usize,
@@ -107,7 +107,7 @@ impl Gpu {
 
     /// dx [x_shape]: each dy element routed to its argmax, summed where overlapping windows (stride < k)
     /// chose the same element; zero elsewhere.
-    pub fn max_pool2d_backward_into(
+    pub(super) fn max_pool2d_backward_into(
         &self,
         dy: &GpuTensor,
         argmax: &GpuArgmax,
@@ -143,7 +143,13 @@ impl Gpu {
     }
 
     /// k×k average pooling: y = mean of each window.
-    pub fn avg_pool2d_forward_into(&self, x: &GpuTensor, k: usize, stride: usize, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn avg_pool2d_forward_into(
+        &self,
+        x: &GpuTensor,
+        k: usize,
+        stride: usize,
+        y: &mut GpuTensor,
+    ) -> Result<()> {
         let g = Geometry::new("avg_pool2d_forward", &x.shape, k, stride)?;
         let y_shape = g.y_shape(&x.shape);
         ensure!(y.shape == y_shape, "avg_pool2d_forward: y shape {:?}, expected {y_shape:?}", y.shape);
@@ -163,7 +169,7 @@ impl Gpu {
     }
 
     /// dx [x_shape]: each element receives dy / (k·k) from every window covering it.
-    pub fn avg_pool2d_backward_into(
+    pub(super) fn avg_pool2d_backward_into(
         &self,
         dy: &GpuTensor,
         x_shape: &[usize],
@@ -190,7 +196,7 @@ impl Gpu {
     }
 
     /// Mean over all spatial positions: x [N, C, H, W] → y [N, C] (one warp per plane).
-    pub fn global_avg_pool_forward_into(&self, x: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn global_avg_pool_forward_into(&self, x: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
         let (planes, hw) = global_dims("global_avg_pool_forward", &x.shape)?;
         ensure!(y.shape == x.shape[..2], "global_avg_pool_forward: y shape {:?} for x {:?}", y.shape, x.shape);
         if planes == 0 {
@@ -209,7 +215,12 @@ impl Gpu {
     }
 
     /// dx[n, c, y, x] = dy[n, c] / (H·W).
-    pub fn global_avg_pool_backward_into(&self, dy: &GpuTensor, x_shape: &[usize], dx: &mut GpuTensor) -> Result<()> {
+    pub(super) fn global_avg_pool_backward_into(
+        &self,
+        dy: &GpuTensor,
+        x_shape: &[usize],
+        dx: &mut GpuTensor,
+    ) -> Result<()> {
         let (planes, hw) = global_dims("global_avg_pool_backward", x_shape)?;
         ensure!(dy.shape == x_shape[..2], "global_avg_pool_backward: dy shape {:?} for x_shape {x_shape:?}", dy.shape);
         ensure!(dx.shape == x_shape, "global_avg_pool_backward: dx shape {:?}, expected {x_shape:?}", dx.shape);

@@ -18,7 +18,7 @@ fn planes_hw(what: &str, shape: &[usize]) -> Result<(u64, u32, u32)> {
 
 impl Gpu {
     /// y[n, c, oy, ox] = x[n, c, oy / scale, ox / scale]: [N, C, H, W] → [N, C, H·scale, W·scale].
-    pub fn upsample_nearest_forward_into(&self, x: &GpuTensor, scale: usize, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn upsample_nearest_forward_into(&self, x: &GpuTensor, scale: usize, y: &mut GpuTensor) -> Result<()> {
         ensure!(scale >= 1, "upsample_nearest_forward: scale must be at least 1");
         let (planes, h, w) = planes_hw("upsample_nearest_forward", &x.shape)?;
         let want = [x.shape[0], x.shape[1], x.shape[2] * scale, x.shape[3] * scale];
@@ -44,7 +44,12 @@ impl Gpu {
     }
 
     /// dx[n, c, iy, ix] = Σ of dy over its scale×scale block: dy [N, C, H·s, W·s] → dx [N, C, H, W].
-    pub fn upsample_nearest_backward_into(&self, dy: &GpuTensor, scale: usize, dx: &mut GpuTensor) -> Result<()> {
+    pub(super) fn upsample_nearest_backward_into(
+        &self,
+        dy: &GpuTensor,
+        scale: usize,
+        dx: &mut GpuTensor,
+    ) -> Result<()> {
         ensure!(scale >= 1, "upsample_nearest_backward: scale must be at least 1");
         planes_hw("upsample_nearest_backward", &dy.shape)?;
         let (ho, wo) = (dy.shape[2], dy.shape[3]);
@@ -74,7 +79,7 @@ impl Gpu {
 
     /// Bilinear resize (align_corners=False): [N, C, H, W] → y [N, C, out_h, out_w] (y's shape gives the
     /// output size).
-    pub fn upsample_bilinear_forward_into(&self, x: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
+    pub(super) fn upsample_bilinear_forward_into(&self, x: &GpuTensor, y: &mut GpuTensor) -> Result<()> {
         let (planes, h, w) = planes_hw("upsample_bilinear_forward", &x.shape)?;
         let (_, ho, wo) = planes_hw("upsample_bilinear_forward", &y.shape)?;
         ensure!(y.shape[..2] == x.shape[..2], "upsample_bilinear_forward: y shape {:?} for x {:?}", y.shape, x.shape);
@@ -94,7 +99,12 @@ impl Gpu {
 
     /// dx [x_shape] of the bilinear resize: each dy[oy, ox] reaches its four source pixels with the
     /// forward's weights (gathered per dx element).
-    pub fn upsample_bilinear_backward_into(&self, dy: &GpuTensor, x_shape: &[usize], dx: &mut GpuTensor) -> Result<()> {
+    pub(super) fn upsample_bilinear_backward_into(
+        &self,
+        dy: &GpuTensor,
+        x_shape: &[usize],
+        dx: &mut GpuTensor,
+    ) -> Result<()> {
         let (planes, h, w) = planes_hw("upsample_bilinear_backward", x_shape)?;
         let (_, ho, wo) = planes_hw("upsample_bilinear_backward", &dy.shape)?;
         ensure!(

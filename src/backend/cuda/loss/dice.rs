@@ -33,7 +33,7 @@ impl Gpu {
     }
 
     /// Dice probabilities: elementwise sigmoid (Binary) or softmax over dim 1 (MultiClass).
-    pub fn soft_dice_probs_into(&self, logits: &GpuTensor, mode: DiceMode, probs: &mut GpuTensor) -> Result<()> {
+    pub(super) fn soft_dice_probs_into(&self, logits: &GpuTensor, mode: DiceMode, probs: &mut GpuTensor) -> Result<()> {
         match mode {
             DiceMode::Binary => self.sigmoid_into(logits, probs),
             DiceMode::MultiClass => self.softmax_dim1_into(logits, probs),
@@ -41,7 +41,7 @@ impl Gpu {
     }
 
     /// Soft Dice: loss (device scalar) = 1 − mean_c (2·Σ p·t + eps) / (Σ p + Σ t + eps), and p.
-    pub fn soft_dice_forward_into(
+    pub(super) fn soft_dice_forward_into(
         &self,
         logits: &GpuTensor,
         target: &GpuTensor,
@@ -92,7 +92,7 @@ impl Gpu {
     /// dlogits of soft Dice from the forward's probabilities: g = −dloss/C · (2t/S − D/S), then
     /// Binary g·p·(1 − p), MultiClass p·(g − Σ_k p_k·g_k) per item.
     #[allow(clippy::too_many_arguments)]
-    pub fn soft_dice_backward_into(
+    pub(super) fn soft_dice_backward_into(
         &self,
         logits: &GpuTensor,
         probs: &GpuTensor,
