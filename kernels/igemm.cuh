@@ -35,16 +35,23 @@
 
 // Weight noise of a fused noisy forward (src/noise.rs NoiseKey + radius + offsets in theta); the
 // layout matches the #[repr(C)] Rust struct NoiseArgs in src/backend/cuda/linear.rs (32 bytes).
+// step_ptr: when not 0, the address of the step number to use instead of `step` (a CUDA graph replays
+// one captured launch for every step, and the host writes the step there before each replay).
 struct MtcNoise {
     mtc_u64 seed;
     unsigned step, stream, sample;
     float b;
     unsigned w_offset, b_offset;
+    mtc_u64 step_ptr;
 };
+
+__device__ __forceinline__ unsigned mtc_noise_step(const MtcNoise& nz) {
+    return nz.step_ptr ? *reinterpret_cast<const unsigned*>(nz.step_ptr) : nz.step;
+}
 
 // v + epsilon(index), exactly src/noise.rs `x + key.uniform(index, b)`.
 __device__ __forceinline__ float mtc_noisy(float v, const MtcNoise& nz, unsigned index) {
-    return mtc_add_rn(v, mtc_noise_uniform(nz.seed, nz.step, nz.stream, nz.sample, index, nz.b));
+    return mtc_add_rn(v, mtc_noise_uniform(nz.seed, mtc_noise_step(nz), nz.stream, nz.sample, index, nz.b));
 }
 
 template <int LD>

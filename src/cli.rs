@@ -192,6 +192,10 @@ pub struct TrainArgs {
     /// stopping the run.
     #[arg(long)]
     pub skip_nonfinite: bool,
+    /// Capture the training step into a CUDA graph after two warm-up steps and replay it (GPU only;
+    /// the weights are the same as without it). Not for the gradient-combination methods.
+    #[arg(long)]
+    pub graph: bool,
     /// Recorded in config.json. CPU runs are always bit-reproducible; the GPU kernels reduce without
     /// float atomics, so they are deterministic by construction too.
     #[arg(long)]
@@ -279,6 +283,7 @@ impl TrainArgs {
             keep_checkpoints: self.keep_checkpoints,
             skip_nonfinite: self.skip_nonfinite,
             resume: self.resume.is_some(),
+            graph: self.graph,
         }
     }
 

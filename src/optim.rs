@@ -21,11 +21,12 @@ pub struct BoxProjection {
 }
 
 impl BoxProjection {
-    /// Snapshots the current values of `ids`: later steps keep them within ±b of these values. On a GPU
-    /// the snapshot shares θ's buffer until the first update writes θ (copy-on-write): one copy.
-    pub fn snapshot(store: &ParamStore, ids: &[ParamId], b: f32) -> Self {
-        let snapshot = ids.iter().map(|&id| (id, store.value(id).clone())).collect();
-        BoxProjection { b, snapshot }
+    /// Snapshots the current values of `ids` (copies): later steps keep them within ±b of these values.
+    /// A copy, not a shared buffer, so θ stays the only owner of its buffer and is updated in place
+    /// (a captured CUDA graph relies on θ never moving).
+    pub fn snapshot(store: &ParamStore, ids: &[ParamId], b: f32) -> Result<Self> {
+        let snapshot = ids.iter().map(|&id| Ok((id, store.value(id).deep_copy()?))).collect::<Result<_>>()?;
+        Ok(BoxProjection { b, snapshot })
     }
 
     /// The snapshot of one parameter, if it is covered by this box.
@@ -189,7 +190,7 @@ impl Optimizer {
                     let vel = slot(velocity, id, || zeros())?;
                     let grad = p.grad.gpu_tensor().expect("gradient beside its parameter");
                     let bx = gpu_box(center)?;
-                    gpu.sgd_step(p.value.gpu_mut()?, vel.gpu_mut()?, grad, *cfg, bx)?;
+                    gpu.sgd_step(p.value.gpu_mut()?, vel.gpu_mut()?, grad, *cfg, bx, Some(id.0))?;
                 }
                 (Optimizer::Adam { cfg, state }, Backend::Cuda(gpu)) => {
                     let s = slot(state, id, || Ok(AdamSlot { m: zeros()?, v: zeros()?, step: 0 }))?;
@@ -198,7 +199,7 @@ impl Optimizer {
                     let grad = p.grad.gpu_tensor().expect("gradient beside its parameter");
                     let bx = gpu_box(center)?;
                     let (m, v) = (s.m.gpu_mut()?, s.v.gpu_mut()?);
-                    gpu.adam_step(p.value.gpu_mut()?, m, v, grad, *cfg, bc1, bc2, bx)?;
+                    gpu.adam_step(p.value.gpu_mut()?, m, v, grad, *cfg, bc1, bc2, bx, Some(id.0))?;
                 }
             }
         }
@@ -221,6 +222,40 @@ impl Optimizer {
             }
         }
         Ok(())
+    }
+}
+
+impl Optimizer {
+    /// For the replay of a captured step: for each optimiser launch of the step in order (`owners`:
+    /// the parameter index each launch updates), advances that parameter's step count as `step` does
+    /// and returns the [lr, bc1, bc2] triples the launches read (SGD: [lr, 1, 1]).
+    pub fn replay_hyper(&mut self, owners: &[usize]) -> Result<Vec<f32>> {
+        let mut table = Vec::with_capacity(3 * owners.len());
+        for &o in owners {
+            match self {
+                Optimizer::Sgd { cfg, .. } => table.extend([cfg.lr, 1.0, 1.0]),
+                Optimizer::Adam { cfg, state } => {
+                    let s =
+                        state.get_mut(&ParamId(o)).ok_or_else(|| anyhow::anyhow!("no Adam state for parameter {o}"))?;
+                    s.step += 1;
+                    let (bc1, bc2) = bias_corrections(cfg, s.step);
+                    table.extend([cfg.lr, bc1, bc2]);
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    /// Takes back the step-count advances of one step whose launches were `owners` (recording a step
+    /// into a graph advanced them; its first replay advances them again).
+    pub fn rewind(&mut self, owners: &[usize]) {
+        if let Optimizer::Adam { state, .. } = self {
+            for &o in owners {
+                if let Some(s) = state.get_mut(&ParamId(o)) {
+                    s.step -= 1;
+                }
+            }
+        }
     }
 }
 

@@ -92,9 +92,10 @@ impl ParamStore {
         Ok(())
     }
 
-    /// Sets parameter `id` to `value` (moved to the store's device; shapes must agree).
+    /// Sets parameter `id` to `value` (shapes must agree), in place: a GPU parameter keeps its buffer
+    /// (a captured graph reads it there).
     pub fn set_value(&mut self, id: ParamId, value: &Tensor) -> Result<()> {
-        let p = &self.params[id.0];
+        let p = &mut self.params[id.0];
         anyhow::ensure!(
             p.value.shape() == value.shape(),
             "{}: shape {:?} for {:?}",
@@ -102,8 +103,12 @@ impl ParamStore {
             value.shape(),
             p.value.shape()
         );
-        let v = value.to_backend(&p.value.backend())?;
-        self.params[id.0].value = v;
-        Ok(())
+        match p.value.backend() {
+            Backend::Cuda(gpu) => gpu.write_slice(value.host()?.data(), &mut p.value.gpu_mut()?.buf),
+            Backend::Cpu => {
+                p.value.data_mut().copy_from_slice(value.host()?.data());
+                Ok(())
+            }
+        }
     }
 }

@@ -191,6 +191,14 @@ impl Tensor {
         Ok(Arc::get_mut(&mut c.t).expect("unique after the copy"))
     }
 
+    /// A copy with its own buffer (a device copy for a GPU tensor; `clone` would share it).
+    pub fn deep_copy(&self) -> anyhow::Result<Tensor> {
+        match &self.storage {
+            Storage::Cpu(_) => Ok(self.clone()),
+            Storage::Cuda(c) => Ok(Tensor::from_gpu(&c.gpu, c.gpu.copy_reshaped(&c.t, &self.shape)?)),
+        }
+    }
+
     /// This tensor on `backend`: an upload, a download, or a cheap clone when it is already there.
     pub fn to_backend(&self, backend: &Backend) -> anyhow::Result<Tensor> {
         match (backend, &self.storage) {

@@ -173,16 +173,9 @@ fn mtcool_with_attention_fusion_keeps_the_other_extractor_and_trains_the_fusion(
         let f1 = values(&m, &fusion1);
         let cfg = MtCoolConfig { mode: Mode::Full, b: 1e-2, noise_samples: 1, inner_steps: 1, seed: 5 };
         let mut opt = Optimizer::sgd(SgdConfig { lr: 0.05, momentum: 0.0, weight_decay: 0.0 });
-        mtcool::mtl::mtcool::task_substep(
-            &mut m,
-            &mut opt,
-            &b.place(&Backend::Cpu, &obj).unwrap(),
-            &obj,
-            0,
-            &cfg,
-            TaskId(0),
-        )
-        .unwrap();
+        let placed = b.place(&Backend::Cpu, &obj).unwrap();
+        mtcool::mtl::mtcool::task_substep(&mut m, &mut opt, &placed.x, &placed.targets, &obj, 0, &cfg, TaskId(0))
+            .unwrap();
         assert_eq!(theta2, values(&m, m.extractor_params(TaskId(1))), "task 1's sub-step moved θ2");
         assert_ne!(f1, values(&m, &fusion1), "task 1's fusion attention did not train");
         let s = mtcool_step(&mut m, &mut opt, &b, &obj, 1, &cfg).unwrap().host().unwrap();
@@ -210,7 +203,7 @@ fn each_new_method_trains_on_synthetic_fundus_and_reevaluates() {
         assert_ok(&run_mtcool(&args), name);
         let s = read_json(&run.join("summary.json"));
         assert!(s["metrics"][0]["dice_disc"].as_f64().is_some_and(f64::is_finite), "{name}: {s}");
-        assert_ok(&run_mtcool(&["eval", "--run", r]), &format!("{name}: eval"));
+        assert!(common::assert_eval_reproduces(&run) >= 6, "{name}: too few metrics compared");
     }
 }
 

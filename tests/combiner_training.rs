@@ -236,7 +236,7 @@ fn each_method_trains_on_synthetic_fundus_with_finite_metrics() {
             }
         }
         assert!(s["metrics"][0]["dice_cup"].is_number() && s["metrics"][1]["acc"].is_number(), "{m}: {s}");
-        assert_ok(&run_mtcool(&["eval", "--run", r]), &format!("{m}: eval"));
+        assert!(common::assert_eval_reproduces(&run) >= 6, "{m}: too few metrics compared");
     }
 }
 

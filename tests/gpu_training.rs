@@ -480,3 +480,51 @@ fn bench_and_profile_run_on_the_gpu() {
     assert!(conv["gflop_s"].as_f64().unwrap() > 0.0 && conv["calls"] == 12.0, "{conv}");
     assert!(p["peaks"]["sgemm_gflop_s"].as_f64().unwrap() > 0.0 && p["peaks"]["copy_gb_s"].as_f64().unwrap() > 0.0);
 }
+
+/// metrics.jsonl without the timings.
+fn metrics_no_time(run: &Path) -> Vec<serde_json::Value> {
+    json_lines(&run.join("metrics.jsonl"))
+        .into_iter()
+        .map(|mut v| {
+            v.as_object_mut().unwrap().remove("seconds");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn a_captured_step_replays_to_the_same_weights() {
+    let Some(_) = emu_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // 10 examples in batches of 4: the third batch of each epoch is short and runs eagerly.
+    let small = ["--task", "fundus", "--size", "32", "--limit-train", "10", "--batch-size", "4", "--limit-test", "4"];
+    let methods: [&[&str]; 3] = [
+        &["--method", "mtcool", "--noise-samples", "2", "--inner-steps", "2", "--b", "0.05"],
+        &["--method", "joint"],
+        &["--method", "mtcool", "--fusion", "attention", "--optimizer", "sgd", "--b", "0.05"],
+    ];
+    for (i, m) in methods.iter().enumerate() {
+        let args = [&small[..], m, &["--epochs", "3", "--seed", "6"]].concat();
+        let (eager, graph) = (tmp.path().join(format!("eager{i}")), tmp.path().join(format!("graph{i}")));
+        ok(train_cmd("cuda", &args, &eager).output().unwrap());
+        ok(train_cmd("cuda", &[&args[..], &["--graph"]].concat(), &graph).output().unwrap());
+        let replays = json(&graph.join("summary.json"))["graph_replays"].as_u64().unwrap();
+        assert!(replays >= 3, "{m:?}: only {replays} steps replayed the graph");
+        let (a, b) =
+            (fs::read(eager.join("model.safetensors")).unwrap(), fs::read(graph.join("model.safetensors")).unwrap());
+        assert!(a == b, "{m:?}: the captured step's weights differ from the uncaptured step's");
+        assert_eq!(metrics_no_time(&eager), metrics_no_time(&graph), "{m:?}");
+    }
+    // What cannot be captured is refused before anything is written.
+    for (extra, device, why) in [
+        (&["--graph"][..], "cpu", "--graph needs --device cuda"),
+        (&["--graph", "--method", "pcgrad"][..], "cuda", "gradient combiner runs on the host"),
+        (&["--graph", "--skip-nonfinite"][..], "cuda", "--skip-nonfinite"),
+    ] {
+        let out = tmp.path().join("refused");
+        let o = train_cmd(device, &[&small[..], extra].concat(), &out).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.lines().any(|l| l.starts_with("error:") && l.contains(why)), "{err}");
+        assert!(!out.exists(), "{extra:?}: the run folder was created");
+    }
+}

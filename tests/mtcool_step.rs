@@ -53,7 +53,7 @@ fn task1_substep_moves_theta1_and_phi1_only() {
     let mut opt = sgd(0.1);
     let b = batch(1);
     let placed = b.place(&Backend::Cpu, &obj()).unwrap();
-    task_substep(&mut m, &mut opt, &placed, &obj(), 0, &cfg(Mode::Full, 0.05, 3), t1).unwrap();
+    task_substep(&mut m, &mut opt, &placed.x, &placed.targets, &obj(), 0, &cfg(Mode::Full, 0.05, 3), t1).unwrap();
     assert_eq!(values(&m, m.extractor_params(t2)), theta2, "θ2 changed during task 1's sub-step");
     assert_eq!(values(&m, m.head_params(t2)), phi2, "φ2 changed during task 1's sub-step");
     assert!(max_abs_diff(&values(&m, m.extractor_params(t1)), &theta1) > 0.0, "θ1 did not move");
@@ -124,4 +124,41 @@ fn noise_samples_and_inner_steps_change_the_step() {
     let base = step_with(1, 1);
     assert_ne!(base, step_with(3, 1));
     assert_ne!(base, step_with(1, 2));
+}
+
+#[test]
+fn task2_substep_moves_theta2_and_phi2_only() {
+    let mut m = model(Fusion::Concat);
+    let (t1, t2) = (TaskId(0), TaskId(1));
+    let theta1 = values(&m, m.extractor_params(t1));
+    let phi1 = values(&m, m.head_params(t1));
+    let theta2 = values(&m, m.extractor_params(t2));
+    let b = batch(2);
+    let placed = b.place(&Backend::Cpu, &obj()).unwrap();
+    task_substep(&mut m, &mut sgd(0.1), &placed.x, &placed.targets, &obj(), 0, &cfg(Mode::Full, 0.05, 3), t2).unwrap();
+    assert_eq!(values(&m, m.extractor_params(t1)), theta1, "θ1 changed during task 2's sub-step");
+    assert_eq!(values(&m, m.head_params(t1)), phi1, "φ1 changed during task 2's sub-step");
+    assert!(max_abs_diff(&values(&m, m.extractor_params(t2)), &theta2) > 0.0, "θ2 did not move");
+}
+
+#[test]
+fn with_two_inner_steps_the_box_is_around_the_outer_snapshot() {
+    // Steps large enough that each inner step alone would leave the box: a box re-centred at every
+    // inner step would let θ drift up to 2b; the outer iteration's box keeps it within b.
+    let b = 1e-3;
+    let mut m = model(Fusion::Concat);
+    let t1 = TaskId(0);
+    let before = values(&m, m.extractor_params(t1));
+    let c = MtCoolConfig { mode: Mode::Full, b, noise_samples: 1, inner_steps: 2, seed: 3 };
+    let batch = batch(4);
+    let placed = batch.place(&Backend::Cpu, &obj()).unwrap();
+    task_substep(&mut m, &mut sgd(0.5), &placed.x, &placed.targets, &obj(), 0, &c, t1).unwrap();
+    let moved = max_abs_diff(&values(&m, m.extractor_params(t1)), &before);
+    assert!(moved <= b * (1.0 + 1e-5), "θ1 moved {moved} > b = {b} over two inner steps");
+    assert!(moved > 0.9 * b, "the box never bound ({moved}): the test could not tell the snapshots apart");
+    // The same two inner steps without the box move further than 2b would allow for one re-centred box.
+    let mut free = model(Fusion::Concat);
+    let c = MtCoolConfig { mode: Mode::Noreg, ..c };
+    task_substep(&mut free, &mut sgd(0.5), &placed.x, &placed.targets, &obj(), 0, &c, t1).unwrap();
+    assert!(max_abs_diff(&values(&free, free.extractor_params(t1)), &before) > 2.0 * b);
 }

@@ -64,7 +64,7 @@ fn projected_steps_stay_in_the_box_around_the_snapshot() {
     for mut opt in optimisers() {
         let (mut s, ids) = random_store(&mut rng);
         let b = 0.05;
-        let bx = BoxProjection::snapshot(&s, &ids, b);
+        let bx = BoxProjection::snapshot(&s, &ids, b).unwrap();
         let snap: Vec<Tensor> = ids.iter().map(|&id| s.value(id).clone()).collect();
         let mut clamped = 0;
         for _ in 0..5 {
@@ -87,7 +87,7 @@ fn projection_with_a_huge_box_is_a_no_op() {
         let (mut free, ids) = random_store(&mut rng);
         let mut boxed = free.clone();
         let (mut o1, mut o2) = (optimisers().remove(k), optimisers().remove(k));
-        let bx = BoxProjection::snapshot(&boxed, &ids, 1e6);
+        let bx = BoxProjection::snapshot(&boxed, &ids, 1e6).unwrap();
         for _ in 0..4 {
             o1.step(&mut free, &ids, None).unwrap();
             o2.step(&mut boxed, &ids, Some(&bx)).unwrap();
@@ -103,7 +103,7 @@ fn parameters_outside_the_box_are_not_clamped() {
     let mut rng = StdRng::seed_from_u64(3);
     let (mut s, ids) = random_store(&mut rng);
     let before = s.value(ids[1]).clone();
-    let bx = BoxProjection::snapshot(&s, &ids[..1], 1e-4);
+    let bx = BoxProjection::snapshot(&s, &ids[..1], 1e-4).unwrap();
     let mut opt = Optimizer::sgd(SgdConfig { lr: 1.0, momentum: 0.0, weight_decay: 0.0 });
     opt.step(&mut s, &ids, Some(&bx)).unwrap();
     let moved = s.value(ids[1]).zip(&before, |a, b| (a - b).abs()).data().iter().cloned().fold(0.0, f32::max);

@@ -166,11 +166,18 @@ const SMALL: [&str; 18] = [
 #[test]
 fn nonfinite_step_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    for (hook, what) in
-        [("9", "non-finite loss (NaN) in task 1"), ("9:input", "non-finite gradient of shared.extractor")]
-    {
-        let run = tmp.path().join(hook.replace(':', "-"));
-        let out = cmd(&SMALL, &run).env("MTCOOL_INJECT_NAN_AT_STEP", hook).output().unwrap();
+    // Joint: a NaN loss, an infinite bias (its softmax is NaN), a NaN input (finite loss, NaN
+    // gradients); MT-CooL: a NaN in task 1's sub-step and one in task 2's.
+    let mtcool = [&SMALL[..16], &["--method", "mtcool"]].concat();
+    for (args, hook, what) in [
+        (&SMALL[..], "9", "non-finite loss (NaN) in task 1"),
+        (&SMALL[..], "9:inf", "non-finite loss (NaN) in task 1"),
+        (&SMALL[..], "9:input", "non-finite gradient of shared.extractor"),
+        (&mtcool[..], "9", "non-finite loss (NaN) in task 1"),
+        (&mtcool[..], "9:task2", "non-finite loss (NaN) in task 2"),
+    ] {
+        let run = tmp.path().join(format!("{}-{}", args[17], hook.replace(':', "-")));
+        let out = cmd(args, &run).env("MTCOOL_INJECT_NAN_AT_STEP", hook).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{err}");
         let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();

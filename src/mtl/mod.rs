@@ -152,18 +152,30 @@ pub fn task_loss(tape: &mut Tape, logits: Var, targets: &Targets, spec: TaskSpec
 /// One step on L1 + L2 over every parameter (Joint shares the extractor; Independent shares nothing, so
 /// this equals two separate steps).
 pub fn summed_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective) -> Result<StepOut> {
+    let placed = batch.place(&model.store.backend(), obj)?;
+    summed_step_on(model, opt, &placed.x, &placed.targets, obj)
+}
+
+/// [`summed_step`] on a batch already placed on the model's device (`x`, `targets`): what a CUDA
+/// graph captures.
+pub fn summed_step_on(
+    model: &mut MultiTaskModel,
+    opt: &mut Optimizer,
+    x: &Tensor,
+    targets: &[Targets; 2],
+    obj: &Objective,
+) -> Result<StepOut> {
     let params = model.all_params();
     model.store.zero_grad(&params)?;
-    let placed = batch.place(&model.store.backend(), obj)?;
     let stats = {
         let mut tape = Tape::new();
-        let x = tape.constant(placed.x.into_owned());
+        let x = tape.constant(x.clone());
         let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train])?;
-        let l1 = obj.loss(&mut tape, TaskId(0), logits[0], &placed.targets[0])?;
-        let l2 = obj.loss(&mut tape, TaskId(1), logits[1], &placed.targets[1])?;
+        let l1 = obj.loss(&mut tape, TaskId(0), logits[0], &targets[0])?;
+        let l2 = obj.loss(&mut tape, TaskId(1), logits[1], &targets[1])?;
         let total = tape.add(l1, l2)?;
         tape.backward(total)?.accumulate_into(&mut model.store)?;
-        let correct = |t: usize| dispatch::count_correct(tape.value(logits[t]), &placed.targets[t].labels);
+        let correct = |t: usize| dispatch::count_correct(tape.value(logits[t]), &targets[t].labels);
         StepOut { loss: [tape.value(l1).clone(), tape.value(l2).clone()], correct: [correct(0)?, correct(1)?] }
     };
     opt.step(&mut model.store, &params, None)?;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use anyhow::Result;
 
-use super::{Batch, Objective, Placed, StepOut};
+use super::{Batch, Objective, StepOut, Targets};
 use crate::backend::dispatch;
 use crate::model::{MultiTaskModel, Read, TaskId};
 use crate::noise::{stream, NoiseKey};
@@ -62,8 +62,22 @@ pub fn mtcool_step(
     cfg: &MtCoolConfig,
 ) -> Result<StepOut> {
     let placed = batch.place(&model.store.backend(), obj)?;
-    let (l1, c1) = task_substep(model, opt, &placed, obj, step, cfg, TaskId(0))?;
-    let (l2, c2) = task_substep(model, opt, &placed, obj, step, cfg, TaskId(1))?;
+    mtcool_step_on(model, opt, &placed.x, &placed.targets, obj, step, cfg)
+}
+
+/// [`mtcool_step`] on a batch already placed on the model's device: what a CUDA graph captures.
+#[allow(clippy::too_many_arguments)]
+pub fn mtcool_step_on(
+    model: &mut MultiTaskModel,
+    opt: &mut Optimizer,
+    x: &Tensor,
+    targets: &[Targets; 2],
+    obj: &Objective,
+    step: u32,
+    cfg: &MtCoolConfig,
+) -> Result<StepOut> {
+    let (l1, c1) = task_substep(model, opt, x, targets, obj, step, cfg, TaskId(0))?;
+    let (l2, c2) = task_substep(model, opt, x, targets, obj, step, cfg, TaskId(1))?;
     Ok(StepOut { loss: [l1, l2], correct: [c1, c2] })
 }
 
@@ -75,7 +89,8 @@ pub fn mtcool_step(
 pub fn task_substep(
     model: &mut MultiTaskModel,
     opt: &mut Optimizer,
-    batch: &Placed<'_>,
+    x: &Tensor,
+    targets: &[Targets; 2],
     obj: &Objective,
     step: u32,
     cfg: &MtCoolConfig,
@@ -84,7 +99,7 @@ pub fn task_substep(
     let own = model.extractor_params(t).to_vec();
     let trainable: Vec<_> = own.iter().chain(model.head_params(t)).copied().collect();
     let noisy = cfg.mode != Mode::Vanilla;
-    let bbox = (cfg.mode == Mode::Full).then(|| BoxProjection::snapshot(&model.store, &own, cfg.b));
+    let bbox = (cfg.mode == Mode::Full).then(|| BoxProjection::snapshot(&model.store, &own, cfg.b)).transpose()?;
     let k_samples = cfg.noise_samples.max(1);
     let (mut loss, mut correct): (Option<Tensor>, Option<Tensor>) = (None, None);
     for r in 0..cfg.inner_steps.max(1) {
@@ -96,12 +111,12 @@ pub fn task_substep(
             let mut reads = [Read::Train; 2];
             reads[t.other().0] = frozen;
             let mut tape = Tape::new();
-            let x = tape.constant(batch.x.as_ref().clone());
+            let x = tape.constant(x.clone());
             let logits = model.forward_task(&mut tape, x, t, reads)?;
             if k + 1 == k_samples {
-                correct = Some(dispatch::count_correct(tape.value(logits), &batch.targets[t.0].labels)?);
+                correct = Some(dispatch::count_correct(tape.value(logits), &targets[t.0].labels)?);
             }
-            let l = obj.loss(&mut tape, t, logits, &batch.targets[t.0])?;
+            let l = obj.loss(&mut tape, t, logits, &targets[t.0])?;
             let l = tape.scale(l, 1.0 / k_samples as f32)?;
             // Σ_k in sample order, in f32, starting from the first sample's value (as 0 + l_0 would).
             loss = Some(match loss {

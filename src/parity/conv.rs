@@ -4,6 +4,8 @@
 
 use anyhow::Result;
 
+use crate::backend::cuda::StepScalars;
+
 use super::{Ctx, F32_TOL};
 use crate::backend::cpu::conv::{self as cpu, Conv2dCfg};
 use crate::noise::NoiseKey;
@@ -97,6 +99,14 @@ fn conv_case(c: &mut Ctx, case: Case, with_bias: bool, noisy: bool) -> Result<()
         let want = cpu::conv2d_forward(&x, &wp, Some(&bp), cfg);
         let y = c.gpu.conv2d_forward_noisy(&gx, &gw, Some(&gb), cfg, key, radius, w_offset, b_offset)?;
         c.check("conv2d_forward_noisy", &name, &y, &want, F32_TOL)?;
+        // The graph path: the step number read from device memory, not from the (wrong) argument.
+        let step = c.gpu.upload_labels(&[key.step])?;
+        let scalars = StepScalars { step_ptr: c.gpu.device_addr(&step), hyper_ptr: 0, max_slots: 0 };
+        c.gpu.begin_step_capture(scalars);
+        let wrong = NoiseKey { step: key.step + 1, ..key };
+        let y = c.gpu.conv2d_forward_noisy(&gx, &gw, Some(&gb), cfg, wrong, radius, w_offset, b_offset);
+        c.gpu.end_step_capture();
+        c.check("conv2d_forward_noisy (step from device memory)", &name, &y?, &want, F32_TOL)?;
     }
 
     let dy = c.nonzero(want.shape());

@@ -3,6 +3,8 @@
 
 use anyhow::Result;
 
+use crate::backend::cuda::StepScalars;
+
 use super::{Ctx, F32_TOL, TF32_TOL};
 use crate::backend::cpu::{gemm, linear};
 use crate::noise::NoiseKey;
@@ -111,6 +113,13 @@ fn linear_case(c: &mut Ctx, n: usize, fin: usize, fout: usize, with_bias: bool) 
     let y = c.gpu.linear_forward_noisy(&gx, &gw, gbias, key, radius, w_offset, b_offset)?;
     let want = linear::linear_forward(&x, &wp, if with_bias { Some(&bp) } else { None });
     c.check("linear_forward_noisy", &case, &y, &want, F32_TOL)?;
+    // The graph path: the step number read from device memory, not from the (wrong) argument.
+    let step = c.gpu.upload_labels(&[key.step])?;
+    c.gpu.begin_step_capture(StepScalars { step_ptr: c.gpu.device_addr(&step), hyper_ptr: 0, max_slots: 0 });
+    let wrong = NoiseKey { step: key.step + 1, ..key };
+    let y = c.gpu.linear_forward_noisy(&gx, &gw, gbias, wrong, radius, w_offset, b_offset);
+    c.gpu.end_step_capture();
+    c.check("linear_forward_noisy (step from device memory)", &case, &y?, &want, F32_TOL)?;
 
     let dy = c.nonzero(&[n, fout]);
     let (dx, dw, db) = c.gpu.linear_backward(&gx, &gw, &c.upload(&dy)?)?;

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::elementwise::SIZES;
 use super::Ctx;
-use crate::backend::cuda::GpuBox;
+use crate::backend::cuda::{GpuBox, StepScalars};
 use crate::optim::{adam_update, sgd_update, AdamConfig, SgdConfig};
 use crate::Tensor;
 
@@ -21,7 +21,7 @@ pub fn run(c: &mut Ctx) -> Result<()> {
             for step in 0..3 {
                 let grad = c.nonzero(&[n]);
                 let bbox = project.then_some(GpuBox { snapshot: &dsnap, b });
-                c.gpu.sgd_step(&mut dtheta, &mut dvel, &c.upload(&grad)?, sgd, bbox)?;
+                c.gpu.sgd_step(&mut dtheta, &mut dvel, &c.upload(&grad)?, sgd, bbox, None)?;
                 sgd_update(theta.data_mut(), grad.data(), vel.data_mut(), sgd, project.then_some((snap.data(), b)));
                 let case = format!("n={n} project={project} step={step}");
                 c.check_exact("sgd_step θ", &case, &dtheta, &theta)?;
@@ -35,7 +35,7 @@ pub fn run(c: &mut Ctx) -> Result<()> {
                 let grad = c.nonzero(&[n]);
                 let (bc1, bc2) = (1.0 - adam.beta1.powi(t), 1.0 - adam.beta2.powi(t));
                 let bbox = project.then_some(GpuBox { snapshot: &dsnap, b });
-                c.gpu.adam_step(&mut dtheta, &mut dm, &mut dv, &c.upload(&grad)?, adam, bc1, bc2, bbox)?;
+                c.gpu.adam_step(&mut dtheta, &mut dm, &mut dv, &c.upload(&grad)?, adam, bc1, bc2, bbox, None)?;
                 let cbox = project.then_some((snap.data(), b));
                 adam_update(theta.data_mut(), grad.data(), m.data_mut(), v.data_mut(), adam, bc1, bc2, cbox);
                 let case = format!("n={n} project={project} t={t}");
@@ -45,5 +45,37 @@ pub fn run(c: &mut Ctx) -> Result<()> {
             }
         }
     }
+    hyper_from_device(c, sgd, adam)
+}
+
+/// The graph path: with step scalars installed (as during a capture; here the launches run at once),
+/// each launch reads [lr, bc1, bc2] from its slot, not from its (deliberately wrong) arguments.
+fn hyper_from_device(c: &mut Ctx, sgd: SgdConfig, adam: AdamConfig) -> Result<()> {
+    let n = 1000;
+    let (bc1, bc2) = (1.0 - adam.beta1.powi(2), 1.0 - adam.beta2.powi(2));
+    let table = c.upload(&Tensor::new(&[6], vec![sgd.lr, 1.0, 1.0, adam.lr, bc1, bc2])?)?;
+    let step = c.gpu.upload_labels(&[0])?;
+    let (theta, grad) = (c.nonzero(&[n]), c.nonzero(&[n]));
+    let scalars =
+        StepScalars { step_ptr: c.gpu.device_addr(&step), hyper_ptr: c.gpu.device_addr(&table.buf), max_slots: 2 };
+    c.gpu.begin_step_capture(scalars);
+    let wrong_sgd = SgdConfig { lr: 9.0, ..sgd };
+    let wrong_adam = AdamConfig { lr: 9.0, ..adam };
+    let (mut dtheta, mut dvel) = (c.upload(&theta)?, c.upload(&Tensor::zeros(&[n]))?);
+    let ran = c.gpu.sgd_step(&mut dtheta, &mut dvel, &c.upload(&grad)?, wrong_sgd, None, Some(0)).and_then(|_| {
+        let (mut dth2, mut dm, mut dv) =
+            (c.upload(&theta)?, c.upload(&Tensor::zeros(&[n]))?, c.upload(&Tensor::zeros(&[n]))?);
+        c.gpu.adam_step(&mut dth2, &mut dm, &mut dv, &c.upload(&grad)?, wrong_adam, 0.5, 0.5, None, Some(1))?;
+        Ok(dth2)
+    });
+    let owners = c.gpu.end_step_capture();
+    let dth2 = ran?;
+    let (mut want, mut vel) = (theta.clone(), Tensor::zeros(&[n]));
+    sgd_update(want.data_mut(), grad.data(), vel.data_mut(), sgd, None);
+    c.check_exact("sgd_step θ (lr from the step's slot)", "n=1000", &dtheta, &want)?;
+    let (mut want, mut m, mut v) = (theta.clone(), Tensor::zeros(&[n]), Tensor::zeros(&[n]));
+    adam_update(want.data_mut(), grad.data(), m.data_mut(), v.data_mut(), adam, bc1, bc2, None);
+    c.check_exact("adam_step θ (lr, bc1, bc2 from the step's slot)", "n=1000", &dth2, &want)?;
+    c.record("optimiser slot owners", "sgd 0, adam 1", if owners == [0, 1] { 0.0 } else { f64::INFINITY }, 0.0);
     Ok(())
 }

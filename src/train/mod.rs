@@ -7,6 +7,7 @@ pub mod bench;
 pub mod compare;
 pub mod config;
 pub mod data;
+pub mod graph;
 pub mod pictures;
 pub mod plot;
 pub mod report;
@@ -58,11 +59,13 @@ pub struct RunOptions {
     pub skip_nonfinite: bool,
     /// Go on from the newest usable checkpoint in the run folder instead of starting over.
     pub resume: bool,
+    /// Capture the step into a CUDA graph and replay it (`graph.rs`; GPU only, same results).
+    pub graph: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { checkpoint_every: None, keep_checkpoints: 3, skip_nonfinite: false, resume: false }
+        RunOptions { checkpoint_every: None, keep_checkpoints: 3, skip_nonfinite: false, resume: false, graph: false }
     }
 }
 
@@ -74,24 +77,44 @@ impl RunOptions {
         if self.keep_checkpoints == 0 {
             bail!("--keep-checkpoints must be at least 1");
         }
+        if self.graph && self.skip_nonfinite {
+            bail!("--graph cannot undo a step: --skip-nonfinite needs the uncaptured step (drop --graph)");
+        }
         Ok(())
     }
 }
 
 /// Test hook: `MTCOOL_INJECT_NAN_AT_STEP=N` sets task 1's output bias to NaN just before global step N
-/// (1-based, as in the non-finite messages), so that step's task-1 loss is NaN; `N:input` instead fills
-/// the step's input batch with NaN (the loss stays finite through the ReLUs, the gradients do not).
+/// (1-based, as in the non-finite messages), so that step's task-1 loss is NaN; `N:inf` sets it to +∞
+/// instead, `N:task2` poisons task 2's output bias (its loss, in MT-CooL its own sub-step), and
+/// `N:input` fills the step's input batch with NaN (the loss stays finite through the ReLUs, the
+/// gradients do not).
 pub const INJECT_NAN_ENV: &str = "MTCOOL_INJECT_NAN_AT_STEP";
 
-/// The step and kind (`true`: input) of [`INJECT_NAN_ENV`], if set.
-fn nan_injection() -> Option<(u32, bool)> {
+/// What [`INJECT_NAN_ENV`] poisons.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Injection {
+    Input,
+    /// The last parameter of task `task`'s head set to `value`.
+    Bias {
+        task: usize,
+        value: f32,
+    },
+}
+
+/// The step and target of [`INJECT_NAN_ENV`], if set.
+fn nan_injection() -> Option<(u32, Injection)> {
     let v = std::env::var(INJECT_NAN_ENV).ok()?;
-    let (n, input) = match v.trim().split_once(':') {
-        Some((n, "input")) => (n, true),
-        Some(_) => return None,
-        None => (v.trim(), false),
+    let v = v.trim();
+    let (n, kind) = v.split_once(':').unwrap_or((v, ""));
+    let kind = match kind {
+        "" => Injection::Bias { task: 0, value: f32::NAN },
+        "inf" => Injection::Bias { task: 0, value: f32::INFINITY },
+        "task2" => Injection::Bias { task: 1, value: f32::NAN },
+        "input" => Injection::Input,
+        _ => return None,
     };
-    Some((n.parse().ok()?, input))
+    Some((n.parse().ok()?, kind))
 }
 
 /// The order of the training examples in `epoch`: a function of (seed, epoch) only, so a resumed run

@@ -81,6 +81,10 @@ pub struct Summary {
     /// GPU runs: the caching allocator's byte counts at the end (peak and live bytes, driver allocations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory: Option<crate::backend::cuda::MemoryStats>,
+    /// `--graph` runs: steps run by replaying the captured graph (the others ran eagerly: the warm-up
+    /// and batches of another size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_replays: Option<u64>,
 }
 
 /// Test metrics of both tasks (clean weights, no gradient), run where the model lives (each batch's

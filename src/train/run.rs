@@ -11,9 +11,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use super::data::{self, TaskData, TaskKind, TaskSetup};
+use super::graph::GraphStep;
 use super::{
     describe, evaluate, nan_injection, nonfinite, objective, pictures, plot, resume, train_step, write_json, EpochAcc,
-    EpochMetrics, RunOptions, Summary, TrainConfig, EVAL_BATCH,
+    EpochMetrics, Injection, RunOptions, Summary, TrainConfig, EVAL_BATCH,
 };
 use crate::backend::Backend;
 use crate::checkpoint;
@@ -42,9 +43,11 @@ pub(super) struct Run<'a> {
     metrics_file: fs::File,
     bar: indicatif::ProgressBar,
     start: Instant,
-    inject_nan: Option<(u32, bool)>,
+    inject_nan: Option<(u32, Injection)>,
     /// Counted steps not read back yet: their stats (on the device), examples and items per task.
     pending: Vec<(StepOut, usize, [usize; 2])>,
+    /// `--graph`: the captured step.
+    graph: Option<GraphStep>,
 }
 
 impl<'a> Run<'a> {
@@ -59,6 +62,17 @@ impl<'a> Run<'a> {
     ) -> Result<Run<'a>> {
         cfg.validate()?;
         opts.validate()?;
+        let graph = match (opts.graph, backend) {
+            (false, _) => None,
+            (true, Backend::Cuda(gpu)) => {
+                super::graph::check(cfg, backend)?;
+                Some(GraphStep::new(gpu.clone()))
+            }
+            (true, Backend::Cpu) => {
+                super::graph::check(cfg, backend)?;
+                None
+            }
+        };
         let (train_set, test_set) = data::load(&cfg.data)?;
         let setup = data::setup(cfg.data.task);
         let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size) as u32;
@@ -128,6 +142,7 @@ impl<'a> Run<'a> {
             start: Instant::now(),
             inject_nan: nan_injection(),
             pending: vec![],
+            graph,
         })
     }
 
@@ -143,16 +158,19 @@ impl<'a> Run<'a> {
             .skip_nonfinite
             .then(|| (self.model.store.iter().map(|p| p.value.clone()).collect::<Vec<_>>(), self.opt.clone()));
         match self.inject_nan {
-            Some((n, true)) if n == pos.global_step + 1 => batch.x.data_mut().fill(f32::NAN),
-            Some((n, false)) if n == pos.global_step + 1 => {
-                let bias = *self.model.head_params(TaskId(0)).last().expect("a head has parameters");
-                let nan = crate::Tensor::full(self.model.store.value(bias).shape(), f32::NAN);
-                self.model.store.set_value(bias, &nan)?;
+            Some((n, Injection::Input)) if n == pos.global_step + 1 => batch.x.data_mut().fill(f32::NAN),
+            Some((n, Injection::Bias { task, value })) if n == pos.global_step + 1 => {
+                let bias = *self.model.head_params(TaskId(task)).last().expect("a head has parameters");
+                let bad = crate::Tensor::full(self.model.store.value(bias).shape(), value);
+                self.model.store.set_value(bias, &bad)?;
             }
             _ => {}
         }
         self.opt.set_lr(cfg.lr_at(pos.global_step, cfg.epochs * self.steps_per_epoch));
-        let s = train_step(cfg, &mut self.model, &mut self.opt, &batch, &self.objective, pos.global_step)?;
+        let s = match &mut self.graph {
+            Some(g) => g.step(cfg, &mut self.model, &mut self.opt, &batch, &self.objective, pos.global_step)?,
+            None => train_step(cfg, &mut self.model, &mut self.opt, &batch, &self.objective, pos.global_step)?,
+        };
         if let Some(bad) = nonfinite(&s, &self.model)? {
             let at = format!(
                 "{bad} at epoch {epoch}, step {} of {} (global step {})",
@@ -284,6 +302,7 @@ impl<'a> Run<'a> {
                 Backend::Cuda(gpu) => Some(gpu.memory_stats()),
                 Backend::Cpu => None,
             },
+            graph_replays: self.graph.as_ref().map(|g| g.replays),
         };
         write_json(&out.join("summary.json"), &summary)?;
         checkpoint::write_atomic(&out.join("curves.svg"), plot::curves_svg(&pos.history).as_bytes())?;

@@ -109,3 +109,31 @@ pub fn assert_ok(o: &std::process::Output, what: &str) {
 pub fn read_json(p: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
+
+/// Re-evaluates a finished run folder in process (`mtcool::train::eval_run`: reloads model.safetensors,
+/// rebuilds the test split from config.json) and asserts that every metric in its summary.json comes
+/// out numerically the same (summary.json's `null` is a NaN metric), and that no metric is missing or
+/// extra. Returns how many metrics were compared.
+#[allow(dead_code)]
+pub fn assert_eval_reproduces(run: &std::path::Path) -> usize {
+    let (_, metrics) = mtcool::train::eval_run(run, None).expect("re-evaluating the run");
+    let summary = read_json(&run.join("summary.json"));
+    let mut compared = 0;
+    for (t, got) in metrics.iter().enumerate() {
+        let want = summary["metrics"][t].as_object().expect("summary.json metrics");
+        assert!(!want.is_empty(), "task {}: summary.json has no metrics", t + 1);
+        let (mut a, mut b): (Vec<&String>, Vec<&String>) = (want.keys().collect(), got.keys().collect());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "task {}: metric names differ", t + 1);
+        for (k, v) in want {
+            let g = got[k];
+            match v.as_f64() {
+                Some(w) => assert!(g == w, "task {} {k}: re-evaluated {g} vs summary.json {w}", t + 1),
+                None => assert!(g.is_nan(), "task {} {k}: re-evaluated {g} vs summary.json null", t + 1),
+            }
+            compared += 1;
+        }
+    }
+    compared
+}

@@ -7,6 +7,11 @@
 //!
 //! f32 tensors, f64 reduction scratch and u32 labels / argmax indices each have their own free lists.
 //!
+//! While a step is captured into a CUDA graph (`begin_capture` .. `end_capture`), the graph bakes in
+//! the addresses of every buffer it touches: buffers freed during the capture, and buffers allocated
+//! during it whenever they are freed later, go to an arena that is never handed out again (the graph's
+//! memory), so no later tensor can share an address a replay writes to.
+//!
 //! [`Gpu`]: super::Gpu
 
 use std::any::TypeId;
@@ -47,6 +52,9 @@ struct Inner {
     /// Free buffers by (element type, length); each entry is a `Vec<CudaSlice<T>>` of that T.
     free: HashMap<(TypeId, usize), Box<dyn std::any::Any + Send>>,
     stats: MemoryStats,
+    capturing: bool,
+    /// Buffers a captured graph may use: kept, never reused.
+    arena: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl BufferCache {
@@ -72,10 +80,14 @@ impl BufferCache {
         g.track_live(bytes::<T>(len));
     }
 
-    fn put<T: Element>(&self, buf: CudaSlice<T>) {
+    fn put<T: Element>(&self, buf: CudaSlice<T>, pinned: bool) {
         let mut g = self.lock();
         let len = buf.len();
         g.stats.live_bytes -= bytes::<T>(len);
+        if pinned || g.capturing {
+            g.arena.push(Box::new(buf));
+            return;
+        }
         g.stats.cached_bytes += bytes::<T>(len);
         let list = g.free.entry((TypeId::of::<T>(), len)).or_insert_with(|| Box::new(Vec::<CudaSlice<T>>::new()));
         list.downcast_mut::<Vec<CudaSlice<T>>>().expect("free list of its own type").push(buf);
@@ -83,6 +95,15 @@ impl BufferCache {
 
     pub(crate) fn stats(&self) -> MemoryStats {
         self.lock().stats
+    }
+
+    /// Starts (or ends) a graph capture: see the module notes.
+    pub(crate) fn set_capturing(&self, on: bool) {
+        self.lock().capturing = on;
+    }
+
+    fn capturing(&self) -> bool {
+        self.lock().capturing
     }
 }
 
@@ -101,11 +122,14 @@ fn bytes<T>(len: usize) -> u64 {
 pub struct GpuBuf<T: Element = f32> {
     slice: Option<CudaSlice<T>>,
     cache: Arc<BufferCache>,
+    /// Handed out during a graph capture: goes to the arena when dropped.
+    pinned: bool,
 }
 
 impl<T: Element> GpuBuf<T> {
     pub(crate) fn new(slice: CudaSlice<T>, cache: Arc<BufferCache>) -> GpuBuf<T> {
-        GpuBuf { slice: Some(slice), cache }
+        let pinned = cache.capturing();
+        GpuBuf { slice: Some(slice), cache, pinned }
     }
 }
 
@@ -125,7 +149,7 @@ impl<T: Element> DerefMut for GpuBuf<T> {
 impl<T: Element> Drop for GpuBuf<T> {
     fn drop(&mut self) {
         if let Some(s) = self.slice.take() {
-            self.cache.put(s);
+            self.cache.put(s, self.pinned);
         }
     }
 }

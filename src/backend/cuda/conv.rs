@@ -240,7 +240,7 @@ impl Gpu {
     ) -> Result<()> {
         let op = "conv2d_forward_noisy";
         let g = ConvGeom::new(op, &x.shape, &w.shape, cfg)?;
-        let noise = NoiseArgs::new(op, key, b, w, w_offset, bias, b_offset)?;
+        let noise = NoiseArgs::new(op, key, b, w, w_offset, bias, b_offset, self.captured_step_ptr())?;
         self.conv_forward_launch(op, x, w, bias, g, Some(noise), y)
     }
     #[allow(clippy::too_many_arguments)]

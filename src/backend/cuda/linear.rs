@@ -30,9 +30,11 @@ pub(super) struct NoiseArgs {
     b: f32,
     w_offset: u32,
     b_offset: u32,
+    /// Address of the step number to use instead of `step` (0: none); see [`Gpu::step_scalars`].
+    step_ptr: u64,
 }
 
-// SAFETY: plain #[repr(C)] data with the layout of the C struct MtcNoise.
+// SAFETY: plain #[repr(C)] data with the layout of the C struct MtcNoise (40 bytes).
 unsafe impl DeviceRepr for NoiseArgs {}
 
 impl NoiseArgs {
@@ -45,6 +47,7 @@ impl NoiseArgs {
         w_offset: u32,
         bias: Option<&GpuTensor>,
         b_offset: u32,
+        step_ptr: u64,
     ) -> Result<NoiseArgs> {
         ensure!(b.is_finite(), "{op}: noise radius b = {b} is not finite");
         let fits = |offset: u32, n: usize| offset as u64 + n as u64 <= 1 << 32;
@@ -60,7 +63,16 @@ impl NoiseArgs {
                 bias.numel()
             );
         }
-        Ok(NoiseArgs { seed: key.seed, step: key.step, stream: key.stream, sample: key.sample, b, w_offset, b_offset })
+        Ok(NoiseArgs {
+            seed: key.seed,
+            step: key.step,
+            stream: key.stream,
+            sample: key.sample,
+            b,
+            w_offset,
+            b_offset,
+            step_ptr,
+        })
     }
 }
 
@@ -265,7 +277,7 @@ impl Gpu {
         ensure!(win == fin, "{op}: weight {:?} expects {win} input features, x {:?} has {fin}", w.shape, x.shape);
         check_bias(op, bias, fout)?;
         ensure!(y.shape == [rows, fout], "{op}: output shape {:?}, expected [{rows}, {fout}]", y.shape);
-        let noise = NoiseArgs::new(op, key, b, w, w_offset, bias, b_offset)?;
+        let noise = NoiseArgs::new(op, key, b, w, w_offset, bias, b_offset, self.captured_step_ptr())?;
         if rows == 0 || fout == 0 {
             return Ok(());
         }

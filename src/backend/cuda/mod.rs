@@ -58,6 +58,18 @@ pub struct Gpu {
     kernel_times: Mutex<Option<Vec<(&'static str, CudaEvent, CudaEvent)>>>,
     /// Fill fresh f32 buffers with NaN (0xFF bytes) before handing them out.
     poison: std::sync::atomic::AtomicBool,
+    /// While a training step is being captured into a CUDA graph: where its kernels read their
+    /// per-step scalars, and the owner (parameter index) of each optimiser slot handed out so far.
+    step_capture: Mutex<Option<(StepScalars, Vec<usize>)>>,
+}
+
+/// Device addresses of a captured step's per-step scalars: the step number the noisy kernels read
+/// (u32), and a table of [lr, bc1, bc2] triples, one per optimiser launch, `max_slots` long.
+#[derive(Clone, Copy, Debug)]
+pub struct StepScalars {
+    pub step_ptr: u64,
+    pub hyper_ptr: u64,
+    pub max_slots: usize,
 }
 
 /// An f32 tensor in GPU memory: contiguous, row-major; `buf.len()` equals the product of `shape`.
@@ -92,6 +104,10 @@ impl Gpu {
         };
         let info = crate::device::probe(ordinal).map_err(|why| anyhow!("cannot use GPU {ordinal}: {why}"))?;
         let ctx = CudaContext::new(ordinal).with_context(|| format!("creating a CUDA context on GPU {ordinal}"))?;
+        // One stream carries all work, in order: cudarc's cross-stream event tracking is not needed, and
+        // its event records and waits would land inside a captured graph.
+        // SAFETY: no buffer exists yet, and every later one lives on this context's single stream.
+        unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().context("creating a CUDA stream")?;
         let module = ctx
             .load_module(Ptx::from_binary(fatbin.to_vec()))
@@ -116,6 +132,7 @@ impl Gpu {
             info,
             kernel_times: Mutex::default(),
             poison: Default::default(),
+            step_capture: Mutex::default(),
         })
     }
 
@@ -165,6 +182,12 @@ impl Gpu {
         let mut out = self.empty(shape)?;
         self.stream.memcpy_dtod(&*t.buf, &mut *out.buf).map_err(cuda_error("copying a tensor on the GPU"))?;
         Ok(out)
+    }
+
+    /// The device address of a buffer (for kernels that read a value through a pointer argument).
+    pub fn device_addr<T: cache::Element>(&self, buf: &GpuBuf<T>) -> u64 {
+        let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(&**buf, &self.stream);
+        ptr
     }
 
     /// Copies host values into a device buffer of the same length (no allocation).
@@ -233,6 +256,51 @@ impl Gpu {
     /// The caching allocator's byte counts (f32 tensors).
     pub fn memory_stats(&self) -> MemoryStats {
         self.cache.stats()
+    }
+
+    /// Starts handing `scalars` to the kernels that take per-step values (noise step, optimiser
+    /// hyper-parameters) instead of their by-value arguments: the launches that follow are being
+    /// captured into a graph that will be replayed with new values written there.
+    pub fn begin_step_capture(&self, scalars: StepScalars) {
+        *self.step_capture.lock().unwrap_or_else(|e| e.into_inner()) = Some((scalars, vec![]));
+    }
+
+    /// Starts (or ends) a stream capture of the following work into a CUDA graph, in relaxed mode
+    /// (buffers may still be allocated), with the caching allocator keeping every buffer the capture
+    /// touches for the graph (see `cache.rs`).
+    pub fn begin_capture(&self) -> Result<()> {
+        self.cache.set_capturing(true);
+        let mode = sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
+        self.stream.begin_capture(mode).map_err(|e| {
+            self.cache.set_capturing(false);
+            cuda_error("starting a CUDA graph capture")(e)
+        })
+    }
+
+    /// Ends the capture begun by [`Gpu::begin_capture`] and instantiates the graph.
+    pub fn end_capture(&self) -> Result<cudarc::driver::CudaGraph> {
+        let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        self.cache.set_capturing(false);
+        graph.map_err(cuda_error("ending a CUDA graph capture"))?.ok_or_else(|| anyhow!("the captured graph is empty"))
+    }
+
+    /// Stops, returning the owner of each optimiser slot taken (in launch order).
+    pub fn end_step_capture(&self) -> Vec<usize> {
+        self.step_capture.lock().unwrap_or_else(|e| e.into_inner()).take().map(|(_, o)| o).unwrap_or_default()
+    }
+
+    /// The step-number address the noisy kernels read during a capture (0 otherwise).
+    pub(crate) fn captured_step_ptr(&self) -> u64 {
+        self.step_capture.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(0, |(s, _)| s.step_ptr)
+    }
+
+    /// During a capture, the address of the next [lr, bc1, bc2] slot, noting `owner`; 0 otherwise.
+    pub(crate) fn hyper_slot(&self, owner: Option<usize>) -> Result<u64> {
+        let mut g = self.step_capture.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some((s, owners)), Some(owner)) = (g.as_mut(), owner) else { return Ok(0) };
+        ensure!(owners.len() < s.max_slots, "captured step: more than {} optimiser launches", s.max_slots);
+        owners.push(owner);
+        Ok(s.hyper_ptr + 12 * (owners.len() as u64 - 1))
     }
 
     /// Runs `f` between two CUDA events on the stream; returns its result and the events' elapsed

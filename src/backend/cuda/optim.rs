@@ -1,4 +1,5 @@
-//! Projected optimiser steps: kernels/optim.cu, CPU reference src/optim.rs.
+//! Projected optimiser steps: kernels/optim.cu, CPU reference src/optim.rs. `owner` (the parameter's
+//! index) names the launch's hyper-parameter slot while a training step is captured into a graph.
 
 use anyhow::{ensure, Result};
 
@@ -16,6 +17,7 @@ impl Gpu {
         grad: &GpuTensor,
         cfg: SgdConfig,
         bbox: Option<GpuBox<'_>>,
+        owner: Option<usize>,
     ) -> Result<()> {
         let n = theta.numel();
         ensure!(
@@ -29,6 +31,8 @@ impl Gpu {
             return Ok(());
         }
         let (n64, null) = (n as u64, 0u64);
+        // During a graph capture the launch reads lr (and Adam's bias corrections) from its slot.
+        let hyper = self.hyper_slot(owner)?;
         let (b, project) = bbox.map_or((0.0f32, 0i32), |bx| (bx.b, 1));
         self.launch("sgd_step", self.cfg(n), |l| {
             l.arg(&mut *theta.buf).arg(&mut *velocity.buf).arg(&*grad.buf);
@@ -36,7 +40,7 @@ impl Gpu {
                 Some(bx) => l.arg(&*bx.snapshot.buf),
                 None => l.arg(&null),
             };
-            l.arg(&n64).arg(&cfg.lr).arg(&cfg.momentum).arg(&cfg.weight_decay).arg(&b).arg(&project);
+            l.arg(&n64).arg(&cfg.lr).arg(&cfg.momentum).arg(&cfg.weight_decay).arg(&b).arg(&project).arg(&hyper);
         })
     }
 
@@ -53,6 +57,7 @@ impl Gpu {
         bc1: f32,
         bc2: f32,
         bbox: Option<GpuBox<'_>>,
+        owner: Option<usize>,
     ) -> Result<()> {
         let n = theta.numel();
         ensure!(
@@ -67,6 +72,8 @@ impl Gpu {
             return Ok(());
         }
         let (n64, null) = (n as u64, 0u64);
+        // During a graph capture the launch reads lr (and Adam's bias corrections) from its slot.
+        let hyper = self.hyper_slot(owner)?;
         let (b, project) = bbox.map_or((0.0f32, 0i32), |bx| (bx.b, 1));
         self.launch("adam_step", self.cfg(n), |l| {
             l.arg(&mut *theta.buf).arg(&mut *m.buf).arg(&mut *v.buf).arg(&*grad.buf);
@@ -83,7 +90,8 @@ impl Gpu {
                 .arg(&bc1)
                 .arg(&bc2)
                 .arg(&b)
-                .arg(&project);
+                .arg(&project)
+                .arg(&hyper);
         })
     }
 }
