@@ -67,6 +67,8 @@ run)
         MTCOOL_MNIST_DIR="$bundle/mnist" "$bin" bench --mode "$mode" --steps 50 --warmup 5 --device cuda --save "$dir" \
           || echo "mtcool bench failed"
         [ "$mode" = vanilla ] && python3 bench/torch_ref.py "$dir" --check --device cuda --tol 1e-4
+        MTCOOL_MNIST_DIR="$bundle/mnist" "$bin" bench --mode "$mode" --steps 50 --warmup 5 --device cuda --graph \
+          || echo "mtcool bench --graph failed"
         python3 bench/torch_ref.py "$dir" --time --compile --device cuda --steps 50 --warmup 5
       done
       echo

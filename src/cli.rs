@@ -100,6 +100,9 @@ pub struct BenchArgs {
     pub save: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     pub device: DeviceChoice,
+    /// Step through a captured CUDA graph (as `train --graph`; GPU only).
+    #[arg(long)]
+    pub graph: bool,
     /// Print JSON instead of a line.
     #[arg(long)]
     pub json: bool,
@@ -439,6 +442,9 @@ fn profile_cmd(args: &BenchArgs) -> Result<()> {
         bail!("--save applies to `mtcool bench` only");
     }
     let (cfg, msg, backend) = bench_config(args)?;
+    if args.graph {
+        bail!("--graph applies to `mtcool bench` (a profile times each op, which a graph launch hides)");
+    }
     let r = train::bench::profile(&cfg, args.warmup, args.steps, &msg, &backend)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -483,7 +489,7 @@ fn profile_cmd(args: &BenchArgs) -> Result<()> {
 
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
     let (cfg, msg, backend) = bench_config(args)?;
-    let r = train::bench::run(&cfg, args.warmup, args.steps, &msg, args.save.as_deref(), &backend)?;
+    let r = train::bench::run(&cfg, args.warmup, args.steps, &msg, args.save.as_deref(), &backend, args.graph)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

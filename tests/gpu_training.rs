@@ -317,12 +317,20 @@ fn the_frozen_extractor_gets_its_noise_inside_its_kernels() {
 }
 
 #[test]
+fn the_predictor_runs_on_the_gpu_and_mixed_devices_are_a_typed_error() {
+    let Some(out) = run_child("predictor") else { return };
+    assert_eq!(value(&out, "logits_max_diff"), "0", "GPU logits differ from the CPU's");
+    assert_eq!(value(&out, "mismatch"), "DeviceMismatch", "{out}");
+}
+
+#[test]
 #[ignore = "run by the tests above in a child process on the emulated device"]
 fn child() {
     let Ok(case) = std::env::var(CHILD) else { return };
     match case.as_str() {
         "steady_state" => steady_state(),
         "fused_noise" => fused_noise(),
+        "predictor" => predictor_and_mismatch(),
         other => panic!("unknown case {other}"),
     }
 }
@@ -468,6 +476,15 @@ fn bench_and_profile_run_on_the_gpu() {
         assert!((x - y).abs() <= LOSS_TOL * x.abs().max(1e-3), "{at}: cpu {x} gpu {y}");
     }
 
+    // With --graph: every timed step is a replay, still without a driver allocation.
+    let mut graph_args = args.to_vec();
+    graph_args[8] = "3"; // --warmup 3: two eager steps and the capture
+    graph_args.insert(1, "--graph");
+    let g = json_cmd("cuda", &graph_args);
+    assert_eq!(g["graph_replays"].as_u64(), Some(4), "3 timed steps and the capture's own replay: {g}");
+    assert_eq!(g["timed_driver_allocs"], 0, "{g}");
+    assert_eq!(g["first_losses"], gpu["first_losses"], "the eager steps are the same");
+
     let mut args = args.to_vec();
     args[0] = "profile";
     let p = json_cmd("cuda", &args);
@@ -527,4 +544,28 @@ fn a_captured_step_replays_to_the_same_weights() {
         assert!(!o.status.success() && err.lines().any(|l| l.starts_with("error:") && l.contains(why)), "{err}");
         assert!(!out.exists(), "{extra:?}: the run folder was created");
     }
+}
+
+/// The Predictor's logits on the CPU and, after `to_backend`, on the GPU; and an op given a host and a
+/// GPU tensor.
+fn predictor_and_mismatch() {
+    use child_cases::*;
+    use mtcool::backend::dispatch::{self, DeviceMismatch};
+    use mtcool::model::Method;
+    use mtcool::predict::Predictor;
+    let gpu = gpu();
+    let backend = mtcool::backend::Backend::Cuda(gpu.clone());
+    let (m, b, _) = setup(Method::Mtcool, &mtcool::backend::Backend::Cpu);
+    let mut p = Predictor::from_model(m);
+    let cpu = p.logits(&b.x).unwrap();
+    p.to_backend(&backend).unwrap();
+    let on_gpu = p.logits(&b.x).unwrap();
+    let diff = cpu.iter().zip(&on_gpu).map(|(a, g)| a.rel_err(g)).fold(0.0f64, f64::max);
+    println!("logits_max_diff={diff}");
+    let host = mtcool::Tensor::full(&[4], 1.0);
+    let dev = host.to_backend(&backend).unwrap();
+    let err = dispatch::add(&host, &dev).unwrap_err();
+    let kind = if err.downcast_ref::<DeviceMismatch>().is_some() { "DeviceMismatch" } else { "other" };
+    println!("mismatch={kind}");
+    eprintln!("{err}");
 }

@@ -52,6 +52,9 @@ pub struct BenchReport {
     pub device: String,
     /// How steps were timed: "wall clock" (CPU) or "cuda events" (GPU).
     pub timer: String,
+    /// Steps through a captured CUDA graph (`--graph`): how many of them were replays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph_replays: Option<u64>,
     /// GPU runs: driver allocations during the timed steps, and the allocator's counts at the end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timed_driver_allocs: Option<u64>,
@@ -68,6 +71,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// and where they run.
 struct Setup {
     backend: Backend,
+    graph: Option<super::graph::GraphStep>,
     model: MultiTaskModel,
     opt: Optimizer,
     batch: Batch,
@@ -91,7 +95,7 @@ fn setup(cfg: &TrainConfig, backend: &Backend) -> Result<Setup> {
     let (mut model, mut opt) = (MultiTaskModel::new(cfg.model_config(), cfg.seed), cfg.optimizer());
     model.store.to_backend(backend)?;
     opt.to_backend(backend)?;
-    Ok(Setup { backend: backend.clone(), model, opt, batch, obj })
+    Ok(Setup { backend: backend.clone(), graph: None, model, opt, batch, obj })
 }
 
 fn f32_view(shape: Vec<usize>, data: &[f32]) -> Result<TensorView<'_>, safetensors::SafeTensorError> {
@@ -113,9 +117,22 @@ pub fn run(
     device: &str,
     save: Option<&Path>,
     backend: &Backend,
+    graph: bool,
 ) -> Result<BenchReport> {
     check_counts(warmup, steps)?;
+    if graph {
+        super::graph::check(cfg, backend)?;
+        ensure!(
+            warmup as u32 > super::graph::WARMUP,
+            "--graph needs --warmup of at least {} (the eager steps and the capture are not timed)",
+            super::graph::WARMUP + 1
+        );
+    }
     let mut su = setup(cfg, backend)?;
+    su.graph = match (graph, backend) {
+        (true, Backend::Cuda(gpu)) => Some(super::graph::GraphStep::new(gpu.clone())),
+        _ => None,
+    };
     if let Some(dir) = save {
         let batch = &su.batch;
         std::fs::create_dir_all(dir)?;
@@ -141,7 +158,10 @@ fn timed_steps(cfg: &TrainConfig, su: &mut Setup, warmup: usize, steps: usize, d
     let mut times = vec![];
     let mut allocs_before_timed = 0;
     for step in 0..warmup + steps {
-        let mut one = || train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32);
+        let mut one = || match &mut su.graph {
+            Some(g) => g.step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32),
+            None => train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32),
+        };
         if step == warmup {
             allocs_before_timed = driver_allocs(&su.backend);
         }
@@ -182,6 +202,7 @@ fn timed_steps(cfg: &TrainConfig, su: &mut Setup, warmup: usize, steps: usize, d
         first_losses,
         device: device.to_string(),
         timer: if su.backend.is_cuda() { "cuda events" } else { "wall clock" }.to_string(),
+        graph_replays: su.graph.as_ref().map(|g| g.replays),
         timed_driver_allocs: su.backend.is_cuda().then(|| driver_allocs(&su.backend) - allocs_before_timed),
         gpu_memory: match &su.backend {
             Backend::Cuda(gpu) => Some(gpu.memory_stats()),
