@@ -479,9 +479,21 @@ fn profile_cmd(args: &BenchArgs) -> Result<()> {
     }
     if !r.kernels.is_empty() {
         println!("\nper kernel (CUDA events around each launch):");
-        println!("{:<34} {:>7} {:>10} {:>6}", "kernel", "calls", "µs/step", "share");
+        println!(
+            "{:<34} {:>7} {:>10} {:>6} {:>9} {:>8} {:>7}",
+            "kernel", "calls", "µs/step", "share", "GFLOP/s", "GB/s", "% peak"
+        );
         for k in &r.kernels {
-            println!("{:<34} {:>7.1} {:>10.1} {:>5.1}%", k.kernel, k.calls, k.us, k.share);
+            println!(
+                "{:<34} {:>7.1} {:>10.1} {:>5.1}% {} {} {}",
+                k.kernel,
+                k.calls,
+                k.us,
+                k.share,
+                opt(k.gflop_s, 9),
+                opt(k.gb_s, 8),
+                opt(k.peak_pct, 7)
+            );
         }
     }
     Ok(())

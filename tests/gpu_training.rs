@@ -490,6 +490,9 @@ fn bench_and_profile_run_on_the_gpu() {
     let p = json_cmd("cuda", &args);
     let kernels: Vec<&str> = p["kernels"].as_array().unwrap().iter().map(|k| k["kernel"].as_str().unwrap()).collect();
     assert!(kernels.contains(&"conv2d_forward_noisy") && kernels.contains(&"adam_step"), "{kernels:?}");
+    let row = |k: &str| p["kernels"].as_array().unwrap().iter().find(|r| r["kernel"] == k).unwrap().clone();
+    assert!(row("conv2d_forward_noisy")["gflop_s"].as_f64().unwrap() > 0.0, "matrix kernels report GFLOP/s");
+    assert!(row("adam_step")["gb_s"].as_f64().unwrap() > 0.0, "memory-bound kernels report GB/s");
     let share: f64 = p["kernels"].as_array().unwrap().iter().map(|k| k["share"].as_f64().unwrap()).sum();
     assert!((share - 100.0).abs() < 1e-6, "kernel shares sum to {share}");
     let rows = p["rows"].as_array().unwrap();

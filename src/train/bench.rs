@@ -285,6 +285,11 @@ pub struct KernelRow {
     pub us: f64,
     /// Of all kernels' time.
     pub share: f64,
+    /// Rates where the kernel's wrapper states its work (FLOPs for the matrix kernels, else bytes read
+    /// and written), and that as a % of the matching measured peak.
+    pub gflop_s: Option<f64>,
+    pub gb_s: Option<f64>,
+    pub peak_pct: Option<f64>,
 }
 
 /// One row of the profile: totals per step.
@@ -356,7 +361,7 @@ pub fn profile(
     let stats = profile::stop();
     profile::set_barrier(None);
     let kernels = match backend {
-        Backend::Cuda(gpu) => kernel_rows(gpu.stop_kernel_timing()?, steps as f64),
+        Backend::Cuda(gpu) => kernel_rows(gpu.stop_kernel_timing()?, steps as f64, &peaks),
         Backend::Cpu => vec![],
     };
     ran?;
@@ -386,22 +391,42 @@ pub fn profile(
     Ok(ProfileReport { bench, peaks, step_us, unattributed_us: (total - charged).max(0.0) / per * 1e6, rows, kernels })
 }
 
-/// Per-kernel totals per step of timed launches, largest first.
-fn kernel_rows(launches: Vec<(&'static str, f64)>, steps: f64) -> Vec<KernelRow> {
-    let mut by: std::collections::BTreeMap<&str, (u64, f64)> = Default::default();
-    for (name, us) in &launches {
-        let e = by.entry(name).or_default();
-        e.0 += 1;
-        e.1 += us;
+/// Per-kernel totals per step of timed launches (kernel, µs, FLOPs, bytes), largest first, with the
+/// rates of the kernels whose wrappers state their work, against the device's measured peaks.
+fn kernel_rows(launches: Vec<(&'static str, f64, f64, f64)>, steps: f64, peaks: &Peaks) -> Vec<KernelRow> {
+    #[derive(Default)]
+    struct Sum {
+        calls: u64,
+        us: f64,
+        flops: f64,
+        bytes: f64,
     }
-    let total: f64 = by.values().map(|v| v.1).sum::<f64>().max(1e-12);
+    let mut by: std::collections::BTreeMap<&str, Sum> = Default::default();
+    for (name, us, flops, bytes) in &launches {
+        let e = by.entry(name).or_default();
+        e.calls += 1;
+        e.us += us;
+        e.flops += flops;
+        e.bytes += bytes;
+    }
+    let total: f64 = by.values().map(|v| v.us).sum::<f64>().max(1e-12);
     let mut rows: Vec<KernelRow> = by
         .into_iter()
-        .map(|(k, (calls, us))| KernelRow {
-            kernel: k.to_string(),
-            calls: calls as f64 / steps,
-            us: us / steps,
-            share: 100.0 * us / total,
+        .map(|(k, s)| {
+            let secs = (s.us * 1e-6).max(1e-12);
+            let gflop_s = (s.flops > 0.0).then(|| s.flops / secs / 1e9);
+            let gb_s = (s.flops == 0.0 && s.bytes > 0.0).then(|| s.bytes / secs / 1e9);
+            let peak_pct =
+                gflop_s.map(|g| 100.0 * g / peaks.sgemm_gflop_s).or(gb_s.map(|g| 100.0 * g / peaks.copy_gb_s));
+            KernelRow {
+                kernel: k.to_string(),
+                calls: s.calls as f64 / steps,
+                us: s.us / steps,
+                share: 100.0 * s.us / total,
+                gflop_s,
+                gb_s,
+                peak_pct,
+            }
         })
         .collect();
     rows.sort_by(|a, b| b.us.total_cmp(&a.us));

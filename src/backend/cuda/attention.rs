@@ -55,6 +55,7 @@ impl Gpu {
         let (lda, ldb) = (if ta { m } else { k } as i32, if tb { k } else { n } as i32);
         let (m32, n32, k32) = (m as i32, n as i32, k as i32);
         let (sa, sb) = ((m * k) as u64, (k * n) as u64);
+        self.work(2.0 * (batch * m * n * k) as f64, 0.0);
         self.launch(name, cfg, |l| {
             l.arg(c).arg(a).arg(b).arg(&m32).arg(&n32).arg(&k32).arg(&lda).arg(&ldb).arg(&sa).arg(&sb);
         })

@@ -32,6 +32,7 @@ impl Gpu {
             let (numel, part_block, whole_block, off) =
                 (x.numel() as u64, (cp * inner) as u64, (c_total * inner) as u64, (offset * inner) as u64);
             if numel > 0 {
+                self.work(0.0, 8.0 * x.numel() as f64);
                 self.launch("concat_channels", self.cfg(x.numel()), |l| {
                     l.arg(&mut *y.buf).arg(&*x.buf).arg(&numel).arg(&part_block).arg(&whole_block).arg(&off);
                 })?;
@@ -70,6 +71,7 @@ impl Gpu {
             let (numel, part_block, whole_block, off) =
                 (p.numel() as u64, (cp * inner) as u64, (c_total * inner) as u64, (offset * inner) as u64);
             if numel > 0 {
+                self.work(0.0, 8.0 * p.numel() as f64);
                 self.launch("split_channels", self.cfg(p.numel()), |l| {
                     l.arg(&mut *p.buf).arg(&*dy.buf).arg(&numel).arg(&part_block).arg(&whole_block).arg(&off);
                 })?;

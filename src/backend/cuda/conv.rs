@@ -140,6 +140,7 @@ impl Gpu {
         let cfg = tile_cfg(op, g.co as usize, (g.n * g.ho * g.wo) as usize, 1)?;
         let has_bias = i32::from(bias.is_some());
         let bias_buf = bias.map_or(&*w.buf, |t| &*t.buf); // never read without a bias
+        self.work(2.0 * y.numel() as f64 * (w.numel() / g.co as usize) as f64, 0.0);
         match noise {
             None => self.launch("conv2d_forward", cfg, |l| {
                 l.arg(&mut *y.buf).arg(&*x.buf).arg(&*w.buf).arg(bias_buf).arg(&has_bias).arg(&g);
@@ -169,6 +170,7 @@ impl Gpu {
         let cfg = tile_cfg(op, g.ci as usize, (g.n * g.h * g.w) as usize, 1)?;
         let has_bias = i32::from(bias.is_some());
         let bias_buf = bias.map_or(&*w.buf, |t| &*t.buf);
+        self.work(2.0 * dy.numel() as f64 * (w.numel() / g.co as usize) as f64, 0.0);
         self.launch("conv2d_backward_data", cfg, |l| {
             l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&*w.buf).arg(bias_buf).arg(&has_bias).arg(&g);
         })
@@ -193,6 +195,7 @@ impl Gpu {
         let (splits, per) = weight_splits(m, n, k);
         let cfg = tile_cfg(op, m, n, splits)?;
         let per32 = per as i32;
+        self.work(2.0 * (m * n * k) as f64, 0.0);
         if splits == 1 {
             return self.launch("conv2d_backward_weight", cfg, |l| {
                 l.arg(&mut *dw.buf).arg(&*dy.buf).arg(&*x.buf).arg(&g).arg(&per32);

@@ -20,6 +20,7 @@ impl Gpu {
             return Ok(());
         }
         let n64 = n as u64;
+        self.work(0.0, 12.0 * n as f64);
         self.launch(name, self.cfg(n), |l| {
             l.arg(&mut *y.buf).arg(&*a.buf).arg(&*b.buf).arg(&n64);
         })
@@ -38,6 +39,7 @@ impl Gpu {
             return Ok(());
         }
         let n64 = n as u64;
+        self.work(0.0, 8.0 * n as f64);
         self.launch(name, self.cfg(n), |l| {
             l.arg(&mut *y.buf).arg(&*x.buf).arg(&n64);
         })
@@ -66,6 +68,7 @@ impl Gpu {
             return Ok(());
         }
         let n64 = n as u64;
+        self.work(0.0, 8.0 * n as f64);
         self.launch("scale", self.cfg(n), |l| {
             l.arg(&mut *y.buf).arg(&*x.buf).arg(&s).arg(&n64);
         })
@@ -104,6 +107,7 @@ impl Gpu {
             return Ok(());
         }
         let (n64, c64, inner64) = (n as u64, c as u64, inner as u64);
+        self.work(0.0, 8.0 * n as f64);
         self.launch("add_channel_bias", self.cfg(n), |l| {
             l.arg(&mut *y.buf).arg(&*x.buf).arg(&*bias.buf).arg(&n64).arg(&c64).arg(&inner64);
         })
@@ -124,6 +128,7 @@ impl Gpu {
         let blocks = c.min(i32::MAX as usize) as u32;
         let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         let (batch64, c64, inner64) = (batch as u64, c as u64, inner as u64);
+        self.work(0.0, 4.0 * dy.numel() as f64);
         self.launch("add_channel_bias_backward", cfg, |l| {
             l.arg(&mut *db.buf).arg(&*dy.buf).arg(&batch64).arg(&c64).arg(&inner64);
         })

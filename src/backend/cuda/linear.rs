@@ -148,6 +148,7 @@ impl Gpu {
             (true, true, false) => "sgemm_tf32_tn",
             (true, true, true) => "sgemm_tf32_tt",
         };
+        self.work(2.0 * (m * n * k) as f64, 0.0);
         let cfg = tile_cfg(name, m, n, 1)?;
         let has_bias = i32::from(bias.is_some());
         let bias_buf = bias.map_or(&*a.buf, |t| &*t.buf); // never read without a bias

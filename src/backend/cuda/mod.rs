@@ -55,12 +55,23 @@ pub struct Gpu {
     cache: Arc<cache::BufferCache>,
     info: crate::device::GpuInfo,
     /// While kernel timing is on (`mtcool profile`): each launch's name and its start and end events.
-    kernel_times: Mutex<Option<Vec<(&'static str, CudaEvent, CudaEvent)>>>,
+    kernel_times: Mutex<Option<Vec<KernelTiming>>>,
+    /// The work (FLOPs, bytes) the next launch does, when its wrapper states it (see [`Gpu::work`]).
+    pending_work: Mutex<(f64, f64)>,
     /// Fill fresh f32 buffers with NaN (0xFF bytes) before handing them out.
     poison: std::sync::atomic::AtomicBool,
     /// While a training step is being captured into a CUDA graph: where its kernels read their
     /// per-step scalars, and the owner (parameter index) of each optimiser slot handed out so far.
     step_capture: Mutex<Option<(StepScalars, Vec<usize>)>>,
+}
+
+/// One timed launch (`mtcool profile`).
+struct KernelTiming {
+    name: &'static str,
+    start: CudaEvent,
+    end: CudaEvent,
+    flops: f64,
+    bytes: f64,
 }
 
 /// Device addresses of a captured step's per-step scalars: the step number the noisy kernels read
@@ -131,6 +142,7 @@ impl Gpu {
             cache: Arc::default(),
             info,
             kernel_times: Mutex::default(),
+            pending_work: Mutex::default(),
             poison: Default::default(),
             step_capture: Mutex::default(),
         })
@@ -319,16 +331,25 @@ impl Gpu {
         *self.kernel_times.lock().unwrap_or_else(|e| e.into_inner()) = Some(vec![]);
     }
 
-    /// Stops kernel timing and returns each launch's (kernel, µs), in launch order (waits for them).
-    pub fn stop_kernel_timing(&self) -> Result<Vec<(&'static str, f64)>> {
+    /// Stops kernel timing and returns each launch's (kernel, µs, FLOPs, bytes), in launch order
+    /// (waits for them); the work is 0 where the wrapper does not state it.
+    pub fn stop_kernel_timing(&self) -> Result<Vec<(&'static str, f64, f64, f64)>> {
         let taken = self.kernel_times.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
         taken
             .into_iter()
-            .map(|(name, a, b)| {
-                let ms = a.elapsed_ms(&b).map_err(cuda_error(format_args!("reading the timing of {name}")))?;
-                Ok((name, ms as f64 * 1e3))
+            .map(|t| {
+                let ms =
+                    t.start.elapsed_ms(&t.end).map_err(cuda_error(format_args!("reading the timing of {}", t.name)))?;
+                Ok((t.name, ms as f64 * 1e3, t.flops, t.bytes))
             })
             .collect()
+    }
+
+    /// States the work of the next launch, for the kernel profile: FLOPs of the matrix kernels, or the
+    /// bytes a memory-bound kernel reads and writes.
+    fn work(&self, flops: f64, bytes: f64) -> &Self {
+        *self.pending_work.lock().unwrap_or_else(|e| e.into_inner()) = (flops, bytes);
+        self
     }
 
     /// The distinct kernels launched since the previous call, in first-launch order.
@@ -359,6 +380,7 @@ impl Gpu {
         }
         drop(log);
         let timing = self.kernel_times.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        let (flops, bytes) = std::mem::take(&mut *self.pending_work.lock().unwrap_or_else(|e| e.into_inner()));
         let event = || {
             self.stream
                 .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
@@ -373,7 +395,7 @@ impl Gpu {
         if let Some(start) = start {
             let end = event()?;
             if let Some(v) = self.kernel_times.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-                v.push((name, start, end));
+                v.push(KernelTiming { name, start, end, flops, bytes });
             }
         }
         Ok(())

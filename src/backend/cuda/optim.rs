@@ -34,6 +34,7 @@ impl Gpu {
         // During a graph capture the launch reads lr (and Adam's bias corrections) from its slot.
         let hyper = self.hyper_slot(owner)?;
         let (b, project) = bbox.map_or((0.0f32, 0i32), |bx| (bx.b, 1));
+        self.work(0.0, 20.0 * n as f64);
         self.launch("sgd_step", self.cfg(n), |l| {
             l.arg(&mut *theta.buf).arg(&mut *velocity.buf).arg(&*grad.buf);
             match bbox {
@@ -75,6 +76,7 @@ impl Gpu {
         // During a graph capture the launch reads lr (and Adam's bias corrections) from its slot.
         let hyper = self.hyper_slot(owner)?;
         let (b, project) = bbox.map_or((0.0f32, 0i32), |bx| (bx.b, 1));
+        self.work(0.0, 28.0 * n as f64);
         self.launch("adam_step", self.cfg(n), |l| {
             l.arg(&mut *theta.buf).arg(&mut *m.buf).arg(&mut *v.buf).arg(&*grad.buf);
             match bbox {

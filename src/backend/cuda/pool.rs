@@ -90,6 +90,7 @@ impl Gpu {
         if y.numel() == 0 {
             return Ok(());
         }
+        self.work(0.0, 4.0 * (x.numel() + 2 * y.numel()) as f64);
         self.launch("max_pool2d_forward", self.cfg(y.numel()), |l| {
             l.arg(&mut *y.buf).arg(&mut *argmax.buf).arg(&*x.buf).arg(&g.planes);
             l.arg(&g.h).arg(&g.w).arg(&g.ho).arg(&g.wo).arg(&g.k).arg(&g.s);
@@ -131,6 +132,7 @@ impl Gpu {
         if dx.numel() == 0 {
             return Ok(());
         }
+        self.work(0.0, 4.0 * (2 * dy.numel() + dx.numel()) as f64);
         self.launch("max_pool2d_backward", self.cfg(dx.numel()), |l| {
             l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&*argmax.buf).arg(&g.planes);
             l.arg(&g.h).arg(&g.w).arg(&g.ho).arg(&g.wo).arg(&g.k).arg(&g.s);

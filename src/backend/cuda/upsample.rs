@@ -31,6 +31,7 @@ impl Gpu {
             return Ok(());
         }
         let s = scale as u32;
+        self.work(0.0, 4.0 * (x.numel() + y.numel()) as f64);
         self.launch("upsample_nearest_forward", self.cfg(y.numel()), |l| {
             l.arg(&mut *y.buf).arg(&*x.buf).arg(&planes).arg(&h).arg(&w).arg(&s);
         })
@@ -65,6 +66,7 @@ impl Gpu {
             return Ok(());
         }
         let s = scale as u32;
+        self.work(0.0, 4.0 * (dy.numel() + dx.numel()) as f64);
         self.launch("upsample_nearest_backward", self.cfg(dx.numel()), |l| {
             l.arg(&mut *dx.buf).arg(&*dy.buf).arg(&planes).arg(&h).arg(&w).arg(&s);
         })
