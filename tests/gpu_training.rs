@@ -314,6 +314,13 @@ fn the_frozen_extractor_gets_its_noise_inside_its_kernels() {
     // Vanilla reads the other extractor clean.
     let vanilla = value(&out, "vanilla_launched");
     assert!(!vanilla.contains("noisy") && !vanilla.contains("add_noise"), "{vanilla}");
+    // And the noise costs no memory: a noisy step's peak of live device bytes (over what was live
+    // before it) equals the clean step's; a perturbed copy of the frozen θ would add its size.
+    let (noisy, clean): (u64, u64) =
+        (value(&out, "noreg_peak").parse().unwrap(), value(&out, "vanilla_peak").parse().unwrap());
+    let theta: u64 = value(&out, "frozen_theta_bytes").parse().unwrap();
+    assert!(noisy > 0 && theta > 0);
+    assert_eq!(noisy, clean, "the noisy step needs more memory than the clean one (θ is {theta} bytes)");
 }
 
 #[test]
@@ -439,6 +446,19 @@ fn fused_noise() {
     let obj = Objective::unweighted(cfg.tasks);
     let b = Batch { x: Tensor::full(&[2, 1, 28, 28], 0.5), labels: [vec![1, 2], vec![3, 4]] };
     use mtcool::Tensor;
+    for (key, mode) in [("noreg_peak", Mode::Noreg), ("vanilla_peak", Mode::Vanilla)] {
+        let mut m = MultiTaskModel::new(cfg.clone(), 1);
+        m.store.to_backend(&backend).unwrap();
+        let mut opt = adam();
+        mtcool_step(&mut m, &mut opt, &b, &obj, 0, &mtcool_cfg(mode)).unwrap();
+        let live = gpu.memory_stats().live_bytes;
+        gpu.reset_peak_memory();
+        mtcool_step(&mut m, &mut opt, &b, &obj, 1, &mtcool_cfg(mode)).unwrap();
+        println!("{key}={}", gpu.memory_stats().peak_bytes - live);
+        let theta: usize =
+            m.extractor_params(mtcool::model::TaskId(1)).iter().map(|&id| m.store.value(id).numel()).sum();
+        println!("frozen_theta_bytes={}", 4 * theta);
+    }
     for (key, mode) in [("launched", Mode::Full), ("vanilla_launched", Mode::Vanilla)] {
         let mut m = MultiTaskModel::new(cfg.clone(), 1);
         m.store.to_backend(&backend).unwrap();

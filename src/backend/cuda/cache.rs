@@ -97,6 +97,12 @@ impl BufferCache {
         self.lock().stats
     }
 
+    /// Restarts the peak from the bytes live now.
+    pub(crate) fn reset_peak(&self) {
+        let mut g = self.lock();
+        g.stats.peak_bytes = g.stats.live_bytes;
+    }
+
     /// Starts (or ends) a graph capture: see the module notes.
     pub(crate) fn set_capturing(&self, on: bool) {
         self.lock().capturing = on;

@@ -265,6 +265,11 @@ impl Gpu {
         Ok(buf)
     }
 
+    /// Restarts the allocator's peak from the bytes live now (to measure one step's peak).
+    pub fn reset_peak_memory(&self) {
+        self.cache.reset_peak();
+    }
+
     /// The caching allocator's byte counts (f32 tensors).
     pub fn memory_stats(&self) -> MemoryStats {
         self.cache.stats()
