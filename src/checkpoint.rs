@@ -17,13 +17,24 @@ use crate::model::multitask::{Arch, ModelConfig, MultiTaskModel};
 
 const CONFIG_KEY: &str = "mtcool.model";
 
+/// Test hook: `MTCOOL_KILL_WHILE_WRITING=<file name>` kills the process (SIGKILL) half-way through
+/// writing that file's temp file, as a power cut or an OOM kill would (tests/resume.rs).
+pub const KILL_WHILE_WRITING_ENV: &str = "MTCOOL_KILL_WHILE_WRITING";
+
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let kill = std::env::var_os(KILL_WHILE_WRITING_ENV).is_some_and(|v| v == name);
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
+        if kill {
+            f.write_all(&bytes[..bytes.len() / 2])?;
+            f.sync_all()?;
+            // SAFETY: signals this very process; nothing after this line runs.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;

@@ -1,6 +1,8 @@
 //! Stable-Rust smoke fuzzing of the same targets as `fuzz/` (cargo-fuzz needs nightly): each target gets
 //! `RUNS` inputs — valid seeds mutated by a seeded RNG (bit flips, interesting values, inserts, deletes,
-//! truncation, splices) and some pure noise — and must not panic. `MTCOOL_FUZZ_RUNS` changes the count;
+//! truncation, splices) and some pure noise — and must not panic. Every seed must parse first (a reader
+//! that rejected everything would survive any input), and each target reports how many of its mutated
+//! inputs parsed and how many were rejected; both must happen. `MTCOOL_FUZZ_RUNS` changes the count;
 //! `MTCOOL_FUZZ_SEEDS=DIR` also writes the seed inputs to DIR/<target>/ (a corpus for `cargo fuzz run`).
 
 use std::io::Write;
@@ -70,7 +72,7 @@ fn mutate(v: &mut Vec<u8>, rng: &mut StdRng) {
 }
 
 /// Runs `target` on `runs()` inputs derived from `seeds`; returns the executions count.
-fn smoke(name: &str, seeds: &[Vec<u8>], target: fn(&[u8])) -> usize {
+fn smoke(name: &str, seeds: &[Vec<u8>], target: fn(&[u8]) -> bool) -> usize {
     if let Some(dir) = std::env::var_os("MTCOOL_FUZZ_SEEDS") {
         let dir = std::path::Path::new(&dir).join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -79,6 +81,7 @@ fn smoke(name: &str, seeds: &[Vec<u8>], target: fn(&[u8])) -> usize {
     let mut rng = StdRng::seed_from_u64(0xf022 ^ name.len() as u64);
     let start = Instant::now();
     let n = runs();
+    let (mut parsed, mut rejected) = (0usize, 0usize);
     for i in 0..n {
         let input: Vec<u8> = if i < seeds.len() {
             seeds[i].clone()
@@ -91,12 +94,23 @@ fn smoke(name: &str, seeds: &[Vec<u8>], target: fn(&[u8])) -> usize {
             }
             v
         };
-        if catch_unwind(AssertUnwindSafe(|| target(&input))).is_err() {
+        let Ok(ok) = catch_unwind(AssertUnwindSafe(|| target(&input))) else {
             let hex: String = input.iter().take(64).map(|b| format!("{b:02x}")).collect();
             panic!("{name}: input {i} ({} bytes, starting {hex}) panicked", input.len());
+        };
+        if i < seeds.len() {
+            assert!(ok, "{name}: seed {i} does not parse: the reader rejects valid input");
+        } else if ok {
+            parsed += 1;
+        } else {
+            rejected += 1;
         }
     }
-    eprintln!("{name}: {n} executions in {:.1}s, no panic", start.elapsed().as_secs_f64());
+    eprintln!(
+        "{name}: {n} executions in {:.1}s, no panic; of the mutated inputs {parsed} parsed, {rejected} were rejected",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(n <= seeds.len() || (parsed > 0 && rejected > 0), "{name}: {parsed} parsed, {rejected} rejected");
     n
 }
 

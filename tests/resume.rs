@@ -262,3 +262,28 @@ fn optimiser_state_round_trips_exactly() {
         assert!(resume::from_bytes(&bytes, &cfg, 1).is_err());
     }
 }
+
+#[test]
+fn a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(cmd(&SMALL, &a).output().unwrap());
+    // Killed half-way through writing step 6's checkpoint (temp file written and synced, not renamed).
+    let out = cmd(&SMALL, &b).env(mtcool::checkpoint::KILL_WHILE_WRITING_ENV, "step-6.safetensors").output().unwrap();
+    assert!(!out.status.success(), "the hook did not kill the run");
+    let ckpt = b.join("ckpt");
+    let torn = ckpt.join(".step-6.safetensors.tmp");
+    assert!(torn.exists(), "no torn temp file: the write did not go through a temp file");
+    assert!(fs::metadata(&torn).unwrap().len() > 0);
+    assert!(!ckpt.join("step-6.safetensors").exists(), "a torn checkpoint is visible under its final name");
+    let kept: Vec<u32> = checkpoints(&b).iter().map(|c| c.0).collect();
+    assert_eq!(kept, [4, 2]);
+    // Resuming uses step 4 without any warning (nothing torn was ever under a final name), removes the
+    // temp file, and ends with the uninterrupted run's weights.
+    let out = resume(&b);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.lines().any(|l| l.starts_with("warning:")), "{err}");
+    assert!(err.contains("step-4.safetensors"), "{err}");
+    assert!(!torn.exists(), "the temp file was not cleaned up");
+    assert!(model(&a) == model(&b), "the resumed run's weights differ from the uninterrupted run's");
+}

@@ -39,9 +39,12 @@ fn synthetic_task_pairs_train_and_reevaluate() {
             assert!(run.join(f).exists(), "{task}: run folder lacks {f}");
         }
         let s = summary(&run);
+        // One epoch on 24 images sets no quality bar (tests/train_*.rs with real data do): here the
+        // task's named metrics must exist and be numbers, and `assert_eval_reproduces` below checks
+        // every value against a re-evaluation of the saved model.
         for (t, key) in keys.iter().enumerate() {
             let v = s["metrics"][t][key].as_f64();
-            assert!(v.is_some_and(|v| (0.0..=1.0).contains(&v)), "{task}: metric {key} = {v:?}");
+            assert!(v.is_some_and(f64::is_finite), "{task}: metric {key} = {v:?}");
         }
         let png = image::open(run.join("predictions.png")).expect("predictions.png decodes");
         assert!(png.width() >= 32 * 3 && png.height() >= 32 * 3);
