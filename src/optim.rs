@@ -166,7 +166,7 @@ impl Optimizer {
             let center = bbox.and_then(|bx| bx.center(id).map(|c| (c, bx.b)));
             match (&mut *self, &backend) {
                 (Optimizer::Sgd { cfg, velocity }, Backend::Cpu) => {
-                    let vel = slot(velocity, id, || zeros())?;
+                    let vel = slot(velocity, id, zeros)?;
                     let clamp = center.map(|(c, b)| (c.data(), b));
                     sgd_update(p.value.data_mut(), p.grad.data(), vel.data_mut(), *cfg, clamp);
                 }
@@ -187,7 +187,7 @@ impl Optimizer {
                     );
                 }
                 (Optimizer::Sgd { cfg, velocity }, Backend::Cuda(gpu)) => {
-                    let vel = slot(velocity, id, || zeros())?;
+                    let vel = slot(velocity, id, zeros)?;
                     let grad = p.grad.gpu_tensor().expect("gradient beside its parameter");
                     let bx = gpu_box(center)?;
                     gpu.sgd_step(p.value.gpu_mut()?, vel.gpu_mut()?, grad, *cfg, bx, Some(id.0))?;

@@ -22,7 +22,7 @@ pub fn run(c: &mut Ctx) -> Result<()> {
 
                 let dy = c.nonzero(want.shape());
                 let wants = cpu::split_channels(&dy, sizes);
-                let parts = c.gpu.split_channels(&c.upload(&dy)?, &sizes)?;
+                let parts = c.gpu.split_channels(&c.upload(&dy)?, sizes)?;
                 for (i, (got, want)) in parts.iter().zip(&wants).enumerate() {
                     c.check_exact("split_channels", &format!("{case} part {i}"), got, want)?;
                 }

@@ -150,6 +150,9 @@ pub fn per_kernel(outcomes: &[Outcome]) -> Vec<KernelSummary> {
 /// failed launch) is recorded as one failing outcome, charged to the last kernel it launched, and the
 /// next family runs: the report then lists every kernel that fails, not only the first. (On a card a
 /// faulting kernel usually breaks the context, and the families after it fail too.)
+/// A kernel family's name and its cases.
+type Family = (&'static str, fn(&mut Ctx) -> Result<()>);
+
 /// Turns poisoning off again when the suite ends, however it ends.
 struct Unpoison<'a>(&'a Gpu);
 
@@ -164,7 +167,7 @@ pub fn run_all(gpu: &Gpu, seed: u64) -> Result<Vec<Outcome>> {
     gpu.take_launched();
     gpu.set_poison(true);
     let _unpoison = Unpoison(gpu);
-    let families: [(&str, fn(&mut Ctx) -> Result<()>); 12] = [
+    let families: [Family; 12] = [
         ("elementwise", elementwise::run),
         ("noise", noise::run),
         ("optim", optim::run),

@@ -203,7 +203,7 @@ impl<'a> Run<'a> {
         if self.pending.len() >= LOG_EVERY {
             self.read_back()?;
         }
-        let due = self.opts.checkpoint_every.is_some_and(|n| self.pos.global_step % n == 0);
+        let due = self.opts.checkpoint_every.is_some_and(|n| self.pos.global_step.is_multiple_of(n));
         if due && self.pos.step_in_epoch < self.steps_per_epoch {
             self.read_back()?;
             let pos = &self.pos;

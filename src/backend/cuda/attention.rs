@@ -65,7 +65,7 @@ impl Gpu {
     pub(super) fn bmm_into(&self, a: &GpuTensor, ta: bool, b: &GpuTensor, tb: bool, y: &mut GpuTensor) -> Result<()> {
         let (batch, m, k, n) = bmm_dims(a, ta, b, tb)?;
         ensure!(y.shape == [batch, m, n], "bmm: output shape {:?}, expected [{batch}, {m}, {n}]", y.shape);
-        self.bmm_raw(batch, ta, tb, (m, n, k), &*a.buf, &*b.buf, &mut *y.buf)
+        self.bmm_raw(batch, ta, tb, (m, n, k), &a.buf, &b.buf, &mut y.buf)
     }
     pub fn bmm(&self, a: &GpuTensor, ta: bool, b: &GpuTensor, tb: bool) -> Result<GpuTensor> {
         let (batch, m, _, n) = bmm_dims(a, ta, b, tb)?;
@@ -95,14 +95,14 @@ impl Gpu {
             db.shape
         );
         if ta {
-            self.bmm_raw(batch, tb, true, (k, m, n), &*b.buf, &*dy.buf, &mut *da.buf)?;
+            self.bmm_raw(batch, tb, true, (k, m, n), &b.buf, &dy.buf, &mut da.buf)?;
         } else {
-            self.bmm_raw(batch, false, !tb, (m, k, n), &*dy.buf, &*b.buf, &mut *da.buf)?;
+            self.bmm_raw(batch, false, !tb, (m, k, n), &dy.buf, &b.buf, &mut da.buf)?;
         }
         if tb {
-            self.bmm_raw(batch, true, ta, (n, k, m), &*dy.buf, &*a.buf, &mut *db.buf)
+            self.bmm_raw(batch, true, ta, (n, k, m), &dy.buf, &a.buf, &mut db.buf)
         } else {
-            self.bmm_raw(batch, !ta, false, (k, n, m), &*a.buf, &*dy.buf, &mut *db.buf)
+            self.bmm_raw(batch, !ta, false, (k, n, m), &a.buf, &dy.buf, &mut db.buf)
         }
     }
 

@@ -39,6 +39,7 @@ unsafe impl DeviceRepr for NoiseArgs {}
 
 impl NoiseArgs {
     /// Checks that the Philox indices offset + i of w (and bias) stay below 2^32.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         op: &str,
         key: NoiseKey,
