@@ -527,6 +527,7 @@ fn metrics_no_time(run: &Path) -> Vec<serde_json::Value> {
         .into_iter()
         .map(|mut v| {
             v.as_object_mut().unwrap().remove("seconds");
+            v.as_object_mut().unwrap().remove("time");
             v
         })
         .collect()

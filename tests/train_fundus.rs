@@ -48,6 +48,15 @@ fn synthetic_task_pairs_train_and_reevaluate() {
         }
         let png = image::open(run.join("predictions.png")).expect("predictions.png decodes");
         assert!(png.width() >= 32 * 3 && png.height() >= 32 * 3);
+        // metrics.jsonl says where each epoch's time went, within its total.
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().last().unwrap())
+                .unwrap();
+        let part = |k: &str| line["time"][k].as_f64().unwrap_or_else(|| panic!("{task}: no time.{k} in {line}"));
+        let parts = ["data", "steps", "stats", "eval", "checkpoints"].map(part);
+        let total = line["seconds"].as_f64().unwrap();
+        assert!(parts.iter().all(|&v| v >= 0.0) && parts.iter().sum::<f64>() <= total, "{task}: {line}");
+        assert!(parts[1] > 0.0 && parts[3] > 0.0 && parts[4] > 0.0, "{task}: steps, eval and writes take time: {line}");
         assert_ok(&mtcool(&["eval", "--run", r]), "mtcool eval");
         assert!(assert_eval_reproduces(&run) >= 6, "{task}: too few metrics compared");
     }

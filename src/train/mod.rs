@@ -15,7 +15,7 @@ pub mod resume;
 mod run;
 
 pub use config::{objective, LrSchedule, OptimizerKind, TrainConfig};
-pub use report::{describe, eval_run, eval_run_on, evaluate, EpochMetrics, Summary};
+pub use report::{describe, eval_run, eval_run_on, evaluate, EpochMetrics, EpochTime, Summary};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -136,6 +136,9 @@ pub struct EpochAcc {
     pub items_seen: [usize; 2],
     /// Seconds spent in this epoch before this process.
     pub seconds: f64,
+    /// Where the epoch's time went so far (carried over a resume with the rest).
+    #[serde(default)]
+    pub time: report::EpochTime,
 }
 
 /// What is wrong with a step's result, if anything is not finite: its loss, a gradient or a parameter.

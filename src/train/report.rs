@@ -58,6 +58,26 @@ pub struct EpochMetrics {
     #[serde(with = "nan_as_null")]
     pub test: [Metrics; 2],
     pub seconds: f64,
+    /// Where those seconds went.
+    #[serde(default)]
+    pub time: EpochTime,
+}
+
+/// Where an epoch's wall time went, in seconds (the rest of `seconds` is the loop itself: shuffling,
+/// progress bar, bookkeeping). The epoch's end-of-epoch checkpoint is written after its metrics line,
+/// so it is not counted here; step checkpoints (`--checkpoint-every`) and model.safetensors are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochTime {
+    /// Building the mini-batches from the data set.
+    pub data: f64,
+    /// The optimisation steps, with their non-finite checks.
+    pub steps: f64,
+    /// Reading back the steps' losses and correct counts (a GPU's downloads).
+    pub stats: f64,
+    /// Evaluating the test set.
+    pub eval: f64,
+    /// Writing step checkpoints and model.safetensors.
+    pub checkpoints: f64,
 }
 
 /// `summary.json`.

@@ -151,7 +151,9 @@ impl<'a> Run<'a> {
     pub(super) fn step(&mut self, chunk: &[usize], epoch_start: Instant) -> Result<()> {
         let (cfg, pos) = (self.cfg, &mut self.pos);
         let epoch = pos.epoch;
+        let started = Instant::now();
         let mut batch = self.train_set.batch(chunk);
+        pos.acc.time.data += started.elapsed().as_secs_f64();
         let items = [0, 1].map(|t| batch.labels[t].len());
         let backup = self
             .opts
@@ -167,11 +169,14 @@ impl<'a> Run<'a> {
             _ => {}
         }
         self.opt.set_lr(cfg.lr_at(pos.global_step, cfg.epochs * self.steps_per_epoch));
+        let stepping = Instant::now();
         let s = match &mut self.graph {
             Some(g) => g.step(cfg, &mut self.model, &mut self.opt, &batch, &self.objective, pos.global_step)?,
             None => train_step(cfg, &mut self.model, &mut self.opt, &batch, &self.objective, pos.global_step)?,
         };
-        if let Some(bad) = nonfinite(&s, &self.model)? {
+        let bad = nonfinite(&s, &self.model)?;
+        pos.acc.time.steps += stepping.elapsed().as_secs_f64();
+        if let Some(bad) = bad {
             let at = format!(
                 "{bad} at epoch {epoch}, step {} of {} (global step {})",
                 pos.step_in_epoch + 1,
@@ -206,12 +211,14 @@ impl<'a> Run<'a> {
         let due = self.opts.checkpoint_every.is_some_and(|n| self.pos.global_step.is_multiple_of(n));
         if due && self.pos.step_in_epoch < self.steps_per_epoch {
             self.read_back()?;
+            let writing = Instant::now();
             let pos = &self.pos;
             let mut at = pos.clone();
             at.acc.seconds += epoch_start.elapsed().as_secs_f64();
             at.seconds += self.start.elapsed().as_secs_f64();
             self.last_ckpt =
                 Some(resume::save(self.out, &self.model, &self.opt, cfg, &at, self.opts.keep_checkpoints)?);
+            self.pos.acc.time.checkpoints += writing.elapsed().as_secs_f64();
         }
         Ok(())
     }
@@ -219,6 +226,7 @@ impl<'a> Run<'a> {
     /// Reads back the pending steps' losses and correct counts into the epoch's running sums (in step
     /// order, in f64), and shows them on the progress bar.
     fn read_back(&mut self) -> Result<()> {
+        let reading = Instant::now();
         let a = &mut self.pos.acc;
         for (s, examples, items) in self.pending.drain(..) {
             let s = s.host()?;
@@ -229,6 +237,7 @@ impl<'a> Run<'a> {
             }
             a.seen += examples;
         }
+        a.time.stats += reading.elapsed().as_secs_f64();
         let ratio = |x: f64, n: usize| x / n.max(1) as f64;
         self.bar.set_message(format!(
             "epoch {} loss {:.3}/{:.3} acc {:.3}/{:.3}",
@@ -245,7 +254,12 @@ impl<'a> Run<'a> {
     /// writes the epoch's checkpoint.
     pub(super) fn end_epoch(&mut self, epoch_start: Instant) -> Result<()> {
         self.read_back()?;
+        let evaluating = Instant::now();
         let test = evaluate(&self.model, self.test_set.as_ref(), &self.setup, EVAL_BATCH)?;
+        self.pos.acc.time.eval += evaluating.elapsed().as_secs_f64();
+        let writing = Instant::now();
+        checkpoint::save(&self.model, &self.out.join("model.safetensors"))?;
+        self.pos.acc.time.checkpoints += writing.elapsed().as_secs_f64();
         let pos = &mut self.pos;
         let epoch = pos.epoch;
         let a = &pos.acc;
@@ -255,10 +269,10 @@ impl<'a> Run<'a> {
             train_acc: [0, 1].map(|t| a.correct[t] as f64 / a.items_seen[t] as f64),
             test,
             seconds: a.seconds + epoch_start.elapsed().as_secs_f64(),
+            time: a.time,
         };
         writeln!(self.metrics_file, "{}", serde_json::to_string(&m)?)?;
         self.metrics_file.sync_data()?;
-        checkpoint::save(&self.model, &self.out.join("model.safetensors"))?;
         let names = &self.setup.names;
         self.bar.suspend(|| {
             eprintln!(
