@@ -6,6 +6,8 @@
 //! test binary again, with LD_LIBRARY_PATH at the emulator and MTCOOL_EMU_TEST_CHILD naming the case,
 //! running the ignored test `child`. The child prints `key=value` lines; the parent asserts on them.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -418,20 +420,7 @@ fn child() {
     }
 }
 
-/// The emulator's counters (live allocs, live bytes, peak bytes, alloc calls, ...), read through its
-/// exported `mtcemu_stats` from the already-loaded libcuda.
-fn stats() -> [u64; 9] {
-    unsafe {
-        let lib = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
-        assert!(!lib.is_null(), "libcuda.so.1 is not loaded");
-        let f = libc::dlsym(lib, c"mtcemu_stats".as_ptr());
-        assert!(!f.is_null(), "the loaded libcuda is not the emulator");
-        let f: extern "C" fn(*mut [u64; 9]) -> i32 = std::mem::transmute(f);
-        let mut s = [0u64; 9];
-        assert_eq!(f(&mut s), 0);
-        s
-    }
-}
+use common::emu_stats as stats;
 
 fn product_module(e: &Emu) -> Arc<CudaModule> {
     let fatbin = mtcool::kernels::fatbin().expect("the kernels were compiled (nvcc)");

@@ -362,16 +362,7 @@ mod child_cases {
 
     /// cuMemAlloc calls so far, from the emulator's own counters.
     pub fn emu_allocs() -> u64 {
-        unsafe {
-            let lib = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
-            assert!(!lib.is_null(), "libcuda.so.1 is not loaded");
-            let f = libc::dlsym(lib, c"mtcemu_stats".as_ptr());
-            assert!(!f.is_null(), "the loaded libcuda is not the emulator");
-            let f: extern "C" fn(*mut [u64; 9]) -> i32 = std::mem::transmute(f);
-            let mut s = [0u64; 9];
-            assert_eq!(f(&mut s), 0);
-            s[3]
-        }
+        super::common::emu_stats()[3]
     }
 
     /// A U-Net seg + cls model on `backend` and a batch of 2 random 16×16 images.

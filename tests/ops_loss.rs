@@ -10,6 +10,20 @@ use rand::{Rng, SeedableRng};
 
 const LN2: f32 = std::f32::consts::LN_2;
 
+// ---------------------------------------------------------------- correct counts
+
+#[test]
+fn count_correct_hand() {
+    // [N=3, C=3]: arg-maxes 2, 0 (a tie of 0 and 1: the first wins), 1 (a NaN never wins over 0.5).
+    let logits = t(&[3, 3], &[0.1, 0.2, 0.9, 0.7, 0.7, 0.1, 0.0, 0.5, f32::NAN]);
+    assert_eq!(count_correct(&logits, &[2, 0, 1]), 3);
+    assert_eq!(count_correct(&logits, &[2, 1, 2]), 1);
+    // Per pixel: [N=1, C=2, 2 pixels], labels in (n, h·w) order.
+    let seg = t(&[1, 2, 1, 2], &[1.0, 0.0, 0.0, 1.0]);
+    assert_eq!(count_correct(&seg, &[0, 1]), 2);
+    assert_eq!(count_correct(&seg, &[1, 1]), 1);
+}
+
 // ---------------------------------------------------------------- cross-entropy
 
 #[test]

@@ -137,3 +137,22 @@ pub fn assert_eval_reproduces(run: &std::path::Path) -> usize {
     }
     compared
 }
+
+/// The emulated device's counters (live allocs, live bytes, peak bytes, alloc calls, free calls,
+/// launches, races, bytes to and from the device), read through its exported `mtcemu_stats` from the
+/// libcuda this process already loaded (a child process started with LD_LIBRARY_PATH at emu/).
+#[allow(dead_code)]
+pub fn emu_stats() -> [u64; 9] {
+    // SAFETY: dlopen with RTLD_NOLOAD only finds the loaded library; the symbol is the emulator's
+    // `int mtcemu_stats(uint64_t out[9])`.
+    unsafe {
+        let lib = libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        assert!(!lib.is_null(), "libcuda.so.1 is not loaded");
+        let f = libc::dlsym(lib, c"mtcemu_stats".as_ptr());
+        assert!(!f.is_null(), "the loaded libcuda is not the emulator");
+        let f: extern "C" fn(*mut [u64; 9]) -> i32 = std::mem::transmute(f);
+        let mut s = [0u64; 9];
+        assert_eq!(f(&mut s), 0);
+        s
+    }
+}
