@@ -228,6 +228,17 @@ pub struct Peaks {
     pub sgemm_n: usize,
 }
 
+impl Peaks {
+    /// GFLOP/s of `flops` (matrix work) or else GB/s of `bytes` done in `secs`, and that as a % of the
+    /// matching peak (SGEMM for FLOPs, copy bandwidth for bytes).
+    fn rates(&self, flops: f64, bytes: f64, secs: f64) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let gflop_s = (flops > 0.0).then(|| flops / secs / 1e9);
+        let gb_s = (flops == 0.0 && bytes > 0.0).then(|| bytes / secs / 1e9);
+        let peak_pct = gflop_s.map(|g| 100.0 * g / self.sgemm_gflop_s).or(gb_s.map(|g| 100.0 * g / self.copy_gb_s));
+        (gflop_s, gb_s, peak_pct)
+    }
+}
+
 /// Best of a few runs of a 256 MiB copy and a 1024³ SGEMM.
 pub fn measure_peaks() -> Peaks {
     let n = 64 << 20; // floats: 256 MiB
@@ -371,10 +382,7 @@ pub fn profile(
     let mut rows: Vec<ProfileRow> = stats
         .into_iter()
         .map(|((phase, op), s): ((&str, &str), OpStat)| {
-            let gflop_s = (s.flops > 0.0).then(|| s.flops / s.seconds / 1e9);
-            let gb_s = (s.bytes > 0.0).then(|| s.bytes / s.seconds / 1e9);
-            let peak_pct =
-                gflop_s.map(|g| 100.0 * g / peaks.sgemm_gflop_s).or(gb_s.map(|g| 100.0 * g / peaks.copy_gb_s));
+            let (gflop_s, gb_s, peak_pct) = peaks.rates(s.flops, s.bytes, s.seconds);
             ProfileRow {
                 phase: phase.to_string(),
                 op: op.to_string(),
@@ -413,11 +421,7 @@ fn kernel_rows(launches: Vec<(&'static str, f64, f64, f64)>, steps: f64, peaks: 
     let mut rows: Vec<KernelRow> = by
         .into_iter()
         .map(|(k, s)| {
-            let secs = (s.us * 1e-6).max(1e-12);
-            let gflop_s = (s.flops > 0.0).then(|| s.flops / secs / 1e9);
-            let gb_s = (s.flops == 0.0 && s.bytes > 0.0).then(|| s.bytes / secs / 1e9);
-            let peak_pct =
-                gflop_s.map(|g| 100.0 * g / peaks.sgemm_gflop_s).or(gb_s.map(|g| 100.0 * g / peaks.copy_gb_s));
+            let (gflop_s, gb_s, peak_pct) = peaks.rates(s.flops, s.bytes, (s.us * 1e-6).max(1e-12));
             KernelRow {
                 kernel: k.to_string(),
                 calls: s.calls as f64 / steps,
