@@ -11,7 +11,6 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use common::real_mnist_dir;
 
@@ -202,15 +201,7 @@ fn a_killed_gpu_run_resumes_on_the_gpu_to_the_same_weights() {
     ok(train_cmd("cuda", &RESUMABLE, &a).output().unwrap());
     let every1 = [&RESUMABLE[..], &["--checkpoint-every", "1"]].concat();
     let mut child = train_cmd("cuda", &every1, &c).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let t0 = Instant::now();
-    let mid = |n: &u32| (2..8).contains(n);
-    while !mtcool::train::resume::list(&c).iter().any(|(n, _)| mid(n)) {
-        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
+    common::kill_after_checkpoint(&mut child, &c, 2..8);
     assert!(!c.join("summary.json").exists(), "the run was not interrupted");
     let mut r = Command::new(env!("CARGO_BIN_EXE_mtcool"));
     r.args(["train", "--device", "cuda", "--resume"]).arg(&c).env("LD_LIBRARY_PATH", emu_dir().unwrap());

@@ -4,10 +4,11 @@
 //! checkpoint falls back to the previous one; a NaN stops the run (or is skipped) without ever
 //! replacing a good checkpoint.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mtcool::model::{MultiTaskModel, TaskId, TaskSpec};
@@ -103,14 +104,7 @@ fn killed_run_resumes_bit_identically_and_runs_are_deterministic() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    while !checkpoints(&c).iter().any(|(n, _)| (3..24).contains(n)) {
-        assert!(t0.elapsed() < Duration::from_secs(300), "no checkpoint appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
+    common::kill_after_checkpoint(&mut child, &c, 3..24);
     assert!(!c.join("summary.json").exists(), "the run was not interrupted");
     assert!(checkpoints(&c).len() <= 3, "more than --keep-checkpoints (3) kept");
     let newest = checkpoints(&c)[0].0;

@@ -38,8 +38,6 @@ pub struct Placed<'a> {
     /// The images on the step's device (the host batch itself on the CPU: no copy).
     pub x: std::borrow::Cow<'a, Tensor>,
     pub targets: [Targets; 2],
-    /// The host batch it came from (labels for the correct counts).
-    pub host: &'a Batch,
 }
 
 impl Batch {
@@ -71,7 +69,7 @@ impl Batch {
             targets.push(Targets { labels: Labels::on(labels, backend)?, weights, onehot });
         }
         let targets: [Targets; 2] = targets.try_into().map_err(|_| anyhow::anyhow!("two tasks"))?;
-        Ok(Placed { x, targets, host: self })
+        Ok(Placed { x, targets })
     }
 }
 

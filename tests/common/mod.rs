@@ -156,3 +156,17 @@ pub fn emu_stats() -> [u64; 9] {
         s
     }
 }
+
+/// Waits until the run folder `run` holds a checkpoint whose global step lies in `steps`, then kills
+/// `child` (SIGKILL) and reaps it; fails if the run ends first or no such checkpoint appears in 5 min.
+#[allow(dead_code)]
+pub fn kill_after_checkpoint(child: &mut std::process::Child, run: &std::path::Path, steps: std::ops::Range<u32>) {
+    let t0 = std::time::Instant::now();
+    while !mtcool::train::resume::list(run).iter().any(|(n, _)| steps.contains(n)) {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(300), "no checkpoint appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+}
