@@ -28,6 +28,7 @@
 //! - the `*_naive` functions are the reference: plain loops straight from the formulas above, sums
 //!   accumulated in f64. Tests check the fast functions against them.
 
+use super::conv_shifted::{self, Shifted};
 use super::elementwise::add_channel_bias;
 use super::gemm;
 use super::shape4;
@@ -282,6 +283,16 @@ pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg
     }
     let (xd, wdat) = (x.data(), w.data());
     let (outer, inner) = thread_split(n, n * co * rows * pix);
+    if shifted_fits(&g) {
+        let s = Shifted::new(ci, h, wd, kh, kw, g.p);
+        let packed = gemm::PackedA::new(wdat, rows, co, rows);
+        let bias = b.map(|b| b.data());
+        gemm::parallel_items(&mut y, co * pix, outer, |n0, ys| {
+            let xs = &xd[n0 * g.in_len()..][..ys.len() / (co * pix) * g.in_len()];
+            conv_shifted::forward(&s, xs, &packed, co, bias, ys, inner);
+        });
+        return Tensor::from_parts(vec![n, co, g.ho, g.wo], y);
+    }
     gemm::parallel_items(&mut y, co * pix, outer, |n0, ys| {
         let mut col = Vec::new();
         for (i, yn) in ys.chunks_exact_mut(co * pix).enumerate() {
@@ -363,14 +374,27 @@ pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: C
     assert_eq!(wci, ci, "conv w_shape {w_shape:?} expects {wci} input channels, x {:?} has {ci}", x.shape());
     let g = Geom::new(ci, h, wd, kh, kw, cfg);
     assert_eq!(dy.shape(), [n, co, g.ho, g.wo], "conv dy shape {:?} for x {:?}", dy.shape(), x.shape());
-    let (rows, pix, wlen, group) = (g.rows(), g.pix(), co * g.rows(), g.group());
+    let (rows, pix, wlen) = (g.rows(), g.pix(), co * g.rows());
+    let (dyd, xd) = (dy.data(), x.data());
+    let macs = n * co * rows * pix;
+    let shifted = shifted_fits(&g);
+    let group = if shifted { conv_shifted::GROUP_SIZE } else { g.group() };
     let groups = n.div_ceil(group);
     if groups == 0 || wlen == 0 {
         return Tensor::zeros(w_shape);
     }
     let mut partials = vec![0f32; groups * wlen];
-    let (dyd, xd) = (dy.data(), x.data());
-    let (outer, inner) = thread_split(groups, n * co * rows * pix);
+    let (outer, inner) = thread_split(groups, macs);
+    if shifted {
+        let s = Shifted::new(ci, h, wd, kh, kw, g.p);
+        gemm::parallel_items(&mut partials, wlen, outer, |g0, parts| {
+            let (first, last) = (g0 * group, (n).min((g0 + parts.len() / wlen) * group));
+            let xs = &xd[first * g.in_len()..last * g.in_len()];
+            let dys = &dyd[first * co * pix..last * co * pix];
+            conv_shifted::weight_partials(&s, xs, dys, co, parts, inner);
+        });
+        return sum_partials(partials, wlen, w_shape);
+    }
     gemm::parallel_items(&mut partials, wlen, outer, |g0, parts| {
         let (mut cols, mut dys) = (Vec::new(), Vec::new());
         for (gi, part) in parts.chunks_exact_mut(wlen).enumerate() {
@@ -405,12 +429,23 @@ pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: C
             }
         }
     });
+    sum_partials(partials, wlen, w_shape)
+}
+
+/// dw = the sum of the wlen-float partials, added in order (so independent of the thread count).
+fn sum_partials(mut partials: Vec<f32>, wlen: usize, w_shape: &[usize]) -> Tensor {
     let (dw, rest) = partials.split_at_mut(wlen);
     for part in rest.chunks_exact(wlen) {
         dw.iter_mut().zip(part).for_each(|(d, &v)| *d += v);
     }
     partials.truncate(wlen);
     Tensor::from_parts(w_shape.to_vec(), partials)
+}
+
+/// Whether the im2col-free path (`conv_shifted`) takes this convolution: stride 1 and not pointwise
+/// (that one needs no im2col anyway). Decided on the shapes alone, never the thread count.
+fn shifted_fits(g: &Geom) -> bool {
+    g.s == 1 && !g.pointwise()
 }
 
 // ---------------------------------------------------------------- reference loops

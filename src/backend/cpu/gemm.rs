@@ -4,34 +4,38 @@
 //! - k is cut into KC-deep slabs; within a slab op(B) is cut into NC-wide column blocks and op(A)
 //!   into MC-tall row blocks. A is packed into MR-row slivers laid out [kc][MR]; B into NR-column
 //!   slivers [kc][NR], except that when B is not transposed its full slivers are read in place (its
-//!   rows are already contiguous). Edges are zero-padded, so the micro-kernel always runs whole tiles.
-//! - The micro-kernel keeps an MR×NR tile of C in registers (6×16 = 12 of the 16 AVX2 registers) and
-//!   does one rank-1 update per k. It is plain Rust that LLVM unrolls and vectorises; a copy compiled
-//!   with `avx2,fma` is chosen at run time when the CPU has them.
+//!   rows are already contiguous). The micro-kernel finds row p of a B sliver through a table of
+//!   offsets, so the same kernel also reads B rows scattered anywhere (`gemm_rows`: the shifted
+//!   image rows of a convolution, read without an im2col copy). Edges are zero-padded.
+//! - The micro-kernel keeps an MR×NR tile of C in registers and does one rank-1 update per k. Three
+//!   builds, chosen at run time (`Isa`): AVX-512 (12×32, 24 of the 32 zmm registers, hand-written
+//!   with intrinsics, one variant per row count so a short last sliver costs no padded FMAs), AVX2 +
+//!   FMA (6×16, plain Rust that LLVM unrolls and vectorises), and the same plain Rust for any CPU.
 //! - A·Bᵀ with C small and k long (conv weight gradients) skips packing, which would be a transpose
 //!   costing as much as the product, and takes dot products of the rows as they lie (`run_dots`).
 //! - Threads (std::thread::scope) split C into disjoint row blocks, or column blocks when C has too
 //!   few row tiles. `MTCOOL_THREADS` overrides the thread count (1 = single thread).
 //!
-//! Determinism: which path runs depends on the shape only, and on each path every element of C is
-//! the same chain of multiply-adds in the same order whichever tile, block or thread computes it (edge
-//! tiles run the full kernel on padded data), so results do not depend on the thread count.
+//! Determinism: which path runs depends on the shape and the ISA only, and on each path every
+//! element of C is the same chain of multiply-adds in the same order whichever tile, block or thread
+//! computes it, so results do not depend on the thread count. The tile kernels of AVX-512 and AVX2
+//! give identical bits (each element is the same FMA chain over k); the dot-product kernels sum in
+//! 16 and 8 lanes respectively, so the `run_dots` path differs between them in the last bits.
 
 use std::cell::RefCell;
 
-/// Rows of the register tile.
-const MR: usize = 6;
-/// Columns of the register tile (two 8-wide vectors).
-const NR: usize = 16;
-/// Depth of a packed slab: an MR×KC A sliver plus a KC×NR B sliver (22 KiB) stay in L1.
+/// Largest register tile over all ISAs (rows, columns): sizes the ragged-edge scratch tile.
+const MR_MAX: usize = 12;
+const NR_MAX: usize = 32;
+/// Depth of a packed slab: an MR×KC A sliver plus a KC×NR B sliver stay in L1.
 const KC: usize = 256;
-/// Rows of a packed A block (MC×KC floats = 96 KiB, L2 resident).
+/// Rows of a packed A block (MC×KC floats = 96 KiB, L2 resident; a multiple of every MR).
 const MC: usize = 96;
 /// Columns of a packed B block (KC×NC floats = 2 MiB at most).
 const NC: usize = 2048;
-/// Rows of A and of B per tile of the dot-product kernel: DM·DN accumulators of LANES floats.
-const DM: usize = 4;
-const DN: usize = 3;
+/// Rows of A and of B per tile of the dot-product kernel: DM·DN accumulators of one vector each.
+pub const DM: usize = 4;
+pub const DN: usize = 3;
 const LANES: usize = 8;
 /// Below this many multiply-adds one thread is used: a spawn + join costs ~50 µs.
 const PAR_MIN_MACS: usize = 1 << 24;
@@ -136,13 +140,14 @@ pub fn sgemm_with_threads(
     let dots = !trans_a && trans_b && k >= 128 && m.min(n) <= 64;
     let job = Job { k, alpha, beta, a, b, dots };
     let kernels = Kernels::select();
-    let (m_tiles, n_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
+    let (mr, nr) = (kernels.mr, kernels.nr);
+    let (m_tiles, n_tiles) = (m.div_ceil(mr), n.div_ceil(nr));
     let threads = if m * n * k < PAR_MIN_MACS { 1 } else { threads.clamp(1, m_tiles.max(n_tiles)) };
     if threads == 1 {
         job.run(m, n, c, ldc, kernels);
     } else if m_tiles >= threads || m_tiles >= n_tiles {
         // Row blocks: disjoint row ranges of C are disjoint slices.
-        let rows_per = m_tiles.div_ceil(threads) * MR;
+        let rows_per = m_tiles.div_ceil(threads) * mr;
         std::thread::scope(|s| {
             let (mut rest, mut r0) = (c, 0);
             while r0 < m {
@@ -161,7 +166,7 @@ pub fn sgemm_with_threads(
     } else {
         // Column blocks interleave in memory: each thread works on a private m×nc copy of its
         // columns (the same arithmetic as in place), copied back afterwards.
-        let cols_per = n_tiles.div_ceil(threads) * NR;
+        let cols_per = n_tiles.div_ceil(threads) * nr;
         let blocks: Vec<(usize, usize, Vec<f32>)> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
                 .step_by(cols_per)
@@ -226,9 +231,12 @@ struct Job<'a> {
     dots: bool,
 }
 
+
 thread_local! {
     /// Per-thread packing buffers (A block, B block), grown on demand and reused across calls.
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Per-thread row-offset tables of the micro-kernel (B read in place, packed B).
+    static OFFS: RefCell<(Vec<usize>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 impl Job<'_> {
@@ -236,74 +244,210 @@ impl Job<'_> {
     fn run(&self, m: usize, n: usize, c: &mut [f32], ldc: usize, kernels: Kernels) {
         let Job { k, alpha, a, b, .. } = *self;
         if self.dots {
-            return self.run_dots(m, n, c, ldc, kernels.dot);
+            return self.run_dots(m, n, c, ldc, kernels);
         }
+        let (mr, nr) = (kernels.mr, kernels.nr);
         PACK.with(|bufs| {
-            let (ap, bp) = &mut *bufs.borrow_mut();
-            let (kc_max, mc_max, nc_max) = (KC.min(k), MC.min(m.div_ceil(MR) * MR), NC.min(n.div_ceil(NR) * NR));
-            ap.resize(ap.len().max(mc_max * kc_max), 0.0);
-            bp.resize(bp.len().max(nc_max * kc_max), 0.0);
-            for jc in (0..n).step_by(NC) {
-                let nc = NC.min(n - jc);
-                // Full slivers of a non-transposed B are read in place, `b.rs` apart.
-                let in_place = if b.cs == 1 { nc / NR } else { 0 };
-                for pc in (0..k).step_by(KC) {
-                    let kc = KC.min(k - pc);
-                    // The first slab applies the caller's β; later slabs accumulate onto it.
-                    let beta = if pc == 0 { self.beta } else { 1.0 };
-                    pack_b(b.offset(pc, jc + in_place * NR), kc, nc - in_place * NR, bp);
-                    for ic in (0..m).step_by(MC) {
-                        let mc = MC.min(m - ic);
-                        pack_a(a.offset(ic, pc), mc, kc, ap);
-                        for jr in 0..nc.div_ceil(NR) {
-                            let (b_sliver, ldb) = if jr < in_place {
-                                (b.offset(pc, jc + jr * NR).data, b.rs)
-                            } else {
-                                (&bp[(jr - in_place) * NR * kc..][..NR * kc], NR)
-                            };
-                            for ir in 0..mc.div_ceil(MR) {
-                                let a_sliver = &ap[ir * MR * kc..][..MR * kc];
-                                let (r0, c0) = (ic + ir * MR, jc + jr * NR);
-                                let (rows, cols) = (MR.min(m - r0), NR.min(n - c0));
-                                if rows == MR && cols == NR {
-                                    (kernels.tile)(a_sliver, b_sliver, ldb, &mut c[r0 * ldc + c0..], ldc, alpha, beta);
-                                    continue;
-                                }
-                                // Ragged edge: run the same kernel on a copy of the tile's valid part.
-                                let mut tile = [[0f32; NR]; MR];
-                                for (i, t) in tile.iter_mut().take(rows).enumerate() {
-                                    copy_prefix::<NR>(t, &c[(r0 + i) * ldc + c0..], cols);
-                                }
-                                (kernels.tile)(a_sliver, b_sliver, ldb, tile.as_flattened_mut(), NR, alpha, beta);
-                                for (i, t) in tile.iter().take(rows).enumerate() {
-                                    copy_prefix::<NR>(&mut c[(r0 + i) * ldc + c0..], t, cols);
+            OFFS.with(|offs| {
+                let (ap, bp) = &mut *bufs.borrow_mut();
+                let (strided, packed) = &mut *offs.borrow_mut();
+                let (kc_max, mc_max, nc_max) = (KC.min(k), MC.min(m.div_ceil(mr) * mr), NC.min(n.div_ceil(nr) * nr));
+                ap.resize(ap.len().max(mc_max * kc_max), 0.0);
+                bp.resize(bp.len().max(nc_max * kc_max), 0.0);
+                for jc in (0..n).step_by(NC) {
+                    let nc = NC.min(n - jc);
+                    // Full slivers of a non-transposed B are read in place, `b.rs` apart.
+                    let in_place = if b.cs == 1 { nc / nr } else { 0 };
+                    for pc in (0..k).step_by(KC) {
+                        let kc = KC.min(k - pc);
+                        strided.clear();
+                        strided.extend((0..kc).map(|p| p * b.rs));
+                        packed.clear();
+                        packed.extend((0..kc).map(|p| p * nr));
+                        // The first slab applies the caller's β; later slabs accumulate onto it.
+                        let beta = if pc == 0 { self.beta } else { 1.0 };
+                        pack_b(b.offset(pc, jc + in_place * nr), kc, nc - in_place * nr, nr, bp);
+                        for ic in (0..m).step_by(MC) {
+                            let mc = MC.min(m - ic);
+                            pack_a(a.offset(ic, pc), mc, kc, mr, ap);
+                            for jr in 0..nc.div_ceil(nr) {
+                                let (b_sliver, offs) = if jr < in_place {
+                                    (b.offset(pc, jc + jr * nr).data, &strided[..])
+                                } else {
+                                    (&bp[(jr - in_place) * nr * kc..][..nr * kc], &packed[..])
+                                };
+                                for ir in 0..mc.div_ceil(mr) {
+                                    let a_sliver = &ap[ir * mr * kc..][..mr * kc];
+                                    let (r0, c0) = (ic + ir * mr, jc + jr * nr);
+                                    let (rows, cols) = (mr.min(m - r0), nr.min(n - c0));
+                                    let tile = TileArgs { rows, cols, alpha, beta, ldc };
+                                    kernels.run_tile(tile, a_sliver, b_sliver, offs, &mut c[r0 * ldc + c0..]);
                                 }
                             }
                         }
                     }
                 }
-            }
+            })
         });
     }
 
     /// C = α·A·Bᵀ + β·C with the rows of A (m×k) and of Bᵀ (n×k) contiguous: DM×DN tiles of row
     /// dot products, no packing. Tiles hanging over the edge repeat the last row (results dropped).
-    fn run_dots(&self, m: usize, n: usize, c: &mut [f32], ldc: usize, kernel: DotKernel) {
+    fn run_dots(&self, m: usize, n: usize, c: &mut [f32], ldc: usize, kernels: Kernels) {
         let Job { k, alpha, beta, a, b, .. } = *self;
-        for i0 in (0..m).step_by(DM) {
-            let a_rows: [&[f32]; DM] = std::array::from_fn(|i| &a.data[(i0 + i).min(m - 1) * a.rs..][..k]);
-            for j0 in (0..n).step_by(DN) {
-                let b_rows: [&[f32]; DN] = std::array::from_fn(|j| &b.data[(j0 + j).min(n - 1) * b.cs..][..k]);
-                let dots = kernel(&a_rows, &b_rows);
-                for (i, row) in dots.iter().enumerate().take(m - i0) {
-                    let crow = c[(i0 + i) * ldc + j0..].iter_mut();
-                    for (cv, &t) in crow.zip(row).take(n - j0) {
-                        *cv = if beta == 0.0 { alpha * t } else { alpha * t + beta * *cv };
-                    }
+        let a_rows: Vec<&[f32]> = (0..m).map(|i| &a.data[i * a.rs..][..k]).collect();
+        let b_rows: Vec<&[f32]> = (0..n).map(|j| &b.data[j * b.cs..][..k]).collect();
+        dots_with(kernels, &a_rows, &b_rows, Segs::one(k), alpha, beta, c, ldc);
+    }
+}
+
+/// Segments of a dot product: Σ over s < count of Σ over q < len of a[s·a_step + q]·b[s·b_step + q].
+#[derive(Clone, Copy, Debug)]
+pub struct Segs {
+    pub count: usize,
+    pub len: usize,
+    pub a_step: usize,
+    pub b_step: usize,
+}
+
+impl Segs {
+    /// One plain dot product of length `len`.
+    pub fn one(len: usize) -> Segs {
+        Segs { count: 1, len, a_step: 0, b_step: 0 }
+    }
+    /// Floats a row must hold.
+    fn span(&self, step: usize) -> usize {
+        if self.count == 0 || self.len == 0 {
+            0
+        } else {
+            (self.count - 1) * step + self.len
+        }
+    }
+}
+
+/// c[i·ldc + j] = α·dot(a_rows[i], b_rows[j]) + β·c[i·ldc + j] (β = 0: c not read) for every pair,
+/// each dot summed over the segments `segs` (e.g. one image each). Single-threaded; the order of
+/// the sums depends on the shapes and the ISA only.
+#[allow(clippy::too_many_arguments)]
+pub fn dots(a_rows: &[&[f32]], b_rows: &[&[f32]], segs: Segs, alpha: f32, beta: f32, c: &mut [f32], ldc: usize) {
+    dots_with(Kernels::select(), a_rows, b_rows, segs, alpha, beta, c, ldc)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dots_with(
+    kernels: Kernels,
+    a_rows: &[&[f32]],
+    b_rows: &[&[f32]],
+    segs: Segs,
+    alpha: f32,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let (m, n) = (a_rows.len(), b_rows.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "dots: C too small for {m}x{n}");
+    let (sa, sb) = (segs.span(segs.a_step), segs.span(segs.b_step));
+    assert!(a_rows.iter().all(|r| r.len() >= sa), "dots: an A row is shorter than {sa}");
+    assert!(b_rows.iter().all(|r| r.len() >= sb), "dots: a B row is shorter than {sb}");
+    for i0 in (0..m).step_by(DM) {
+        let a: [&[f32]; DM] = std::array::from_fn(|i| a_rows[(i0 + i).min(m - 1)]);
+        for j0 in (0..n).step_by(DN) {
+            let b: [&[f32]; DN] = std::array::from_fn(|j| b_rows[(j0 + j).min(n - 1)]);
+            let sums = kernels.dot(&a, &b, segs);
+            for (i, row) in sums.iter().enumerate().take(m - i0) {
+                let crow = c[(i0 + i) * ldc + j0..].iter_mut();
+                for (cv, &t) in crow.zip(row).take(n - j0) {
+                    *cv = if beta == 0.0 { alpha * t } else { alpha * t + beta * *cv };
                 }
             }
         }
     }
+}
+
+/// A packed for `gemm_rows`: m×k in KC-deep slabs of MR-row slivers, for the ISA it was packed for.
+/// Packed once, it serves every image of a batch (a convolution's weights).
+pub struct PackedA {
+    m: usize,
+    k: usize,
+    kernels: Kernels,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs the m×k row-major matrix `a` (rows `lda` apart).
+    pub fn new(a: &[f32], lda: usize, m: usize, k: usize) -> PackedA {
+        let kernels = Kernels::select();
+        let mr = kernels.mr;
+        let slivers = m.div_ceil(mr);
+        let mut data = vec![0f32; slivers * mr * k];
+        if m > 0 && k > 0 {
+            let view = View::new(a, false, lda, m, k, "A");
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                pack_a(view.offset(0, pc), m, kc, mr, &mut data[slivers * mr * pc..]);
+            }
+        }
+        PackedA { m, k, kernels, data }
+    }
+}
+
+/// C = α·A·B + β·C (β = 0: C not read) for C m×n (rows `ldc` apart) and A packed by `PackedA::new`,
+/// where row p of B (k×n) is `b[offs[p]..][..n]`: B is never copied, so its rows may be shifted,
+/// overlapping views of one buffer (the taps of a stride-1 convolution over a flattened image).
+/// Single-threaded: callers split the work (e.g. over images).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_rows(a: &PackedA, b: &[f32], offs: &[usize], n: usize, alpha: f32, beta: f32, c: &mut [f32], ldc: usize) {
+    let (m, k, kernels) = (a.m, a.k, a.kernels);
+    assert_eq!(offs.len(), k, "gemm_rows: {} row offsets for depth {k}", offs.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm_rows: C too small for {m}x{n}");
+    assert!(offs.iter().all(|&o| o + n <= b.len()), "gemm_rows: a row of B runs past its {} floats", b.len());
+    if k == 0 {
+        for row in c.chunks_mut(ldc).take(m) {
+            row[..n].iter_mut().for_each(|v| *v = if beta == 0.0 { 0.0 } else { beta * *v });
+        }
+        return;
+    }
+    let (mr, nr, slivers) = (kernels.mr, kernels.nr, m.div_ceil(kernels.mr));
+    PACK.with(|bufs| {
+        OFFS.with(|tables| {
+            let (_, edge) = &mut *bufs.borrow_mut();
+            let (_, packed) = &mut *tables.borrow_mut();
+            edge.resize(edge.len().max(nr * KC.min(k)), 0.0);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let slab = &offs[pc..pc + kc];
+                let beta = if pc == 0 { beta } else { 1.0 };
+                for c0 in (0..n).step_by(nr) {
+                    let cols = nr.min(n - c0);
+                    let (b_sliver, offs): (&[f32], &[usize]) = if cols == nr {
+                        (&b[c0..], slab)
+                    } else {
+                        // The ragged last sliver: copied, zero-padded, so no read runs past B.
+                        let sliver = &mut edge[..nr * kc];
+                        for (p, out) in sliver.chunks_exact_mut(nr).enumerate() {
+                            out[..cols].copy_from_slice(&b[slab[p] + c0..][..cols]);
+                            out[cols..].fill(0.0);
+                        }
+                        packed.clear();
+                        packed.extend((0..kc).map(|p| p * nr));
+                        (&edge[..nr * kc], &packed[..])
+                    };
+                    for s in 0..slivers {
+                        let a_sliver = &a.data[slivers * mr * pc + s * mr * kc..][..mr * kc];
+                        let rows = mr.min(m - s * mr);
+                        let tile = TileArgs { rows, cols, alpha, beta, ldc };
+                        kernels.run_tile(tile, a_sliver, b_sliver, offs, &mut c[s * mr * ldc + c0..]);
+                    }
+                }
+            }
+        })
+    });
 }
 
 /// dst[..len] = src[..len] for len ≤ FULL; inline when len = FULL (a memcpy call costs more here).
@@ -315,45 +459,49 @@ fn copy_prefix<const FULL: usize>(dst: &mut [f32], src: &[f32], len: usize) {
     }
 }
 
-/// Packs the mc×kc block of `a` into MR-row slivers, each laid out [kc][MR], zero-padding the last.
-fn pack_a(a: View, mc: usize, kc: usize, dst: &mut [f32]) {
-    for (t, sliver) in dst.chunks_exact_mut(MR * kc).take(mc.div_ceil(MR)).enumerate() {
-        let rows = MR.min(mc - t * MR);
-        if rows < MR {
+/// Packs the mc×kc block of `a` into mr-row slivers, each laid out [kc][mr], zero-padding the last.
+fn pack_a(a: View, mc: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+    for (t, sliver) in dst.chunks_exact_mut(mr * kc).take(mc.div_ceil(mr)).enumerate() {
+        let rows = mr.min(mc - t * mr);
+        if rows < mr {
             sliver.fill(0.0);
         }
         if a.cs == 1 {
-            // A not transposed: read each row contiguously, write it with stride MR.
+            // A not transposed: read each row contiguously, write it with stride mr.
             for i in 0..rows {
-                let src = &a.data[(t * MR + i) * a.rs..][..kc];
-                sliver.iter_mut().skip(i).step_by(MR).zip(src).for_each(|(d, &v)| *d = v);
+                let src = &a.data[(t * mr + i) * a.rs..][..kc];
+                sliver.iter_mut().skip(i).step_by(mr).zip(src).for_each(|(d, &v)| *d = v);
             }
         } else {
-            // A transposed: the MR values of column p are contiguous.
-            for (p, out) in sliver.chunks_exact_mut(MR).enumerate() {
-                copy_prefix::<MR>(out, &a.data[p * a.cs + t * MR..], rows);
+            // A transposed: the mr values of column p are contiguous.
+            for (p, out) in sliver.chunks_exact_mut(mr).enumerate() {
+                out[..rows].copy_from_slice(&a.data[p * a.cs + t * mr..][..rows]);
             }
         }
     }
 }
 
-/// Packs the kc×nc block of `b` into NR-column slivers, each laid out [kc][NR], zero-padding the last.
-fn pack_b(b: View, kc: usize, nc: usize, dst: &mut [f32]) {
-    for (t, sliver) in dst.chunks_exact_mut(NR * kc).take(nc.div_ceil(NR)).enumerate() {
-        let (j0, cols) = (t * NR, NR.min(nc - t * NR));
-        if cols < NR {
+/// Packs the kc×nc block of `b` into nr-column slivers, each laid out [kc][nr], zero-padding the last.
+fn pack_b(b: View, kc: usize, nc: usize, nr: usize, dst: &mut [f32]) {
+    for (t, sliver) in dst.chunks_exact_mut(nr * kc).take(nc.div_ceil(nr)).enumerate() {
+        let (j0, cols) = (t * nr, nr.min(nc - t * nr));
+        if cols < nr {
             sliver.fill(0.0);
         }
         if b.cs == 1 {
             // B not transposed: row p of the sliver is contiguous.
-            for (p, out) in sliver.chunks_exact_mut(NR).enumerate() {
-                copy_prefix::<NR>(out, &b.data[p * b.rs + j0..], cols);
+            for (p, out) in sliver.chunks_exact_mut(nr).enumerate() {
+                if nr == 16 {
+                    copy_prefix::<16>(out, &b.data[p * b.rs + j0..], cols);
+                } else {
+                    copy_prefix::<32>(out, &b.data[p * b.rs + j0..], cols);
+                }
             }
         } else {
-            // B transposed: read each column of op(B) contiguously, write it with stride NR.
+            // B transposed: read each column of op(B) contiguously, write it with stride nr.
             for j in 0..cols {
                 let src = &b.data[(j0 + j) * b.cs..][..kc];
-                sliver.iter_mut().skip(j).step_by(NR).zip(src).for_each(|(d, &v)| *d = v);
+                sliver.iter_mut().skip(j).step_by(nr).zip(src).for_each(|(d, &v)| *d = v);
             }
         }
     }
@@ -361,61 +509,193 @@ fn pack_b(b: View, kc: usize, nc: usize, dst: &mut [f32]) {
 
 // ---------------------------------------------------------------- micro-kernels
 
-/// A tile kernel (see `tile_body`): (a, b, ldb, c, ldc, α, β).
-type TileKernel = fn(&[f32], &[f32], usize, &mut [f32], usize, f32, f32);
-/// A dot-product kernel (see `dot_body`).
-type DotKernel = fn(&[&[f32]; DM], &[&[f32]; DN]) -> [[f32; DN]; DM];
-type Lanes = [f32; LANES];
+/// The instruction sets the micro-kernels are built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F (x86-64).
+    Avx512,
+    /// AVX2 + FMA (x86-64).
+    Avx2,
+    /// Plain Rust for the baseline target (SSE2 on x86-64, NEON on aarch64); unfused multiply-adds.
+    Portable,
+}
 
-/// The micro-kernels for this CPU.
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+    /// Whether this CPU can run kernels built for `self`.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// 0 = none, else 1 + the index in `ALL_ISAS` of the ISA `set_isa` forced.
+static FORCED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+const ALL_ISAS: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+
+/// The ISA the kernels use: the one `set_isa` forced, else `MTCOOL_ISA` (avx512 | avx2 | portable)
+/// if this CPU supports it, else the best this CPU supports. Read once, except for `set_isa`.
+pub fn isa() -> Isa {
+    static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    match FORCED.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => *DETECTED.get_or_init(|| {
+            let wanted = std::env::var("MTCOOL_ISA").ok();
+            let named = ALL_ISAS.into_iter().find(|i| Some(i.name()) == wanted.as_deref());
+            match named {
+                Some(i) if i.supported() => i,
+                _ => ALL_ISAS.into_iter().find(|i| i.supported()).unwrap_or(Isa::Portable),
+            }
+        }),
+        f => ALL_ISAS[f as usize - 1],
+    }
+}
+
+/// Forces the ISA of every later GEMM in the process (None: back to `isa()`'s choice); for tests
+/// that check each build against the reference. Returns false (and changes nothing) when the CPU
+/// lacks it. Process-wide: a test using it must not run beside other GEMM tests of its binary.
+pub fn set_isa(isa: Option<Isa>) -> bool {
+    let code = match isa {
+        None => 0,
+        Some(i) if !i.supported() => return false,
+        Some(i) => 1 + ALL_ISAS.iter().position(|&x| x == i).unwrap() as u8,
+    };
+    FORCED.store(code, std::sync::atomic::Ordering::Relaxed);
+    true
+}
+
+/// Shape of one tile call: `rows` ≤ MR and `cols` ≤ NR valid, C rows `ldc` apart.
+#[derive(Clone, Copy)]
+struct TileArgs {
+    rows: usize,
+    cols: usize,
+    alpha: f32,
+    beta: f32,
+    ldc: usize,
+}
+
+/// The micro-kernels of one ISA and their register tile (mr × nr).
 #[derive(Clone, Copy)]
 struct Kernels {
-    tile: TileKernel,
-    dot: DotKernel,
+    isa: Isa,
+    mr: usize,
+    nr: usize,
 }
 
 impl Kernels {
     fn select() -> Kernels {
-        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the features these functions are compiled for were just detected.
-            return Kernels {
-                tile: |a, b, ldb, c, ldc, alpha, beta| unsafe { avx2::tile(a, b, ldb, c, ldc, alpha, beta) },
-                dot: |a, b| unsafe { avx2::dot(a, b) },
-            };
+        let isa = isa();
+        let (mr, nr) = match isa {
+            Isa::Avx512 => (12, 32),
+            Isa::Avx2 | Isa::Portable => (6, 16),
+        };
+        Kernels { isa, mr, nr }
+    }
+
+    /// The tile at the start of `c`: its first t.rows × t.cols entries become α·Σ_p a_p ⊗ b_p + β·C
+    /// (β = 0: C not read), with a_p = a[p·mr..][..mr] (a packed sliver) and b_p = b[offs[p]..][..nr].
+    /// A ragged tile (fewer than nr columns) runs the kernel on a scratch copy.
+    fn run_tile(&self, t: TileArgs, a: &[f32], b: &[f32], offs: &[usize], c: &mut [f32]) {
+        assert!(a.len() >= offs.len() * self.mr, "tile: A sliver too short");
+        assert!(offs.iter().all(|&o| o + self.nr <= b.len()), "tile: a B row runs past the sliver");
+        if t.cols == self.nr {
+            assert!(c.len() >= (t.rows - 1) * t.ldc + self.nr, "tile: C too small");
+            return self.tile(t.rows, a, b, offs, c, t.ldc, t.alpha, t.beta);
         }
-        // Portable: SSE2 on baseline x86-64, NEON on aarch64.
-        Kernels {
-            tile: |a, b, ldb, c, ldc, alpha, beta| tile_body::<false>(a, b, ldb, c, ldc, alpha, beta),
-            dot: dot_body::<false>,
+        let mut tile = [0f32; MR_MAX * NR_MAX];
+        for i in 0..t.rows {
+            tile[i * self.nr..][..t.cols].copy_from_slice(&c[i * t.ldc..][..t.cols]);
+        }
+        self.tile(t.rows, a, b, offs, &mut tile, self.nr, t.alpha, t.beta);
+        for i in 0..t.rows {
+            c[i * t.ldc..][..t.cols].copy_from_slice(&tile[i * self.nr..][..t.cols]);
+        }
+    }
+
+    /// The kernel proper, on whole nr-wide rows (bounds checked by `run_tile`).
+    #[allow(clippy::too_many_arguments)]
+    fn tile(&self, rows: usize, a: &[f32], b: &[f32], offs: &[usize], c: &mut [f32], ldc: usize, alpha: f32, beta: f32) {
+        match self.isa {
+            // SAFETY: `isa()` only returns ISAs this CPU supports; `run_tile` checked the bounds.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::tile(rows, a, b, offs, c, ldc, alpha, beta) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::tile(rows, a, b, offs, c, ldc, alpha, beta) },
+            _ => tile_body::<false>(rows, a, b, offs, c, ldc, alpha, beta),
+        }
+    }
+
+    /// DM×DN dot products over `segs` (see `dots`); rows checked long enough by the caller.
+    fn dot(&self, a: &[&[f32]; DM], b: &[&[f32]; DN], segs: Segs) -> [[f32; DN]; DM] {
+        match self.isa {
+            // SAFETY: `isa()` only returns ISAs this CPU supports; `dots_with` checked the lengths.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { avx512::dot(a, b, segs) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::dot(a, b, segs) },
+            _ => dot_body::<false>(a, b, segs),
         }
     }
 }
 
-/// The kernels compiled for AVX2 + FMA (callers must check that the CPU has both).
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+/// The plain-Rust kernels compiled for AVX2 + FMA (callers must check that the CPU has both).
+#[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile(a: &[f32], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, alpha: f32, beta: f32) {
-        tile_body::<true>(a, b, ldb, c, ldc, alpha, beta)
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile(
+        rows: usize,
+        a: &[f32],
+        b: &[f32],
+        offs: &[usize],
+        c: &mut [f32],
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+    ) {
+        tile_body::<true>(rows, a, b, offs, c, ldc, alpha, beta)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot(a: &[&[f32]; DM], b: &[&[f32]; DN]) -> [[f32; DN]; DM] {
-        dot_body::<true>(a, b)
+    pub(super) unsafe fn dot(a: &[&[f32]; DM], b: &[&[f32]; DN], segs: Segs) -> [[f32; DN]; DM] {
+        dot_body::<true>(a, b, segs)
     }
 }
 
-/// The tile kernel: the MR×NR tile at the start of `c` (rows `ldc` apart) becomes
-/// α·Σ_p a_p ⊗ b_p + β·tile (β = 0: the old tile is not read), with a_p = a[p·MR..][..MR] (packed A)
-/// and b_p = b[p·ldb..][..NR] for p in 0..a.len()/MR. Products are fused when `FMA`.
+/// Register tile of the plain-Rust kernel: 6×16 = 12 of the 16 AVX2 registers.
+const MR_PLAIN: usize = 6;
+const NR_PLAIN: usize = 16;
+
+/// The plain-Rust tile kernel (6×16; see `Kernels::run_tile`); products fused when `FMA`.
 #[inline(always)]
-fn tile_body<const FMA: bool>(a: &[f32], b: &[f32], ldb: usize, c: &mut [f32], ldc: usize, alpha: f32, beta: f32) {
-    let acc = tile_sum::<FMA>(a, b, ldb);
-    for (i, row) in acc.iter().enumerate() {
-        let crow: &mut [f32; NR] = (&mut c[i * ldc..][..NR]).try_into().unwrap();
+#[allow(clippy::too_many_arguments)]
+fn tile_body<const FMA: bool>(
+    rows: usize,
+    a: &[f32],
+    b: &[f32],
+    offs: &[usize],
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    let acc = tile_sum::<FMA>(a, b, offs);
+    for (i, row) in acc.iter().enumerate().take(rows) {
+        let crow: &mut [f32; NR_PLAIN] = (&mut c[i * ldc..][..NR_PLAIN]).try_into().unwrap();
         if beta == 0.0 {
             crow.iter_mut().zip(row).for_each(|(cv, &t)| *cv = alpha * t);
         } else {
@@ -427,13 +707,13 @@ fn tile_body<const FMA: bool>(a: &[f32], b: &[f32], ldb: usize, c: &mut [f32], l
 /// Σ_p a_p ⊗ b_p in registers: constant trip counts let LLVM unroll i and j, keep the 12 vector
 /// accumulators in registers and turn each row update into two broadcast-FMAs.
 #[inline(always)]
-fn tile_sum<const FMA: bool>(a: &[f32], b: &[f32], ldb: usize) -> [[f32; NR]; MR] {
-    let mut acc = [[0f32; NR]; MR];
-    for (p, ap) in a.chunks_exact(MR).enumerate() {
-        let ap: &[f32; MR] = ap.try_into().unwrap();
-        let bp: &[f32; NR] = b[p * ldb..][..NR].try_into().unwrap();
-        for i in 0..MR {
-            for j in 0..NR {
+fn tile_sum<const FMA: bool>(a: &[f32], b: &[f32], offs: &[usize]) -> [[f32; NR_PLAIN]; MR_PLAIN] {
+    let mut acc = [[0f32; NR_PLAIN]; MR_PLAIN];
+    for (ap, &off) in a.chunks_exact(MR_PLAIN).zip(offs) {
+        let ap: &[f32; MR_PLAIN] = ap.try_into().unwrap();
+        let bp: &[f32; NR_PLAIN] = b[off..][..NR_PLAIN].try_into().unwrap();
+        for i in 0..MR_PLAIN {
+            for j in 0..NR_PLAIN {
                 acc[i][j] = if FMA { ap[i].mul_add(bp[j], acc[i][j]) } else { acc[i][j] + ap[i] * bp[j] };
             }
         }
@@ -441,23 +721,30 @@ fn tile_sum<const FMA: bool>(a: &[f32], b: &[f32], ldb: usize) -> [[f32; NR]; MR
     acc
 }
 
-/// Dot products of DM rows of A with DN rows of B (all of one length k): LANES-wide partial sums
-/// over k, reduced in a fixed tree order, then the k % LANES tail.
+type Lanes = [f32; LANES];
+
+/// Dot products of DM rows of A with DN rows of B over `segs`: LANES-wide partial sums over the
+/// whole vectors of every segment, reduced in a fixed tree order, then each segment's tail in order.
 #[inline(always)]
-fn dot_body<const FMA: bool>(a: &[&[f32]; DM], b: &[&[f32]; DN]) -> [[f32; DN]; DM] {
-    let k = a[0].len();
-    let nq = k / LANES;
-    let av: [&[Lanes]; DM] = std::array::from_fn(|i| &a[i].as_chunks::<LANES>().0[..nq]);
-    let bv: [&[Lanes]; DN] = std::array::from_fn(|j| &b[j].as_chunks::<LANES>().0[..nq]);
-    let acc = dot_lanes::<FMA>(&av, &bv, nq);
+fn dot_body<const FMA: bool>(a: &[&[f32]; DM], b: &[&[f32]; DN], segs: Segs) -> [[f32; DN]; DM] {
+    let nq = segs.len / LANES;
+    let mut acc = [[[0f32; LANES]; DN]; DM];
+    for s in 0..segs.count {
+        let av: [&[Lanes]; DM] = std::array::from_fn(|i| &a[i][s * segs.a_step..].as_chunks::<LANES>().0[..nq]);
+        let bv: [&[Lanes]; DN] = std::array::from_fn(|j| &b[j][s * segs.b_step..].as_chunks::<LANES>().0[..nq]);
+        dot_lanes::<FMA>(&av, &bv, nq, &mut acc);
+    }
     std::array::from_fn(|i| {
         std::array::from_fn(|j| {
             let v = &acc[i][j];
-            let mut s = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
-            for p in nq * LANES..k {
-                s = if FMA { a[i][p].mul_add(b[j][p], s) } else { s + a[i][p] * b[j][p] };
+            let mut sum = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+            for s in 0..segs.count {
+                let (ar, br) = (&a[i][s * segs.a_step..], &b[j][s * segs.b_step..]);
+                for p in nq * LANES..segs.len {
+                    sum = if FMA { ar[p].mul_add(br[p], sum) } else { sum + ar[p] * br[p] };
+                }
             }
-            s
+            sum
         })
     })
 }
@@ -465,8 +752,8 @@ fn dot_body<const FMA: bool>(a: &[&[f32]; DM], b: &[&[f32]; DN]) -> [[f32; DN]; 
 /// The vector part of `dot_body`: acc[i][j] += a[i][q] ⊙ b[j][q] lane-wise for q in 0..nq
 /// (a function of its own, so that LLVM keeps the 12 accumulators in registers).
 #[inline(always)]
-fn dot_lanes<const FMA: bool>(a: &[&[Lanes]; DM], b: &[&[Lanes]; DN], nq: usize) -> [[Lanes; DN]; DM] {
-    let mut acc = [[[0f32; LANES]; DN]; DM];
+fn dot_lanes<const FMA: bool>(a: &[&[Lanes]; DM], b: &[&[Lanes]; DN], nq: usize, out: &mut [[Lanes; DN]; DM]) {
+    let mut acc = *out;
     for q in 0..nq {
         let bq: [Lanes; DN] = std::array::from_fn(|j| b[j][q]);
         for (ai, acc_i) in a.iter().zip(acc.iter_mut()) {
@@ -477,5 +764,180 @@ fn dot_lanes<const FMA: bool>(a: &[&[Lanes]; DM], b: &[&[Lanes]; DN], nq: usize)
             }
         }
     }
-    acc
+    *out = acc;
+}
+
+/// The AVX-512 kernels, written with intrinsics (callers must check that the CPU has AVX-512F).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Segs, DM, DN};
+    use std::arch::x86_64::*;
+
+    const MR: usize = 12;
+    const NR: usize = 32;
+
+    /// The 12×32 tile kernel for `rows` ≤ 12 rows: each row count is its own instance, so the
+    /// accumulators stay in registers and a short sliver costs no FMAs on padding.
+    /// SAFETY: AVX-512F present; a ≥ offs.len()·12 floats, b[offs[p]..][..32] and c's `rows` rows
+    /// of 32 floats (`ldc` apart) in bounds.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile(
+        rows: usize,
+        a: &[f32],
+        b: &[f32],
+        offs: &[usize],
+        c: &mut [f32],
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+    ) {
+        macro_rules! rows {
+            ($($r:literal)*) => {
+                match rows {
+                    $($r => tile_rows::<$r>(a, b, offs, c, ldc, alpha, beta),)*
+                    _ => unreachable!("tile rows {rows}"),
+                }
+            };
+        }
+        rows!(1 2 3 4 5 6 7 8 9 10 11 12)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile_rows<const R: usize>(
+        a: &[f32],
+        b: &[f32],
+        offs: &[usize],
+        c: &mut [f32],
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+    ) {
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for (p, &off) in offs.iter().enumerate() {
+            let row = bp.add(off);
+            let (b0, b1) = (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)));
+            let arow = ap.add(p * MR);
+            for (i, acc_i) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*arow.add(i));
+                acc_i[0] = _mm512_fmadd_ps(av, b0, acc_i[0]);
+                acc_i[1] = _mm512_fmadd_ps(av, b1, acc_i[1]);
+            }
+        }
+        // α·t + β·c, unfused, as the plain-Rust kernel rounds it.
+        let (va, vb) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+        for (i, acc_i) in acc.iter().enumerate() {
+            let cp = c.as_mut_ptr().add(i * ldc);
+            for (h, &t) in acc_i.iter().enumerate() {
+                let scaled = _mm512_mul_ps(va, t);
+                let out =
+                    if beta == 0.0 { scaled } else { _mm512_add_ps(scaled, _mm512_mul_ps(vb, _mm512_loadu_ps(cp.add(16 * h)))) };
+                _mm512_storeu_ps(cp.add(16 * h), out);
+            }
+        }
+        let _ = NR;
+    }
+
+    /// DM×DN dot products over `segs`, in 16 lanes (each segment's tail loaded under a mask, as
+    /// zeros beyond it), reduced by `_mm512_reduce_add_ps`.
+    /// SAFETY: AVX-512F present; every row holds segs.span(step) floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dot(a: &[&[f32]; DM], b: &[&[f32]; DN], segs: Segs) -> [[f32; DN]; DM] {
+        let (full, rem) = (segs.len / 16, segs.len % 16);
+        let mask: __mmask16 = ((1u32 << rem) - 1) as __mmask16;
+        let mut acc = [[_mm512_setzero_ps(); DN]; DM];
+        for s in 0..segs.count {
+            let ap: [*const f32; DM] = std::array::from_fn(|i| a[i].as_ptr().add(s * segs.a_step));
+            let bp: [*const f32; DN] = std::array::from_fn(|j| b[j].as_ptr().add(s * segs.b_step));
+            for q in 0..full {
+                let bv: [__m512; DN] = std::array::from_fn(|j| _mm512_loadu_ps(bp[j].add(16 * q)));
+                for i in 0..DM {
+                    let av = _mm512_loadu_ps(ap[i].add(16 * q));
+                    for j in 0..DN {
+                        acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+                    }
+                }
+            }
+            if rem > 0 {
+                let bv: [__m512; DN] = std::array::from_fn(|j| _mm512_maskz_loadu_ps(mask, bp[j].add(16 * full)));
+                for i in 0..DM {
+                    let av = _mm512_maskz_loadu_ps(mask, ap[i].add(16 * full));
+                    for j in 0..DN {
+                        acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
+                    }
+                }
+            }
+        }
+        std::array::from_fn(|i| std::array::from_fn(|j| _mm512_reduce_add_ps(acc[i][j])))
+    }
+
+    /// GFLOP/s of 12 independent 16-lane FMA chains over `iters` rounds on this thread.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fma_loop(iters: usize) -> f32 {
+        let (m, c) = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-3));
+        let mut acc: [__m512; 12] = std::array::from_fn(|i| _mm512_set1_ps(i as f32));
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, m, c);
+            }
+        }
+        acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+    }
+}
+
+/// The FMA loop of `fma_peak` for AVX2 (12 independent 8-lane chains).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_loop_avx2(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (m, c) = (_mm256_set1_ps(0.999), _mm256_set1_ps(1e-3));
+    let mut acc: [__m256; 12] = std::array::from_fn(|i| _mm256_set1_ps(i as f32));
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, m, c);
+        }
+    }
+    let mut out = [0f32; 8];
+    let sum = acc.iter().fold(_mm256_setzero_ps(), |s, &v| _mm256_add_ps(s, v));
+    _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    out.iter().sum()
+}
+
+/// The machine's FMA peak in GFLOP/s for the kernels' ISA on `threads` threads: a tiny loop of
+/// independent vector FMAs (no memory traffic) run for about `secs` on each thread at once — the
+/// ceiling that GEMM efficiency is quoted against. The portable build reports 0 (no FMA loop).
+pub fn fma_peak(threads: usize, secs: f64) -> f64 {
+    let isa = isa();
+    let (lanes, run): (f64, fn(usize) -> f32) = match isa {
+        // SAFETY: `isa()` only returns ISAs this CPU supports.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (16.0, |n| unsafe { avx512::fma_loop(n) }),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => (8.0, |n| unsafe { fma_loop_avx2(n) }),
+        _ => return 0.0,
+    };
+    // Calibrate the round count on one thread, then time all threads together.
+    let mut iters = 1 << 16;
+    loop {
+        let t = std::time::Instant::now();
+        std::hint::black_box(run(iters));
+        let dt = t.elapsed().as_secs_f64();
+        if dt > secs / 4.0 || iters > 1 << 30 {
+            iters = ((iters as f64) * secs / dt.max(1e-9)) as usize;
+            break;
+        }
+        iters *= 4;
+    }
+    let threads = threads.max(1);
+    let t = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(|| std::hint::black_box(run(iters)));
+        }
+        std::hint::black_box(run(iters));
+    });
+    let flops = threads as f64 * iters as f64 * 12.0 * lanes * 2.0;
+    flops / t.elapsed().as_secs_f64() / 1e9
 }

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod concat;
 pub mod conv;
+mod conv_shifted;
 pub mod dropout;
 pub mod elementwise;
 pub mod gemm;
