@@ -108,6 +108,22 @@ fn main() {
         });
     }
 
+    // Memory-bound ops on the conv outputs (MFLOP column: millions of input elements).
+    for (name, c, hw) in [("pool1 10×24²", 10, 24), ("pool2 20×8²", 20, 8)] {
+        if !name.contains(&only) {
+            continue;
+        }
+        let x = Tensor::randn(&[batch, c, hw, hw], 1.0, &mut rng);
+        let (y, argmax) = mtcool::backend::cpu::pool::max_pool2d_forward(&x, 2, 2);
+        let elems = x.numel() as f64;
+        let fast = time_secs(runs, || drop(mtcool::backend::cpu::pool::max_pool2d_forward(&x, 2, 2)));
+        rows.push(Row { name: format!("{name} max_pool fwd"), flops: elems, fast, naive: None });
+        let fast = time_secs(runs, || drop(mtcool::backend::cpu::pool::max_pool2d_backward(&y, &argmax, x.shape())));
+        rows.push(Row { name: format!("{name} max_pool bwd"), flops: elems, fast, naive: None });
+        let fast = time_secs(runs, || drop(mtcool::backend::cpu::elementwise::add_channel_bias_backward(&x)));
+        rows.push(Row { name: format!("{name} bias bwd"), flops: elems, fast, naive: None });
+    }
+
     let threads = mtcool::backend::cpu::gemm::num_threads();
     println!(
         "MultiLeNet layers, batch {batch}, fast path on {threads} thread(s), median of {runs} (naive: {naive_runs})"

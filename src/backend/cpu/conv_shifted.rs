@@ -15,7 +15,10 @@
 //! Each forward output is the same FMA chain over the same taps as the im2col path, so the two give
 //! identical bits; the weight gradient sums in another order (checked against the reference).
 
+use std::sync::Mutex;
+
 use super::gemm::{self, PackedA, Segs};
+use super::workers;
 
 /// Images whose weight-gradient dot products are summed in one pass (then one partial per group).
 const GROUP: usize = 8;
@@ -83,19 +86,13 @@ pub(super) fn forward(s: &Shifted, xs: &[f32], w: &PackedA, co: usize, bias: Opt
     let band = s.ho.div_ceil(threads.max(1));
     for (x, y) in xs.chunks_exact(in_len).zip(ys.chunks_exact_mut(out_len)) {
         s.pad(x, &mut buf);
-        let bands: Vec<(usize, Vec<f32>)> = std::thread::scope(|scope| {
-            let buf = &buf;
-            let starts: Vec<usize> = (0..s.ho).step_by(band).collect();
-            let (last, rest) = starts.split_last().expect("an image has output rows");
-            let handles: Vec<_> = rest
-                .iter()
-                .map(|&oy0| scope.spawn(move || (oy0, rows_forward(s, buf, w, co, oy0, oy0 + band))))
-                .collect();
-            let last = (*last, rows_forward(s, buf, w, co, *last, s.ho));
-            let mut done: Vec<_> = handles.into_iter().map(|h| h.join().expect("conv worker panicked")).collect();
-            done.push(last);
-            done
+        let starts: Vec<usize> = (0..s.ho).step_by(band).collect();
+        let done: Vec<Mutex<Vec<f32>>> = starts.iter().map(|_| Mutex::new(Vec::new())).collect();
+        workers::run(starts.len(), |t| {
+            let out = rows_forward(s, &buf, w, co, starts[t], (starts[t] + band).min(s.ho));
+            *done[t].lock().unwrap_or_else(|p| p.into_inner()) = out;
         });
+        let bands = starts.into_iter().zip(done.into_iter().map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner())));
         for (oy0, out) in bands {
             let len = out.len() / co;
             for (o, (yc, oc)) in y.chunks_exact_mut(s.ho * s.wo).zip(out.chunks_exact(len)).enumerate() {
@@ -152,20 +149,15 @@ pub(super) fn weight_partials(s: &Shifted, xs: &[f32], dys: &[f32], co: usize, p
         }
         // Few groups: the taps are split over threads instead (each dot is summed the same way).
         let per = taps.div_ceil(threads);
-        let cols: Vec<(usize, Vec<f32>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..taps)
-                .step_by(per)
-                .map(|t0| {
-                    let (a_rows, b_rows) = (&a_rows, &b_rows[t0..(t0 + per).min(taps)]);
-                    scope.spawn(move || {
-                        let mut c = vec![0f32; co * b_rows.len()];
-                        gemm::dots(a_rows, b_rows, segs, 1.0, 0.0, &mut c, b_rows.len());
-                        (t0, c)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("conv worker panicked")).collect()
+        let starts: Vec<usize> = (0..taps).step_by(per).collect();
+        let done: Vec<Mutex<Vec<f32>>> = starts.iter().map(|_| Mutex::new(Vec::new())).collect();
+        workers::run(starts.len(), |t| {
+            let b_rows = &b_rows[starts[t]..(starts[t] + per).min(taps)];
+            let mut c = vec![0f32; co * b_rows.len()];
+            gemm::dots(&a_rows, b_rows, segs, 1.0, 0.0, &mut c, b_rows.len());
+            *done[t].lock().unwrap_or_else(|p| p.into_inner()) = c;
         });
+        let cols = starts.into_iter().zip(done.into_iter().map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner())));
         for (t0, c) in cols {
             let width = c.len() / co;
             for (dst, src) in part.chunks_exact_mut(taps).zip(c.chunks_exact(width)) {

@@ -63,11 +63,36 @@ pub fn add_channel_bias(x: &Tensor, b: &Tensor) -> Tensor {
 /// db[c] = Σ over n and spatial positions of dy[n, c, ...].
 pub fn add_channel_bias_backward(dy: &Tensor) -> Tensor {
     let (n, c, inner) = channel_dims(dy);
+    // Each plane's sum in f64 (on the threads, for large dy), then the planes of a channel in order.
+    let mut sums = vec![0f64; n * c];
+    let threads = if dy.numel() >= 1 << 18 { super::gemm::num_threads() } else { 1 };
+    super::gemm::parallel_items(&mut sums, 1, threads, |first, out| {
+        for (i, s) in out.iter_mut().enumerate() {
+            *s = sum_f64(&dy.data()[(first + i) * inner..][..inner]);
+        }
+    });
     let mut db = vec![0f64; c];
-    for i in 0..n * c {
-        db[i % c] += dy.data()[i * inner..(i + 1) * inner].iter().map(|&v| v as f64).sum::<f64>();
+    for (i, s) in sums.into_iter().enumerate() {
+        db[i % c] += s;
     }
     Tensor::from_parts(vec![c], db.into_iter().map(|v| v as f32).collect())
+}
+
+/// Σ x in f64, in four interleaved partial sums (x[i] goes to sum i mod 4) added at the end, so
+/// that the conversions and adds pipeline.
+fn sum_f64(x: &[f32]) -> f64 {
+    let mut acc = [0f64; 4];
+    let (quads, tail) = x.as_chunks::<4>();
+    for q in quads {
+        for l in 0..4 {
+            acc[l] += q[l] as f64;
+        }
+    }
+    let mut s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for &v in tail {
+        s += v as f64;
+    }
+    s
 }
 
 /// (N, C, product of the remaining dims) of an [N, C, ...] tensor.

@@ -23,6 +23,9 @@
 //! 16 and 8 lanes respectively, so the `run_dots` path differs between them in the last bits.
 
 use std::cell::RefCell;
+use std::sync::Mutex;
+
+use super::workers;
 
 /// Largest register tile over all ISAs (rows, columns): sizes the ragged-edge scratch tile.
 const MR_MAX: usize = 12;
@@ -59,11 +62,11 @@ pub fn threads_for(macs: usize) -> usize {
     }
 }
 
-/// Splits `data` into items of `item_len` floats and calls `f(first_item_index, items)` on `threads`
+/// Splits `data` into items of `item_len` elements and calls `f(first_item_index, items)` on `threads`
 /// contiguous runs of items, one per thread (the last run on the calling thread).
-pub fn parallel_items<F>(data: &mut [f32], item_len: usize, threads: usize, f: F)
+pub fn parallel_items<T: Send, F>(data: &mut [T], item_len: usize, threads: usize, f: F)
 where
-    F: Fn(usize, &mut [f32]) + Sync,
+    F: Fn(usize, &mut [T]) + Sync,
 {
     let items = data.len() / item_len.max(1);
     let threads = threads.clamp(1, items.max(1));
@@ -71,16 +74,10 @@ where
         return f(0, data);
     }
     let per = items.div_ceil(threads);
-    std::thread::scope(|s| {
-        let mut chunks = data.chunks_mut(per * item_len).enumerate().peekable();
-        while let Some((t, chunk)) = chunks.next() {
-            let f = &f;
-            if chunks.peek().is_some() {
-                s.spawn(move || f(t * per, chunk));
-            } else {
-                f(t * per, chunk);
-            }
-        }
+    let chunks: Vec<Mutex<&mut [T]>> = data.chunks_mut(per * item_len.max(1)).map(Mutex::new).collect();
+    workers::run(chunks.len(), |t| {
+        let mut chunk = chunks[t].lock().unwrap_or_else(|p| p.into_inner());
+        f(t * per, &mut chunk)
     });
 }
 
@@ -148,46 +145,33 @@ pub fn sgemm_with_threads(
     } else if m_tiles >= threads || m_tiles >= n_tiles {
         // Row blocks: disjoint row ranges of C are disjoint slices.
         let rows_per = m_tiles.div_ceil(threads) * mr;
-        std::thread::scope(|s| {
-            let (mut rest, mut r0) = (c, 0);
-            while r0 < m {
-                let rows = rows_per.min(m - r0);
-                let part = Job { a: job.a.offset(r0, 0), ..job };
-                if r0 + rows == m {
-                    part.run(rows, n, rest, ldc, kernels);
-                    break;
-                }
-                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows * ldc);
-                rest = tail;
-                s.spawn(move || part.run(rows, n, mine, ldc, kernels));
-                r0 += rows;
-            }
+        let blocks: Vec<Mutex<&mut [f32]>> = c.chunks_mut(rows_per * ldc).map(Mutex::new).collect();
+        workers::run(m.div_ceil(rows_per), |t| {
+            let (r0, rows) = (t * rows_per, rows_per.min(m - t * rows_per));
+            let mut block = blocks[t].lock().unwrap_or_else(|p| p.into_inner());
+            Job { a: job.a.offset(r0, 0), ..job }.run(rows, n, &mut block, ldc, kernels);
         });
     } else {
-        // Column blocks interleave in memory: each thread works on a private m×nc copy of its
+        // Column blocks interleave in memory: each task works on a private m×nc copy of its
         // columns (the same arithmetic as in place), copied back afterwards.
         let cols_per = n_tiles.div_ceil(threads) * nr;
-        let blocks: Vec<(usize, usize, Vec<f32>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..n)
-                .step_by(cols_per)
-                .map(|c0| {
-                    let nc = cols_per.min(n - c0);
-                    let mut buf = vec![0f32; m * nc];
-                    if beta != 0.0 {
-                        for (i, row) in buf.chunks_exact_mut(nc).enumerate() {
-                            row.copy_from_slice(&c[i * ldc + c0..][..nc]);
-                        }
-                    }
-                    let part = Job { b: job.b.offset(0, c0), ..job };
-                    s.spawn(move || {
-                        part.run(m, nc, &mut buf, nc, kernels);
-                        (c0, nc, buf)
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("sgemm worker panicked")).collect()
+        let count = n.div_ceil(cols_per);
+        let c_in: &[f32] = c;
+        let blocks: Vec<Mutex<Vec<f32>>> = (0..count).map(|_| Mutex::new(Vec::new())).collect();
+        workers::run(count, |t| {
+            let (c0, nc) = (t * cols_per, cols_per.min(n - t * cols_per));
+            let mut buf = vec![0f32; m * nc];
+            if beta != 0.0 {
+                for (i, row) in buf.chunks_exact_mut(nc).enumerate() {
+                    row.copy_from_slice(&c_in[i * ldc + c0..][..nc]);
+                }
+            }
+            Job { b: job.b.offset(0, c0), ..job }.run(m, nc, &mut buf, nc, kernels);
+            *blocks[t].lock().unwrap_or_else(|p| p.into_inner()) = buf;
         });
-        for (c0, nc, buf) in blocks {
+        for (t, buf) in blocks.into_iter().enumerate() {
+            let (c0, buf) = (t * cols_per, buf.into_inner().unwrap_or_else(|p| p.into_inner()));
+            let nc = buf.len() / m;
             for (i, row) in buf.chunks_exact(nc).enumerate() {
                 c[i * ldc + c0..][..nc].copy_from_slice(row);
             }

@@ -13,6 +13,7 @@ pub mod loss;
 pub mod norm;
 pub mod pool;
 pub mod upsample;
+pub mod workers;
 
 /// (N, C, H, W) of a 4-d shape; panics naming `what` otherwise (callers check shapes first).
 pub(crate) fn shape4(shape: &[usize], what: &str) -> (usize, usize, usize, usize) {

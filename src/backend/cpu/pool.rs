@@ -12,6 +12,8 @@
 //!
 //! Average pooling divides by k·k (every window is full, there is no padding).
 
+use super::gemm;
+use super::workers;
 use super::shape4;
 use crate::Tensor;
 
@@ -79,6 +81,25 @@ pub fn max_pool2d_naive(x: &Tensor, k: usize, stride: usize) -> (Tensor, Vec<u32
 fn max_pool2d_2x2(xd: &[f32], [n, c, h, w]: [usize; 4], ho: usize, wo: usize) -> (Tensor, Vec<u32>) {
     let mut y = vec![0f32; n * c * ho * wo];
     let mut argmax = vec![0u32; n * c * ho * wo];
+    let plane_out = (ho * wo).max(1);
+    let threads = if xd.len() >= PAR_MIN_ELEMS { gemm::num_threads() } else { 1 };
+    let per = (n * c).div_ceil(threads.max(1)).max(1) * plane_out;
+    // Planes are independent: runs of them go to threads, each plane computed the same way anywhere.
+    let parts: Vec<_> = y.chunks_mut(per).zip(argmax.chunks_mut(per)).map(std::sync::Mutex::new).collect();
+    workers::run(parts.len(), |t| {
+        let mut part = parts[t].lock().unwrap_or_else(|p| p.into_inner());
+        let (yp, ap) = &mut *part;
+        pool_planes_2x2(xd, t * per / plane_out, [h, w], [ho, wo], yp, ap);
+    });
+    drop(parts);
+    (Tensor::from_parts(vec![n, c, ho, wo], y), argmax)
+}
+
+/// Inputs at least this long are pooled on all threads (below it a spawn costs more than it saves).
+const PAR_MIN_ELEMS: usize = 1 << 17;
+
+/// 2×2 pooling of the planes whose outputs are `y` / `argmax`, starting at plane `first`.
+fn pool_planes_2x2(xd: &[f32], first: usize, [h, w]: [usize; 2], [ho, wo]: [usize; 2], y: &mut [f32], argmax: &mut [u32]) {
     let take = |(bv, bi): (f32, u32), v: f32, i: u32| {
         if takes_over(v, bv) {
             (v, i)
@@ -88,7 +109,7 @@ fn max_pool2d_2x2(xd: &[f32], [n, c, h, w]: [usize; 4], ho: usize, wo: usize) ->
     };
     let wu = w as u32;
     let planes = y.chunks_exact_mut(ho * wo).zip(argmax.chunks_exact_mut(ho * wo));
-    for (plane, (yp, ap)) in planes.enumerate() {
+    for (plane, (yp, ap)) in (first..).zip(planes) {
         let base = plane * h * w;
         let xp = &xd[base..base + h * w];
         let nan = xp.iter().fold(false, |acc, v| acc | v.is_nan());
@@ -113,7 +134,6 @@ fn max_pool2d_2x2(xd: &[f32], [n, c, h, w]: [usize; 4], ho: usize, wo: usize) ->
             }
         }
     }
-    (Tensor::from_parts(vec![n, c, ho, wo], y), argmax)
 }
 
 /// dx of max pooling: dx[argmax[i]] += dy[i], zero elsewhere.
@@ -124,11 +144,21 @@ pub fn max_pool2d_backward(dy: &Tensor, argmax: &[u32], x_shape: &[usize]) -> Te
     assert_eq!(argmax.len(), dy.numel(), "max_pool2d argmax has {} entries for dy {:?}", argmax.len(), dy.shape());
     let numel: usize = x_shape.iter().product();
     let mut dx = vec![0f32; numel];
-    for (&g, &idx) in dy.data().iter().zip(argmax) {
-        let idx = idx as usize;
-        assert!(idx < numel, "max_pool2d argmax {idx} out of range for x_shape {x_shape:?}");
-        dx[idx] += g;
+    if numel == 0 || dy.numel() == 0 {
+        return Tensor::from_parts(x_shape.to_vec(), dx);
     }
+    // Runs of planes go to threads. A plane's argmax points into that plane; an entry that does not
+    // (a hand-made argmax) is a caller error, reported as out of range for its run of planes.
+    let (in_plane, out_plane) = (numel / (n * c), dy.numel() / (n * c));
+    let threads = if numel >= PAR_MIN_ELEMS { gemm::num_threads() } else { 1 };
+    gemm::parallel_items(&mut dx, in_plane, threads, |first, part| {
+        let (lo, outs) = (first * in_plane, first * out_plane..(first + part.len() / in_plane) * out_plane);
+        for (&g, &idx) in dy.data()[outs.clone()].iter().zip(&argmax[outs]) {
+            let at = (idx as usize).wrapping_sub(lo);
+            assert!(at < part.len(), "max_pool2d argmax {idx} out of range for its plane (x_shape {x_shape:?})");
+            part[at] += g;
+        }
+    });
     Tensor::from_parts(x_shape.to_vec(), dx)
 }
 
