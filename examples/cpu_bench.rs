@@ -124,6 +124,16 @@ fn main() {
         rows.push(Row { name: format!("{name} bias bwd"), flops: elems, fast, naive: None });
     }
 
+    // SGEMM 1024³, the yardstick of the FMA-peak target.
+    if "sgemm 1024³".contains(&only) || only.is_empty() {
+        let m = 1024;
+        let a: Vec<f32> = Tensor::randn(&[m, m], 1.0, &mut rng).data().to_vec();
+        let b: Vec<f32> = Tensor::randn(&[m, m], 1.0, &mut rng).data().to_vec();
+        let mut c = vec![0f32; m * m];
+        let fast = time_secs(runs, || mtcool::backend::cpu::gemm::sgemm(false, false, m, m, m, 1.0, &a, m, &b, m, 0.0, &mut c, m));
+        rows.push(Row { name: "sgemm 1024³".into(), flops: 2.0 * (m * m * m) as f64, fast, naive: None });
+    }
+
     let threads = mtcool::backend::cpu::gemm::num_threads();
     println!(
         "MultiLeNet layers, batch {batch}, fast path on {threads} thread(s), median of {runs} (naive: {naive_runs})"
@@ -156,6 +166,8 @@ fn main() {
             speedup
         );
     }
+    let peak = mtcool::backend::cpu::gemm::fma_peak(threads, 0.2);
+    println!("FMA peak ({}, {threads} threads): {peak:.1} GFLOP/s", mtcool::backend::cpu::gemm::isa().name());
     print!("total (one fwd + bwd of these layers): fast {:.2} ms", fast_total * 1e3);
     if !fast_only {
         print!(", naive {:.1} ms ({:.1}x)", naive_total * 1e3, naive_total / fast_total);
