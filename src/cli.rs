@@ -106,6 +106,10 @@ pub struct BenchArgs {
     /// Print JSON instead of a line.
     #[arg(long)]
     pub json: bool,
+    /// `mtcool profile` only: also train one epoch (from scratch, in a temporary folder) and show
+    /// where its wall time went: steps, data, statistics, evaluation, checkpoints.
+    #[arg(long)]
+    pub epoch: bool,
     /// Further `mtcool train` flags, after `--` (e.g. `-- --b 1e-3 --width 0.7`).
     #[arg(last = true)]
     pub train_flags: Vec<String>,
@@ -446,27 +450,55 @@ fn profile_cmd(args: &BenchArgs) -> Result<()> {
         bail!("--graph applies to `mtcool bench` (a profile times each op, which a graph launch hides)");
     }
     let r = train::bench::profile(&cfg, args.warmup, args.steps, &msg, &backend)?;
+    let epoch = if args.epoch { Some(train::profile_epoch(&cfg, &msg, &backend)?) } else { None };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        // The report as it is, with the epoch (if asked for) as one more field.
+        let mut v = serde_json::to_value(&r)?;
+        if let Some((m, steps)) = &epoch {
+            v["epoch"] = serde_json::json!({ "metrics": m, "steps": steps });
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let on = if backend.is_cuda() { format!("on {}", backend.name()) } else { format!("{} threads", r.bench.threads) };
+    let fma = match (r.peaks.fma_gflop_s, r.peaks.isa) {
+        (Some(f), Some(isa)) => format!(", FMA {f:.1} GFLOP/s ({isa}; sgemm at {:.0} % of it)", 100.0 * r.peaks.sgemm_gflop_s / f),
+        _ => String::new(),
+    };
     println!(
-        "peaks (measured now): copy {:.1} GB/s (read + write), sgemm {}³ {:.1} GFLOP/s; {on}",
+        "peaks (measured now): copy {:.1} GB/s (read + write), sgemm {}³ {:.1} GFLOP/s{fma}; {on}",
         r.peaks.copy_gb_s, r.peaks.sgemm_n, r.peaks.sgemm_gflop_s
     );
     println!(
         "{} {} batch {}: {:.0} µs/step unprofiled (median of {}), {:.0} µs/step profiled, {:.0} µs not charged to any op",
         r.bench.task, r.bench.method, r.bench.batch_size, r.bench.median_us, r.bench.steps, r.step_us, r.unattributed_us
     );
+    if let Some(one) = r.step_us_one_thread {
+        println!("on 1 thread: {one:.0} µs/step profiled ({:.2}x from {} threads)", one / r.step_us, r.bench.threads);
+    }
+    let threads_cols = r.step_us_one_thread.is_some();
     println!(
-        "{:<10} {:<24} {:>7} {:>10} {:>6} {:>9} {:>8} {:>7}",
-        "phase", "op", "calls", "µs/step", "share", "GFLOP/s", "GB/s", "% peak"
+        "{:<10} {:<24} {:>7} {:>10} {:>6} {:>9} {:>8} {:>7}{}",
+        "phase",
+        "op",
+        "calls",
+        "µs/step",
+        "share",
+        "GFLOP/s",
+        "GB/s",
+        "% peak",
+        if threads_cols { format!(" {:>10} {:>8}", "1-thr µs", "speed-up") } else { String::new() }
     );
     let opt = |v: Option<f64>, w: usize| v.map_or(format!("{:>w$}", "-"), |v| format!("{v:>w$.1}"));
     for row in &r.rows {
+        let threads = if threads_cols {
+            let one = row.us_one_thread.map_or(format!("{:>10}", "-"), |v| format!("{v:>10.0}"));
+            format!(" {one} {}", row.thread_speedup.map_or(format!("{:>8}", "-"), |v| format!("{v:>7.2}x")))
+        } else {
+            String::new()
+        };
         println!(
-            "{:<10} {:<24} {:>7.1} {:>10.0} {:>5.1}% {} {} {}",
+            "{:<10} {:<24} {:>7.1} {:>10.0} {:>5.1}% {} {} {}{threads}",
             row.phase,
             row.op,
             row.calls,
@@ -476,6 +508,9 @@ fn profile_cmd(args: &BenchArgs) -> Result<()> {
             opt(row.gb_s, 8),
             opt(row.peak_pct, 7)
         );
+    }
+    if let Some((m, steps)) = &epoch {
+        print_epoch_split(m, *steps, r.bench.median_us);
     }
     if !r.kernels.is_empty() {
         println!("\nper kernel (CUDA events around each launch):");
@@ -497,6 +532,31 @@ fn profile_cmd(args: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The time split of `profile --epoch`'s epoch, and how it compares with its steps alone.
+fn print_epoch_split(m: &train::report::EpochMetrics, steps: usize, median_step_us: f64) {
+    let t = &m.time;
+    let rest = m.seconds - (t.data + t.steps + t.stats + t.eval + t.checkpoints);
+    let pct = |v: f64| 100.0 * v / m.seconds.max(1e-12);
+    println!("\none epoch, trained now ({steps} steps): {:.2} s", m.seconds);
+    for (name, v) in [
+        ("steps", t.steps),
+        ("data", t.data),
+        ("stats", t.stats),
+        ("eval", t.eval),
+        ("checkpoints", t.checkpoints),
+        ("rest", rest.max(0.0)),
+    ] {
+        println!("  {name:<12} {v:>8.3} s {:>6.1}%", pct(v));
+    }
+    let steps_alone = steps as f64 * median_step_us * 1e-6;
+    println!(
+        "  epoch / (steps × median step + eval) = {:.2}; steps {:.1} ms each in the epoch vs {:.1} ms on one fixed batch",
+        m.seconds / (steps_alone + t.eval).max(1e-12),
+        1e3 * t.steps / steps.max(1) as f64,
+        median_step_us * 1e-3
+    );
 }
 
 fn bench_cmd(args: &BenchArgs) -> Result<()> {

@@ -73,8 +73,80 @@ impl NoiseKey {
     /// Returns `w + ε` for every element; element i draws index `offset + i`, `offset` being where `w`
     /// starts inside its extractor's flat parameter vector θ (so no two weights share a draw).
     pub fn perturb(&self, w: &[f32], b: f32, offset: u32) -> Vec<f32> {
-        w.iter().enumerate().map(|(i, &x)| x + self.uniform(offset + i as u32, b)).collect()
+        let mut out = w.to_vec();
+        let (blocks, tail) = out.as_chunks_mut::<LANES>();
+        for (j, block) in blocks.iter_mut().enumerate() {
+            let first = offset.wrapping_add((j * LANES) as u32);
+            let units = self.units(first);
+            for (v, u) in block.iter_mut().zip(units) {
+                *v += b * (2.0 * u - 1.0);
+            }
+        }
+        let done = (w.len() / LANES * LANES) as u32;
+        for (i, v) in tail.iter_mut().enumerate() {
+            *v += self.uniform(offset.wrapping_add(done + i as u32), b);
+        }
+        out
     }
+
+    /// `unit` of the LANES indices first, first + 1, …: the same values, computed lane-wise so that
+    /// the rounds vectorise (AVX-512 or AVX2 when present; the noise was ~5 % of a MultiMNIST step).
+    fn units(&self, first: u32) -> [f32; LANES] {
+        let key = [self.seed as u32, (self.seed >> 32) as u32];
+        let ctr = [self.sample, self.stream, self.step];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: the feature was just detected.
+                return unsafe { units_avx512(first, ctr, key) };
+            }
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the feature was just detected.
+                return unsafe { units_avx2(first, ctr, key) };
+            }
+        }
+        units_lanes(first, ctr, key)
+    }
+}
+
+/// Elements per vectorised noise block.
+const LANES: usize = 16;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn units_avx512(first: u32, ctr: [u32; 3], key: [u32; 2]) -> [f32; LANES] {
+    units_lanes(first, ctr, key)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn units_avx2(first: u32, ctr: [u32; 3], key: [u32; 2]) -> [f32; LANES] {
+    units_lanes(first, ctr, key)
+}
+
+/// `philox4x32_10` word 0 → `u32_to_unit` for counters (first + l, ctr…), l < LANES, lane-wise.
+#[inline(always)]
+fn units_lanes(first: u32, [c1, c2, c3]: [u32; 3], key: [u32; 2]) -> [f32; LANES] {
+    let mut c: [[u32; LANES]; 4] =
+        [std::array::from_fn(|l| first.wrapping_add(l as u32)), [c1; LANES], [c2; LANES], [c3; LANES]];
+    let mut k = key;
+    for round in 0..10 {
+        if round > 0 {
+            k[0] = k[0].wrapping_add(W0);
+            k[1] = k[1].wrapping_add(W1);
+        }
+        let mut next = [[0u32; LANES]; 4];
+        for l in 0..LANES {
+            let p0 = (M0 as u64) * (c[0][l] as u64);
+            let p1 = (M1 as u64) * (c[2][l] as u64);
+            next[0][l] = ((p1 >> 32) as u32) ^ c[1][l] ^ k[0];
+            next[1][l] = p1 as u32;
+            next[2][l] = ((p0 >> 32) as u32) ^ c[3][l] ^ k[1];
+            next[3][l] = p0 as u32;
+        }
+        c = next;
+    }
+    c[0].map(u32_to_unit)
 }
 
 /// Noise for one parameter tensor: the draw, the radius b, and the tensor's offset within θ.

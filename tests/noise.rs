@@ -58,10 +58,14 @@ fn uniform_noise_is_bounded_centred_and_keyed() {
 #[test]
 fn perturb_adds_the_indexed_noise() {
     let key = NoiseKey { seed: 3, step: 1, stream: stream::TASK1, sample: 2 };
-    let w = vec![1.0f32, -2.0, 0.5, 3.0];
-    let p = key.perturb(&w, 0.1, 7);
-    for (i, (&a, &x)) in p.iter().zip(&w).enumerate() {
-        assert_eq!(a, x + key.uniform(7 + i as u32, 0.1));
-        assert_ne!(a, x);
+    // 4 elements (the scalar tail alone) and 37 (two vectorised blocks of 16, then a tail of 5).
+    for len in [4, 37] {
+        let w: Vec<f32> = (0..len).map(|i| [1.0f32, -2.0, 0.5, 3.0][i % 4] + i as f32).collect();
+        let p = key.perturb(&w, 0.1, 7);
+        assert_eq!(p.len(), len);
+        for (i, (&a, &x)) in p.iter().zip(&w).enumerate() {
+            assert_eq!(a.to_bits(), (x + key.uniform(7 + i as u32, 0.1)).to_bits(), "element {i} of {len}");
+            assert_ne!(a, x);
+        }
     }
 }

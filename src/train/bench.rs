@@ -226,20 +226,27 @@ pub struct Peaks {
     /// SGEMM on sgemm_n³: `gemm::sgemm` with all threads, or the GPU's sgemm kernel.
     pub sgemm_gflop_s: f64,
     pub sgemm_n: usize,
+    /// CPU: the FMA peak of the kernels' ISA on all threads (a loop of independent vector FMAs), the
+    /// ceiling FLOP rates are quoted against; with it, the ISA's name. GPU: none (SGEMM is used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fma_gflop_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isa: Option<&'static str>,
 }
 
 impl Peaks {
     /// GFLOP/s of `flops` (matrix work) or else GB/s of `bytes` done in `secs`, and that as a % of the
-    /// matching peak (SGEMM for FLOPs, copy bandwidth for bytes).
+    /// matching peak (the FMA peak on a CPU, SGEMM on a GPU, for FLOPs; copy bandwidth for bytes).
     fn rates(&self, flops: f64, bytes: f64, secs: f64) -> (Option<f64>, Option<f64>, Option<f64>) {
         let gflop_s = (flops > 0.0).then(|| flops / secs / 1e9);
         let gb_s = (flops == 0.0 && bytes > 0.0).then(|| bytes / secs / 1e9);
-        let peak_pct = gflop_s.map(|g| 100.0 * g / self.sgemm_gflop_s).or(gb_s.map(|g| 100.0 * g / self.copy_gb_s));
+        let flop_peak = self.fma_gflop_s.filter(|&p| p > 0.0).unwrap_or(self.sgemm_gflop_s);
+        let peak_pct = gflop_s.map(|g| 100.0 * g / flop_peak).or(gb_s.map(|g| 100.0 * g / self.copy_gb_s));
         (gflop_s, gb_s, peak_pct)
     }
 }
 
-/// Best of a few runs of a 256 MiB copy and a 1024³ SGEMM.
+/// Best of a few runs of a 256 MiB copy and a 1024³ SGEMM, and the FMA peak.
 pub fn measure_peaks() -> Peaks {
     let n = 64 << 20; // floats: 256 MiB
     let src = vec![1.0f32; n];
@@ -262,7 +269,14 @@ pub fn measure_peaks() -> Peaks {
         best = best.min(t.elapsed().as_secs_f64());
         std::hint::black_box(&c);
     }
-    Peaks { copy_gb_s, sgemm_gflop_s: 2.0 * (m * m * m) as f64 / best / 1e9, sgemm_n: m }
+    let fma = crate::backend::cpu::gemm::fma_peak(crate::backend::cpu::gemm::num_threads(), 0.2);
+    Peaks {
+        copy_gb_s,
+        sgemm_gflop_s: 2.0 * (m * m * m) as f64 / best / 1e9,
+        sgemm_n: m,
+        fma_gflop_s: Some(fma),
+        isa: Some(crate::backend::cpu::gemm::isa().name()),
+    }
 }
 
 /// The GPU's peaks, timed with CUDA events: best of a few device-to-device copies of 256 MiB and
@@ -285,7 +299,8 @@ pub fn measure_gpu_peaks(gpu: &crate::backend::cuda::Gpu) -> Result<Peaks> {
         let (_, us) = gpu.time_us(|| gpu.sgemm(&a, false, &b, false, None, false))?;
         best = best.min(us);
     }
-    Ok(Peaks { copy_gb_s, sgemm_gflop_s: 2.0 * (m * m * m) as f64 / (best * 1e-6) / 1e9, sgemm_n: m })
+    let sgemm_gflop_s = 2.0 * (m * m * m) as f64 / (best * 1e-6) / 1e9;
+    Ok(Peaks { copy_gb_s, sgemm_gflop_s, sgemm_n: m, fma_gflop_s: None, isa: None })
 }
 
 /// One kernel's share of the profiled steps (GPU runs), per step.
@@ -313,8 +328,14 @@ pub struct ProfileRow {
     pub share: f64,
     pub gflop_s: Option<f64>,
     pub gb_s: Option<f64>,
-    /// Of the matching peak: SGEMM for FLOP-counted ops, copy bandwidth for the rest.
+    /// Of the matching peak: the FMA peak (CPU) or SGEMM (GPU) for FLOP-counted ops, copy bandwidth
+    /// for the rest.
     pub peak_pct: Option<f64>,
+    /// CPU with several threads: the same op's µs per step on one thread, and that over `us`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub us_one_thread: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_speedup: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -325,6 +346,9 @@ pub struct ProfileReport {
     pub step_us: f64,
     pub unattributed_us: f64,
     pub rows: Vec<ProfileRow>,
+    /// CPU with several threads: µs per profiled step on one thread (`MTCOOL_THREADS=1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_us_one_thread: Option<f64>,
     /// GPU runs: per kernel, from a pair of CUDA events around each launch (largest first).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kernels: Vec<KernelRow>,
@@ -356,20 +380,39 @@ pub fn profile(
         })));
         gpu.start_kernel_timing();
     }
-    profile::start();
-    let t = Instant::now();
-    let mut run = || -> Result<()> {
-        for step in warmup + steps..warmup + 2 * steps {
-            train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32)?;
-        }
-        if let Backend::Cuda(gpu) = backend {
-            gpu.synchronize()?;
-        }
-        Ok(())
+    let mut next_step = warmup + steps;
+    let mut profiled = |su: &mut Setup| -> (Result<()>, f64, _) {
+        profile::start();
+        let t = Instant::now();
+        let mut run = || -> Result<()> {
+            for step in next_step..next_step + steps {
+                train_step(cfg, &mut su.model, &mut su.opt, &su.batch, &su.obj, step as u32)?;
+            }
+            if let Backend::Cuda(gpu) = backend {
+                gpu.synchronize()?;
+            }
+            Ok(())
+        };
+        let ran = run();
+        next_step += steps;
+        (ran, t.elapsed().as_secs_f64(), profile::stop())
     };
-    let ran = run();
-    let total = t.elapsed().as_secs_f64();
-    let stats = profile::stop();
+    let (ran, total, stats) = profiled(&mut su);
+    // The same steps again on one thread (CPU, several threads): what the threads buy per op.
+    let threads = crate::backend::cpu::gemm::num_threads();
+    let one_thread = if matches!(backend, Backend::Cpu) && threads > 1 && ran.is_ok() {
+        let saved = std::env::var("MTCOOL_THREADS").ok();
+        std::env::set_var("MTCOOL_THREADS", "1");
+        let (ran1, total1, stats1) = profiled(&mut su);
+        match saved {
+            Some(v) => std::env::set_var("MTCOOL_THREADS", v),
+            None => std::env::remove_var("MTCOOL_THREADS"),
+        }
+        ran1?;
+        Some((total1, stats1))
+    } else {
+        None
+    };
     profile::set_barrier(None);
     let kernels = match backend {
         Backend::Cuda(gpu) => kernel_rows(gpu.stop_kernel_timing()?, steps as f64, &peaks),
@@ -383,7 +426,10 @@ pub fn profile(
         .into_iter()
         .map(|((phase, op), s): ((&str, &str), OpStat)| {
             let (gflop_s, gb_s, peak_pct) = peaks.rates(s.flops, s.bytes, s.seconds);
+            let one = one_thread.as_ref().and_then(|(_, st)| st.get(&(phase, op))).map(|o| o.seconds / per * 1e6);
             ProfileRow {
+                us_one_thread: one,
+                thread_speedup: one.map(|o| o / (s.seconds / per * 1e6).max(1e-9)),
                 phase: phase.to_string(),
                 op: op.to_string(),
                 calls: s.calls as f64 / per,
@@ -396,7 +442,9 @@ pub fn profile(
         })
         .collect();
     rows.sort_by(|a, b| b.us.total_cmp(&a.us));
-    Ok(ProfileReport { bench, peaks, step_us, unattributed_us: (total - charged).max(0.0) / per * 1e6, rows, kernels })
+    let step_us_one_thread = one_thread.map(|(t, _)| t / per * 1e6);
+    let unattributed_us = (total - charged).max(0.0) / per * 1e6;
+    Ok(ProfileReport { bench, peaks, step_us, unattributed_us, rows, step_us_one_thread, kernels })
 }
 
 /// Per-kernel totals per step of timed launches (kernel, µs, FLOPs, bytes), largest first, with the

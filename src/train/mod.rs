@@ -217,3 +217,28 @@ pub fn train_on(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions, 
     }
     run.finish(device)
 }
+
+/// One epoch of `cfg` trained from scratch in a fresh temporary run folder (removed afterwards), for
+/// `mtcool profile --epoch`: its `metrics.jsonl` line (with the time split) and its step count.
+pub fn profile_epoch(cfg: &TrainConfig, device: &str, backend: &Backend) -> Result<(report::EpochMetrics, usize)> {
+    let dir = std::env::temp_dir().join(format!("mtcool-profile-epoch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = TrainConfig { epochs: 1, ..cfg.clone() };
+    let opts = RunOptions::default();
+    let result = (|| {
+        let mut run = run::Run::open(&cfg, &dir, device, &opts, backend)?;
+        let steps = run.train_set.len().div_ceil(cfg.batch_size.max(1));
+        let epoch_start = Instant::now();
+        let order = epoch_order(cfg.seed, run.pos.epoch, run.train_set.len());
+        for chunk in order.chunks(cfg.batch_size) {
+            run.step(chunk, epoch_start)?;
+        }
+        run.end_epoch(epoch_start)?;
+        run.finish(device)?;
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl"))?;
+        let line = text.lines().last().ok_or_else(|| anyhow::anyhow!("the profiled epoch wrote no metrics line"))?;
+        Ok((serde_json::from_str(line)?, steps))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
