@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""The MultiMNIST training steps of mtcool in PyTorch, for cross-checking and timing against `mtcool bench`.
+"""The MultiMNIST and fundus training steps of mtcool in PyTorch, for cross-checking and timing against
+`mtcool bench` (fundus: the U-Net extractors, a 1×1-conv segmentation head with cross-entropy + soft Dice,
+a pooled classification head with the class weights `mtcool bench --save` stored).
 
 Reads a folder written by `mtcool bench --save DIR` (model.safetensors: the initial weights under mtcool's
 names; batch.safetensors: x, labels1, labels2; bench.json: the method, mode, b, losses of the first steps),
@@ -41,6 +43,52 @@ class Extractor(nn.Module):
         return F.relu(self.fc(h.flatten(1)))
 
 
+class UNet(nn.Module):
+    """mtcool's fundus extractor (src/model/unet.rs): 3×3 'same' convs, max-pool, nearest upsampling."""
+
+    def __init__(self, w, prefix):
+        super().__init__()
+        for name in ("enc0", "enc1", "mid0", "mid1", "dec1", "dec0"):
+            co, ci = w[f"{prefix}.{name}.weight"].shape[:2]
+            setattr(self, name, nn.Conv2d(ci, co, 3, padding=1))
+
+    def forward(self, x):
+        e0 = F.relu(self.enc0(x))
+        e1 = F.relu(self.enc1(F.max_pool2d(e0, 2)))
+        m = F.relu(self.mid1(F.relu(self.mid0(F.max_pool2d(e1, 2)))))
+        d1 = F.relu(self.dec1(torch.cat([F.interpolate(m, scale_factor=2, mode="nearest"), e1], 1)))
+        return F.relu(self.dec0(torch.cat([F.interpolate(d1, scale_factor=2, mode="nearest"), e0], 1)))
+
+
+class SegHead(nn.Module):
+    def __init__(self, din, classes):
+        super().__init__()
+        self.conv = nn.Conv2d(din, classes, 1)
+
+    def forward(self, z):
+        return self.conv(z)
+
+
+class PoolHead(nn.Module):
+    def __init__(self, din, hidden, classes):
+        super().__init__()
+        self.fc1 = nn.Linear(din, hidden)
+        self.fc2 = nn.Linear(hidden, classes)
+
+    def forward(self, z):
+        return self.fc2(F.relu(self.fc1(z.mean((2, 3)))))
+
+
+def seg_loss(logits, labels, eps=1.0):
+    """Cross-entropy plus multi-class soft Dice, as mtcool's segmentation loss (mtl::task_loss)."""
+    ce = F.cross_entropy(logits, labels)
+    p = logits.softmax(1)
+    t = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
+    dims = (0, 2, 3)
+    dice = ((2 * (p * t).sum(dims) + eps) / (p.sum(dims) + t.sum(dims) + eps)).mean()
+    return ce + (1 - dice)
+
+
 class Head(nn.Module):
     def __init__(self, din, hidden, classes):
         super().__init__()
@@ -56,15 +104,26 @@ def build(weights, method):
     ext_names = ["shared"] if method == "joint" else ["task1", "task2"]
     w = weights
     ex = {}
+    unet = "task1.head.conv.weight" in w
     for n in ext_names:
+        if unet:
+            ex[n] = UNet(w, f"{n}.extractor")
+            continue
         c1 = w[f"{n}.extractor.conv1.weight"].shape[0]
         c2 = w[f"{n}.extractor.conv2.weight"].shape[0]
         d = w[f"{n}.extractor.fc.weight"].shape[0]
         ex[n] = Extractor(c1, c2, d)
     heads = []
     for t in (1, 2):
-        h, din = w[f"task{t}.head.fc1.weight"].shape
-        heads.append(Head(din, h, w[f"task{t}.head.fc2.weight"].shape[0]))
+        if unet and f"task{t}.head.conv.weight" in w:
+            co, din = w[f"task{t}.head.conv.weight"].shape[:2]
+            heads.append(SegHead(din, co))
+        elif unet:
+            h, din = w[f"task{t}.head.fc1.weight"].shape
+            heads.append(PoolHead(din, h, w[f"task{t}.head.fc2.weight"].shape[0]))
+        else:
+            h, din = w[f"task{t}.head.fc1.weight"].shape
+            heads.append(Head(din, h, w[f"task{t}.head.fc2.weight"].shape[0]))
     root = nn.Module()
     for n, m in ex.items():
         sub = nn.Module()
@@ -102,7 +161,7 @@ class MtCoolStep:
                 f_other = torch.func.functional_call(other, params, (x,))
             f_own = own(x)
             z = torch.cat([f_own, f_other] if t == 0 else [f_other, f_own], 1)
-            return F.cross_entropy(head(z), y)
+            return task_loss(head, head(z), y)
 
         return loss
 
@@ -137,7 +196,7 @@ class JointStep:
 
     def _loss(self, x, y1, y2):
         z = self.ext(x)
-        return F.cross_entropy(self.heads[0](z), y1), F.cross_entropy(self.heads[1](z), y2)
+        return task_loss(self.heads[0], self.heads[0](z), y1), task_loss(self.heads[1], self.heads[1](z), y2)
 
     def compile(self):
         self.loss_fn = torch.compile(self._loss)
@@ -150,15 +209,27 @@ class JointStep:
         return [float(l1.detach()), float(l2.detach())]
 
 
+CLASS_WEIGHTS = {}  # head → class weights of its cross-entropy (from batch.safetensors, if saved)
+
+
+def task_loss(head, logits, y):
+    return seg_loss(logits, y) if isinstance(head, SegHead) else F.cross_entropy(logits, y, CLASS_WEIGHTS.get(head))
+
+
 def make_step(folder, compiled=False, device="cpu"):
     bench = json.loads((folder / "bench.json").read_text())
     cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
     weights = load_file(folder / "model.safetensors")
     batch = load_file(folder / "batch.safetensors")
     x = batch["x"].to(device)
-    ys = [batch["labels1"].long().to(device), batch["labels2"].long().to(device)]
+    n, _, h, w = x.shape
+    # Segmentation labels are stored flat, one per pixel in (n, h, w) order.
+    ys = [batch[k].long().reshape((n, h, w) if batch[k].numel() == n * h * w else (n,)).to(device) for k in ("labels1", "labels2")]
     root, exts, heads = build(weights, bench["method"])
     root.to(device)
+    for t, head in enumerate(heads, 1):
+        if f"class_weights{t}" in batch:
+            CLASS_WEIGHTS[head] = batch[f"class_weights{t}"].to(device)
     lr, b = bench["lr"], bench["b"]
     if bench["method"] == "mtcool":
         step = MtCoolStep(exts, heads, lr, b, bench["mode"])

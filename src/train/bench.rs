@@ -138,11 +138,17 @@ pub fn run(
         std::fs::create_dir_all(dir)?;
         checkpoint::save(&su.model, &dir.join("model.safetensors"))?;
         let labels: Vec<Vec<f32>> = batch.labels.iter().map(|l| l.iter().map(|&v| v as f32).collect()).collect();
-        let views = vec![
+        let mut views = vec![
             ("x".to_string(), f32_view(batch.x.shape().to_vec(), batch.x.data())?),
             ("labels1".to_string(), f32_view(vec![labels[0].len()], &labels[0])?),
             ("labels2".to_string(), f32_view(vec![labels[1].len()], &labels[1])?),
         ];
+        // Class weights of a weighted cross-entropy (fundus glaucoma), so the reference can use them.
+        for (t, w) in su.obj.class_weights.iter().enumerate() {
+            if let Some(w) = w {
+                views.push((format!("class_weights{}", t + 1), f32_view(vec![w.len()], w)?));
+            }
+        }
         checkpoint::write_atomic(&dir.join("batch.safetensors"), &safetensors::serialize(views, None)?)?;
     }
     let report = timed_steps(cfg, &mut su, warmup, steps, device)?;
