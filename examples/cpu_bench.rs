@@ -54,9 +54,22 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(0);
     let mut rows: Vec<Row> = Vec::new();
 
-    // (name, Ci, H, Co, k): conv5×5, stride 1, no padding.
-    let cfg = Conv2dCfg { stride: 1, padding: 0 };
-    for (name, ci, hw, co, k) in [("conv1 1→10 28²", 1, 28, 10, 5), ("conv2 10→20 12²", 10, 12, 20, 5)] {
+    // (name, Ci, H, Co, k, padding, batch): MultiLeNet's conv5×5 layers, then the fundus U-Net's
+    // 3×3 "same" layers (batch 16, 64²).
+    let layers = [
+        ("conv1 1→10 28²", 1, 28, 10, 5, 0, batch),
+        ("conv2 10→20 12²", 10, 12, 20, 5, 0, batch),
+        ("unet enc0 3→8 64²", 3, 64, 8, 3, 1, 16),
+        ("unet enc1 8→16 32²", 8, 32, 16, 3, 1, 16),
+        ("unet mid1 32→32 16²", 32, 16, 32, 3, 1, 16),
+        ("unet dec1 48→16 32²", 48, 32, 16, 3, 1, 16),
+        ("unet dec0 24→8 64²", 24, 64, 8, 3, 1, 16),
+    ];
+    for (name, ci, hw, co, k, padding, batch) in layers {
+        if !name.contains(&only) {
+            continue;
+        }
+        let cfg = Conv2dCfg { stride: 1, padding };
         let x = Tensor::randn(&[batch, ci, hw, hw], 1.0, &mut rng);
         let w = Tensor::randn(&[co, ci, k, k], 0.2, &mut rng);
         let b = Tensor::randn(&[co], 0.1, &mut rng);

@@ -333,6 +333,12 @@ pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Con
     assert_eq!(wci, ci, "conv weight {:?} expects {wci} input channels, x_shape {x_shape:?} has {ci}", w.shape());
     let g = Geom::new(ci, h, wd, kh, kw, cfg);
     assert_eq!(dy.shape(), [n, co, g.ho, g.wo], "conv dy shape {:?} for x_shape {x_shape:?}", dy.shape());
+    if let Some(pad) = full_correlation_pad(&g) {
+        // dx is the "full" correlation of dy with the kernel flipped and transposed, which is a
+        // stride-1 convolution: it runs on the im2col-free forward (no col2im scatter).
+        let wt = flip_transpose(w);
+        return conv2d_forward(dy, &wt, None, Conv2dCfg { stride: 1, padding: pad });
+    }
     let (rows, pix) = (g.rows(), g.pix());
     let mut dx = vec![0f32; n * g.in_len()];
     if dx.is_empty() {
@@ -361,6 +367,39 @@ pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Con
         }
     });
     Tensor::from_parts(x_shape.to_vec(), dx)
+}
+
+/// The padding k − 1 − p under which dx is a plain stride-1 convolution of dy (square kernel,
+/// stride 1, p < k, not pointwise), if that costs about as much as the im2col path: the correlation
+/// multiplies over the whole zero-padded dy, (ho + 2(k−1−p))·(wo + 2(k−1−p)) positions per output
+/// row band against ho·wo, so it is taken when that is at most 1.5× (a 3×3 "same" conv: ~1.03×;
+/// MultiLeNet's 5×5 on 12² → 8²: 3×, which stays on im2col). Decided on the shapes alone.
+fn full_correlation_pad(g: &Geom) -> Option<usize> {
+    let k = g.kh;
+    if g.s != 1 || g.kw != k || g.p >= k || g.pointwise() {
+        return None;
+    }
+    let pad = k - 1 - g.p;
+    let wide = g.h * (g.wo + 2 * pad); // the forward's wide output: dx rows × padded dy width
+    (2 * wide <= 3 * g.ho * g.wo).then_some(pad)
+}
+
+/// w [Co, Ci, k, k] → [Ci, Co, k, k] with each kernel rotated by 180°: the weights of dx as a
+/// convolution of dy.
+fn flip_transpose(w: &Tensor) -> Tensor {
+    let (co, ci, kh, kw) = w.dims4();
+    let wd = w.data();
+    let mut out = vec![0f32; wd.len()];
+    for o in 0..co {
+        for c in 0..ci {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    out[((c * co + o) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)] = wd[((o * ci + c) * kh + ky) * kw + kx];
+                }
+            }
+        }
+    }
+    Tensor::from_parts(vec![ci, co, kh, kw], out)
 }
 
 /// dw of the convolution (see `conv2d_backward_weight_naive` for the formula): Σ_n dy_n · im2col(x_n)ᵀ.
