@@ -10,20 +10,41 @@ use crate::Tensor;
 
 /// Softmax over dim 1 of an [N, C, ...] tensor, max-subtracted for stability.
 fn softmax_dim1(x: &Tensor) -> Tensor {
+    softmax_lse(x).0
+}
+
+/// Softmax over dim 1 and, per item (b, s), the log-sum-exp max + ln Σ_c exp(x_c − max), both in
+/// f64 from one exp per element. Items are spread over the CPU workers when there are many.
+fn softmax_lse(x: &Tensor) -> (Tensor, Vec<f64>) {
     let (n, c, inner) = channel_dims(x);
     let xd = x.data();
     let mut out = vec![0f32; x.numel()];
-    for b in 0..n {
-        for s in 0..inner {
-            let at = |ch: usize| (b * c + ch) * inner + s;
-            let max = (0..c).map(|ch| xd[at(ch)]).fold(f32::NEG_INFINITY, f32::max) as f64;
-            let denom: f64 = (0..c).map(|ch| (xd[at(ch)] as f64 - max).exp()).sum();
-            for ch in 0..c {
-                out[at(ch)] = ((xd[at(ch)] as f64 - max).exp() / denom) as f32;
+    let mut lse = vec![0f64; n * inner];
+    let threads = if x.numel() >= 1 << 16 { super::gemm::num_threads() } else { 1 };
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let parts: Vec<_> = out.chunks_mut((per * c * inner).max(1)).zip(lse.chunks_mut((per * inner).max(1))).map(std::sync::Mutex::new).collect();
+    super::workers::run(parts.len(), |t| {
+        let mut part = parts[t].lock().unwrap_or_else(|p| p.into_inner());
+        let (out, lse) = &mut *part;
+        let mut e = vec![0f64; c];
+        for (i, (o, l)) in out.chunks_exact_mut(c * inner).zip(lse.chunks_exact_mut(inner)).enumerate() {
+            let xb = &xd[(t * per + i) * c * inner..][..c * inner];
+            for (s, l) in l.iter_mut().enumerate() {
+                let max = (0..c).map(|ch| xb[ch * inner + s]).fold(f32::NEG_INFINITY, f32::max) as f64;
+                let mut denom = 0f64;
+                for (ch, e) in e.iter_mut().enumerate() {
+                    *e = (xb[ch * inner + s] as f64 - max).exp();
+                    denom += *e;
+                }
+                for (ch, &e) in e.iter().enumerate() {
+                    o[ch * inner + s] = (e / denom) as f32;
+                }
+                *l = max + denom.ln();
             }
         }
-    }
-    Tensor::from_parts(x.shape().to_vec(), out)
+    });
+    drop(parts);
+    (Tensor::from_parts(x.shape().to_vec(), out), lse)
 }
 
 /// Checks targets and weights against [N, C, ...] and returns (N, C, inner).
@@ -52,20 +73,18 @@ fn check_ce_inputs(x: &Tensor, targets: &[u32], class_weights: Option<&[f32]>) -
 pub fn softmax_cross_entropy_forward(logits: &Tensor, targets: &[u32], class_weights: Option<&[f32]>) -> (f32, Tensor) {
     let (n, c, inner) = check_ce_inputs(logits, targets, class_weights);
     let xd = logits.data();
+    let (probs, lse) = softmax_lse(logits);
     let mut weighted_nll = 0f64;
     let mut weight_sum = 0f64;
     for b in 0..n {
         for s in 0..inner {
-            let at = |ch: usize| (b * c + ch) * inner + s;
             let y = targets[b * inner + s] as usize;
-            let max = (0..c).map(|ch| xd[at(ch)]).fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = max + (0..c).map(|ch| (xd[at(ch)] as f64 - max).exp()).sum::<f64>().ln();
             let w = class_weights.map_or(1.0, |w| w[y] as f64);
-            weighted_nll += w * (lse - xd[at(y)] as f64);
+            weighted_nll += w * (lse[b * inner + s] - xd[(b * c + y) * inner + s] as f64);
             weight_sum += w;
         }
     }
-    ((weighted_nll / weight_sum) as f32, softmax_dim1(logits))
+    ((weighted_nll / weight_sum) as f32, probs)
 }
 
 /// dlogits[i, c] = dloss · w[y_i] · (p_i[c] − [c = y_i]) / Σ_j w[y_j].

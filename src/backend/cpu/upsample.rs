@@ -26,14 +26,27 @@ pub fn upsample_nearest_forward(x: &Tensor, scale: usize) -> Tensor {
     if w == 0 {
         return Tensor::from_parts(vec![n, c, ho, wo], y);
     }
-    // Each input row widened once (every value `scale` times), then copied to its `scale` output rows.
-    for (src, out) in xd.chunks_exact(w).zip(y.chunks_exact_mut(scale * wo)) {
-        let (first, rest) = out.split_at_mut(wo);
-        for (d, &v) in first.chunks_exact_mut(scale).zip(src) {
-            d.fill(v);
+    // Each input row widened once (every value `scale` times), then copied to its `scale` output rows;
+    // runs of rows on the CPU workers for large tensors.
+    let threads = if y.len() >= 1 << 18 { super::gemm::num_threads() } else { 1 };
+    super::gemm::parallel_items(&mut y, scale * wo, threads, |first_row, ys| {
+        let rows = xd[first_row * w..].chunks_exact(w);
+        for (src, out) in rows.zip(ys.chunks_exact_mut(scale * wo)) {
+            let (first, rest) = out.split_at_mut(wo);
+            if scale == 2 {
+                // The common ×2, as pairs (LLVM vectorises this; `fill` per pair it does not).
+                for (d, &v) in first.chunks_exact_mut(2).zip(src) {
+                    d[0] = v;
+                    d[1] = v;
+                }
+            } else {
+                for (d, &v) in first.chunks_exact_mut(scale).zip(src) {
+                    d.fill(v);
+                }
+            }
+            rest.chunks_exact_mut(wo).for_each(|r| r.copy_from_slice(first));
         }
-        rest.chunks_exact_mut(wo).for_each(|r| r.copy_from_slice(first));
-    }
+    });
     Tensor::from_parts(vec![n, c, ho, wo], y)
 }
 
@@ -48,24 +61,28 @@ pub fn upsample_nearest_backward(dy: &Tensor, scale: usize) -> Tensor {
     );
     let (h, w) = (ho / scale, wo / scale);
     let dyd = dy.data();
-    let mut dx = Vec::with_capacity(n * c * h * w);
-    if wo == 0 {
+    let mut dx = vec![0f32; n * c * h * w];
+    if wo == 0 || w == 0 {
         return Tensor::from_parts(vec![n, c, h, w], dx);
     }
     // Per input row: the f64 sums of its scale×scale blocks, added row by row (sy), then along each
-    // row (sx): the same order as summing each block on its own.
-    let mut acc = vec![0f64; w];
-    for block in dyd.chunks_exact(scale * wo) {
-        acc.fill(0.0);
-        for row in block.chunks_exact(wo) {
-            for (a, d) in acc.iter_mut().zip(row.chunks_exact(scale)) {
-                for &v in d {
-                    *a += v as f64;
+    // row (sx): the same order as summing each block on its own. Runs of rows on the CPU workers.
+    let threads = if dyd.len() >= 1 << 18 { super::gemm::num_threads() } else { 1 };
+    super::gemm::parallel_items(&mut dx, w, threads, |first_row, dxs| {
+        let mut acc = vec![0f64; w];
+        let blocks = dyd[first_row * scale * wo..].chunks_exact(scale * wo);
+        for (block, out) in blocks.zip(dxs.chunks_exact_mut(w)) {
+            acc.fill(0.0);
+            for row in block.chunks_exact(wo) {
+                for (a, d) in acc.iter_mut().zip(row.chunks_exact(scale)) {
+                    for &v in d {
+                        *a += v as f64;
+                    }
                 }
             }
+            out.iter_mut().zip(&acc).for_each(|(o, &a)| *o = a as f32);
         }
-        dx.extend(acc.iter().map(|&a| a as f32));
-    }
+    });
     Tensor::from_parts(vec![n, c, h, w], dx)
 }
 
