@@ -345,6 +345,18 @@ pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Con
         return Tensor::from_parts(x_shape.to_vec(), dx);
     }
     let (dyd, wdat) = (dy.data(), w.data());
+    if shifted_fits(&g) {
+        // Images over the threads (one image: one thread; the path depends on the shapes only).
+        let s = Shifted::new(ci, h, wd, kh, kw, g.p);
+        let wt: Vec<f32> = (0..rows).flat_map(|r| (0..co).map(move |o| wdat[o * rows + r])).collect();
+        let packed = gemm::PackedA::new(&wt, co, rows, co);
+        let threads = gemm::threads_for(n * co * rows * pix).min(n);
+        gemm::parallel_items(&mut dx, g.in_len(), threads, |n0, dxs| {
+            let dys = &dyd[n0 * co * pix..][..dxs.len() / g.in_len() * co * pix];
+            conv_shifted::backward_data(&s, dys, &packed, co, dxs);
+        });
+        return Tensor::from_parts(x_shape.to_vec(), dx);
+    }
     let (outer, inner) = thread_split(n, n * co * rows * pix);
     gemm::parallel_items(&mut dx, g.in_len(), outer, |n0, dxs| {
         let mut col = Vec::new();

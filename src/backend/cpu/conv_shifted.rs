@@ -117,6 +117,35 @@ fn rows_forward(s: &Shifted, buf: &[f32], w: &PackedA, co: usize, oy0: usize, oy
     out
 }
 
+/// Data gradient of one chunk of images: dxs (images × ci·h·w) from dys (images × co·ho·wo), with
+/// `wt` = Wᵀ [ci·kh·kw, co] packed. Per image: dy widened to rows of wp (junk columns zero), then
+/// dcol = Wᵀ · dy_wide [ci·kh·kw, ho·wp] (one GEMM), then row (c, ky, kx) of dcol is added, whole, at
+/// its tap's offset into a padded dx buffer (the adjoint of reading it there; junk columns add
+/// zeros), whose interior is dx. Each dx element is the sum over taps in im2col row order, as in
+/// the col2im path.
+pub(super) fn backward_data(s: &Shifted, dys: &[f32], wt: &PackedA, co: usize, dxs: &mut [f32]) {
+    let (in_len, dy_len, wide, frame) = (s.ci * s.h * s.w, co * s.ho * s.wo, s.wide(), s.frame());
+    let offs: Vec<usize> = (0..co).map(|o| o * wide).collect();
+    let (mut dyw, mut dcol, mut buf) = (vec![0f32; co * wide], vec![0f32; s.offs.len() * wide], vec![0f32; frame]);
+    for (dy, dx) in dys.chunks_exact(dy_len).zip(dxs.chunks_exact_mut(in_len)) {
+        for (dst, src) in dyw.chunks_exact_mut(s.wp).zip(dy.chunks_exact(s.wo)) {
+            dst[..s.wo].copy_from_slice(src);
+            dst[s.wo..].fill(0.0);
+        }
+        gemm::gemm_rows(wt, &dyw, &offs, wide, 1.0, 0.0, &mut dcol, wide);
+        buf.fill(0.0);
+        for (&off, row) in s.offs.iter().zip(dcol.chunks_exact(wide)) {
+            buf[off..off + wide].iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+        }
+        for (c, plane) in dx.chunks_exact_mut(s.h * s.w).enumerate() {
+            let src = &buf[c * s.hp * s.wp..];
+            for (y, row) in plane.chunks_exact_mut(s.w).enumerate() {
+                row.copy_from_slice(&src[(y + s.p) * s.wp + s.p..][..s.w]);
+            }
+        }
+    }
+}
+
 /// Weight-gradient partials: for each group of GROUP images in the chunk (first image index `n0`
 /// a multiple of GROUP), its dW [co, ci·kh·kw] into the matching wlen-float slot of `parts`.
 /// With `threads` > 1 each group's taps are split over that many threads.
