@@ -613,7 +613,7 @@ impl Kernels {
     fn run_tile(&self, t: TileArgs, a: &[f32], b: &[f32], offs: &Rows, c: &mut [f32]) {
         assert!(a.len() >= offs.offs.len() * self.mr, "tile: A sliver too short");
         assert!(offs.offs.is_empty() || offs.max + self.nr <= b.len(), "tile: a B row runs past the sliver");
-        let offs = &offs.offs[..];
+        let offs = offs.offs;
         if t.cols == self.nr {
             assert!(c.len() >= (t.rows - 1) * t.ldc + self.nr, "tile: C too small");
             return self.tile(t.rows, a, b, offs, c, t.ldc, t.alpha, t.beta);

@@ -118,7 +118,7 @@ fn worker(s: &'static Shared) {
                 break e;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && started.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && started.elapsed() > SPIN {
                 let mut parked = s.parked.lock().unwrap_or_else(|p| p.into_inner());
                 *parked += 1;
                 while unpack(s.state.load(Ordering::Acquire)).0 == seen {
