@@ -207,6 +207,13 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
             Box::new(|t, v| t.sigmoid_gate(v[0], v[1])),
         ),
         case("max_pool2d", vec![distinct(&[n, c, h, w], r)], all(1), 1e-2, Box::new(|t, v| t.max_pool2d(v[0], 2, 2))),
+        case(
+            "conv2d_max_pool2d",
+            vec![x4(r), Tensor::randn(&[c2, c, k, k], 0.5, r), Tensor::randn(&[c2], 0.5, r)],
+            all(3),
+            1e-2,
+            Box::new(move |t, v| t.conv2d_max_pool(v[0], v[1], Some(v[2]), conv_cfg(1, 1), None)),
+        ),
         case("avg_pool2d", vec![x4(r)], all(1), 1e-2, Box::new(|t, v| t.avg_pool2d(v[0], 2, 1))),
         case("global_avg_pool", vec![x4(r)], all(1), 1e-2, Box::new(|t, v| t.global_avg_pool(v[0]))),
         case("upsample_nearest", vec![x4(r)], all(1), 1e-2, Box::new(|t, v| t.upsample_nearest(v[0], 2))),
@@ -287,6 +294,13 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
             vec![true, false, false],
             1e-2,
             Box::new(move |t, v| t.conv2d_noisy(v[0], v[1], Some(v[2]), conv_cfg(1, 1), noise)),
+        ),
+        case(
+            "conv2d_noisy_max_pool2d",
+            vec![x4(r), Tensor::randn(&[c2, c, k, k], 0.5, r), Tensor::randn(&[c2], 0.5, r)],
+            vec![true, false, false],
+            1e-2,
+            Box::new(move |t, v| t.conv2d_max_pool(v[0], v[1], Some(v[2]), conv_cfg(1, 1), Some(noise))),
         ),
         case(
             "linear_noisy",

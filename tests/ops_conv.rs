@@ -460,3 +460,40 @@ fn fast_conv_is_independent_of_thread_count() {
     }
     std::env::remove_var("MTCOOL_THREADS");
 }
+
+#[test]
+fn fused_conv_max_pool_equals_the_two_ops_bit_for_bit() {
+    // conv2d_max_pool_forward against max_pool2d_forward(conv2d_forward(..)): values and argmax, at
+    // odd output sizes (the pool floors), with padding, on the fused (stride 1) and the fallback
+    // (stride 2) path, for 1-3 threads; and ties (a constant image) pick the same first maximum.
+    use mtcool::backend::cpu::pool::max_pool2d_forward;
+    let mut rng = StdRng::seed_from_u64(31);
+    let cases: [Case; 5] = [
+        (5, 1, 10, 28, 28, 5, 5, 1, 0),
+        (3, 10, 20, 12, 12, 5, 5, 1, 0),
+        (2, 3, 4, 9, 11, 3, 3, 1, 1),
+        (1, 2, 3, 7, 8, 2, 2, 1, 0),
+        (2, 3, 4, 13, 9, 3, 3, 2, 1),
+    ];
+    for (n, ci, co, h, w, kh, kw, s, p) in cases {
+        let c = cfg(s, p);
+        for constant in [false, true] {
+            let x = if constant { Tensor::full(&[n, ci, h, w], 0.5) } else { Tensor::randn(&[n, ci, h, w], 1.0, &mut rng) };
+            let wt = Tensor::randn(&[co, ci, kh, kw], 0.5, &mut rng);
+            let b = Tensor::randn(&[co], 0.5, &mut rng);
+            let conv = conv2d_forward(&x, &wt, Some(&b), c);
+            let (want, want_arg) = max_pool2d_forward(&conv, 2, 2);
+            for threads in ["1", "2", "3"] {
+                std::env::set_var("MTCOOL_THREADS", threads);
+                let (got, got_arg, shape) = conv2d_max_pool_forward(&x, &wt, Some(&b), c);
+                std::env::remove_var("MTCOOL_THREADS");
+                let what = format!("{:?} constant={constant} threads={threads}", (n, ci, co, h, w, kh, kw, s, p));
+                assert_eq!(shape, conv.shape(), "{what}");
+                assert_eq!(got.shape(), want.shape(), "{what}");
+                let same = got.data().iter().zip(want.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{what}: pooled values differ");
+                assert_eq!(got_arg, want_arg, "{what}: argmax differs");
+            }
+        }
+    }
+}

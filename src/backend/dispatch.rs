@@ -188,6 +188,38 @@ pub fn conv2d_forward_noisy(
     })
 }
 
+/// max_pool2d(conv2d(x, w, b), 2, 2) (noisy weights with `noise`): (pooled output, argmax into the
+/// unpooled output, the unpooled output's shape). On the CPU one pass (`conv::conv2d_max_pool_forward`);
+/// on a GPU the convolution kernel, then the pooling kernel.
+pub fn conv2d_max_pool_forward(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    cfg: Conv2dCfg,
+    noise: Option<LayerNoise>,
+) -> Result<(Tensor, PoolArgmax, Vec<usize>)> {
+    let all: Vec<&Tensor> = [Some(x), Some(w), b].into_iter().flatten().collect();
+    Ok(match placement("conv2d_max_pool_forward", &all)? {
+        None => {
+            let noisy = match noise {
+                Some(n) => Some((perturbed(w, n.key, n.b, n.w_offset)?, b.map(|b| perturbed(b, n.key, n.b, n.b_offset)).transpose()?)),
+                None => None,
+            };
+            let (w, b) = noisy.as_ref().map_or((w, b), |(w, b)| (w, b.as_ref()));
+            let (y, argmax, conv_shape) = conv::conv2d_max_pool_forward(x, w, b, cfg);
+            (y, PoolArgmax::Cpu(argmax), conv_shape)
+        }
+        Some(_) => {
+            let conv = match noise {
+                Some(n) => conv2d_forward_noisy(x, w, b, cfg, n)?,
+                None => conv2d_forward(x, w, b, cfg)?,
+            };
+            let (y, argmax) = max_pool2d_forward(&conv, 2, 2)?;
+            (y, argmax, conv.shape().to_vec())
+        }
+    })
+}
+
 pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg) -> Result<Tensor> {
     Ok(match placement("conv2d_backward_data", &[dy, w])? {
         None => conv::conv2d_backward_data(dy, w, x_shape, cfg),

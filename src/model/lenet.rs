@@ -49,8 +49,7 @@ impl LeNetExtractor {
         st.h = match i {
             0 | 1 => {
                 let conv = if i == 0 { &self.conv1 } else { &self.conv2 };
-                let h = conv.forward(tape, store, g, h, read)?;
-                let h = tape.max_pool2d(h, 2, 2)?;
+                let h = conv.forward_max_pool(tape, store, g, h, read)?;
                 tape.relu(h)?
             }
             _ => {

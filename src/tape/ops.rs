@@ -41,6 +41,18 @@ pub enum Op {
         cfg: Conv2dCfg,
         noise: LayerNoise,
     },
+    /// A convolution (noisy when `noise` is set, as `Conv2dNoisy`) whose output is max-pooled 2×2 in
+    /// the same pass (`conv_shape`: the unpooled output's shape). Its backward is the two ops'
+    /// backward rules in turn: unpool dy through `argmax`, then the convolution's.
+    Conv2dMaxPool {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        cfg: Conv2dCfg,
+        noise: Option<LayerNoise>,
+        conv_shape: Vec<usize>,
+        argmax: PoolArgmax,
+    },
     ConvTranspose2d {
         x: Var,
         w: Var,
@@ -141,6 +153,7 @@ impl Op {
             | UpsampleBilinear(x) => vec![*x],
             Conv2d { x, w, b, .. }
             | Conv2dNoisy { x, w, b, .. }
+            | Conv2dMaxPool { x, w, b, .. }
             | ConvTranspose2d { x, w, b, .. }
             | Linear { x, w, b }
             | LinearNoisy { x, w, b, .. } => [Some(*x), Some(*w), *b].into_iter().flatten().collect(),
@@ -171,6 +184,8 @@ impl Op {
             Reshape(_) => "reshape",
             Conv2d { .. } => "conv2d",
             Conv2dNoisy { .. } => "conv2d_noisy",
+            Conv2dMaxPool { noise: None, .. } => "conv2d_max_pool2d",
+            Conv2dMaxPool { noise: Some(_), .. } => "conv2d_noisy_max_pool2d",
             ConvTranspose2d { .. } => "conv_transpose2d",
             Matmul(..) => "matmul",
             Bmm { .. } => "bmm",
@@ -199,6 +214,9 @@ impl Op {
         let n = |v: &Var| t.value(*v).numel() as f64;
         let flops = match self {
             Conv2d { w, .. } | Conv2dNoisy { w, .. } => 2.0 * y.numel() as f64 * (n(w) / t.value(*w).shape()[0] as f64),
+            Conv2dMaxPool { w, conv_shape, .. } => {
+                2.0 * conv_shape.iter().product::<usize>() as f64 * (n(w) / t.value(*w).shape()[0] as f64)
+            }
             ConvTranspose2d { x, w, .. } => 2.0 * n(x) * (n(w) / t.value(*w).shape()[0] as f64),
             Linear { x, w, .. } | LinearNoisy { x, w, .. } => 2.0 * n(x) * t.value(*w).shape()[0] as f64,
             Matmul(a, b) => 2.0 * n(a) * t.value(*b).shape()[1] as f64,
@@ -258,6 +276,29 @@ pub(super) fn backward(t: &Tape, op: &Op, y: &Tensor, dy: &Tensor) -> Result<Vec
             if want(x) {
                 let wn = d::perturbed(v(w), noise.key, noise.b, noise.w_offset)?;
                 g.push((*x, d::conv2d_backward_data(dy, &wn, v(x).shape(), *cfg)?));
+            }
+            g
+        }
+        Conv2dMaxPool { x, w, b, cfg, noise, conv_shape, argmax } => {
+            let dconv = d::max_pool2d_backward(dy, argmax, conv_shape)?;
+            let mut g = vec![];
+            match noise {
+                None => {
+                    if want(x) {
+                        g.push((*x, d::conv2d_backward_data(&dconv, v(w), v(x).shape(), *cfg)?));
+                    }
+                    if want(w) {
+                        g.push((*w, d::conv2d_backward_weight(&dconv, v(x), v(w).shape(), *cfg)?));
+                    }
+                    if let Some(b) = b.filter(|b| want(b)) {
+                        g.push((b, d::add_channel_bias_backward(&dconv)?));
+                    }
+                }
+                Some(noise) if want(x) => {
+                    let wn = d::perturbed(v(w), noise.key, noise.b, noise.w_offset)?;
+                    g.push((*x, d::conv2d_backward_data(&dconv, &wn, v(x).shape(), *cfg)?));
+                }
+                Some(_) => {}
             }
             g
         }
@@ -378,6 +419,20 @@ impl Tape {
     pub fn conv2d_noisy(&mut self, x: Var, w: Var, b: Option<Var>, cfg: Conv2dCfg, noise: LayerNoise) -> Result<Var> {
         let y = d::conv2d_forward_noisy(self.value(x), self.value(w), b.map(|b| self.value(b)), cfg, noise)?;
         Ok(self.push(y, Op::Conv2dNoisy { x, w, b, cfg, noise }))
+    }
+    /// max_pool2d(conv2d(x, w, b), 2, 2) as one op (weights perturbed by `noise` if given, as
+    /// `conv2d_noisy`): the same values and gradients, without the unpooled output ever stored.
+    pub fn conv2d_max_pool(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        cfg: Conv2dCfg,
+        noise: Option<LayerNoise>,
+    ) -> Result<Var> {
+        let (y, argmax, conv_shape) =
+            d::conv2d_max_pool_forward(self.value(x), self.value(w), b.map(|b| self.value(b)), cfg, noise)?;
+        Ok(self.push(y, Op::Conv2dMaxPool { x, w, b, cfg, noise, conv_shape, argmax }))
     }
     pub fn conv_transpose2d(&mut self, x: Var, w: Var, b: Option<Var>, cfg: Conv2dCfg) -> Result<Var> {
         let y = d::conv_transpose2d_forward(self.value(x), self.value(w), b.map(|b| self.value(b)), cfg)?;

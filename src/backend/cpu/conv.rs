@@ -324,6 +324,45 @@ pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg
     Tensor::from_parts(vec![n, co, g.ho, g.wo], y)
 }
 
+/// max_pool2d_forward(conv2d_forward(x, w, b, cfg), 2, 2) in one pass where the im2col-free path runs
+/// (each image's output is pooled while it is in cache; the unpooled output is never stored), else
+/// the two calls. Returns (pooled y, argmax into the unpooled output, the unpooled output's shape);
+/// the values and argmax are those of the two calls, bit for bit.
+pub fn conv2d_max_pool_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg) -> (Tensor, Vec<u32>, Vec<usize>) {
+    let (n, ci, h, wd) = x.dims4();
+    let (co, wci, kh, kw) = w.dims4();
+    assert_eq!(wci, ci, "conv weight {:?} expects {wci} input channels, x {:?} has {ci}", w.shape(), x.shape());
+    if let Some(b) = b {
+        assert_eq!(b.shape(), [co], "conv bias shape {:?} for {co} output channels", b.shape());
+    }
+    let g = Geom::new(ci, h, wd, kh, kw, cfg);
+    let conv_shape = vec![n, co, g.ho, g.wo];
+    if !shifted_fits(&g) || g.ho < 2 || g.wo < 2 || n * co * g.pix() > u32::MAX as usize {
+        let y = conv2d_forward(x, w, b, cfg);
+        let (p, argmax) = super::pool::max_pool2d_forward(&y, 2, 2);
+        return (p, argmax, conv_shape);
+    }
+    let (ph, pw) = (g.ho / 2, g.wo / 2);
+    let (rows, out_len) = (g.rows(), co * ph * pw);
+    let mut y = vec![0f32; n * out_len];
+    let mut argmax = vec![0u32; n * out_len];
+    let s = Shifted::new(ci, h, wd, kh, kw, g.p);
+    let packed = gemm::PackedA::new(w.data(), rows, co, rows);
+    let bias = b.map(|b| b.data());
+    let threads = gemm::threads_for(n * co * rows * g.pix()).min(n).max(1);
+    let per = n.div_ceil(threads);
+    let xd = x.data();
+    let parts: Vec<_> = y.chunks_mut(per * out_len).zip(argmax.chunks_mut(per * out_len)).map(std::sync::Mutex::new).collect();
+    super::workers::run(parts.len(), |t| {
+        let mut part = parts[t].lock().unwrap_or_else(|p| p.into_inner());
+        let (yp, ap) = &mut *part;
+        let xs = &xd[t * per * g.in_len()..][..yp.len() / out_len * g.in_len()];
+        conv_shifted::forward_max_pool(&s, xs, &packed, co, bias, t * per, yp, ap);
+    });
+    drop(parts);
+    (Tensor::from_parts(vec![n, co, ph, pw], y), argmax, conv_shape)
+}
+
 /// dx of the convolution (see `conv2d_backward_data_naive` for the formula).
 /// Per image and band of output rows: dcol = wᵀ [Ci·kh·kw, Co] · dy_n[:, band], then col2im adds
 /// dcol into dx_n.

@@ -109,6 +109,31 @@ pub(super) fn forward(s: &Shifted, xs: &[f32], w: &PackedA, co: usize, bias: Opt
     }
 }
 
+/// `forward` followed by 2×2 max-pooling, per image while its output is in cache: ys / argmaxs get
+/// each image's pooled planes and the argmax into the unpooled output (image `first` is the chunk's
+/// first image in the batch), exactly as `pool::max_pool2d_forward` gives them.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_max_pool(
+    s: &Shifted,
+    xs: &[f32],
+    w: &PackedA,
+    co: usize,
+    bias: Option<&[f32]>,
+    first: usize,
+    ys: &mut [f32],
+    argmaxs: &mut [u32],
+) {
+    let (in_len, conv_len) = (s.ci * s.h * s.w, co * s.ho * s.wo);
+    let (ph, pw) = (s.ho / 2, s.wo / 2);
+    let mut conv = vec![0f32; conv_len];
+    for (i, ((x, y), a)) in xs.chunks_exact(in_len).zip(ys.chunks_exact_mut(co * ph * pw)).zip(argmaxs.chunks_exact_mut(co * ph * pw)).enumerate() {
+        forward(s, x, w, co, bias, &mut conv, 1);
+        super::pool::pool_planes_2x2(&conv, 0, [s.ho, s.wo], [ph, pw], y, a);
+        let offset = ((first + i) * conv_len) as u32;
+        a.iter_mut().for_each(|v| *v += offset);
+    }
+}
+
 /// The wide output rows oy0..oy1 of one padded image: [co, (oy1 − oy0)·wp].
 fn rows_forward(s: &Shifted, buf: &[f32], w: &PackedA, co: usize, oy0: usize, oy1: usize) -> Vec<f32> {
     let len = (oy1 - oy0) * s.wp;

@@ -98,8 +98,9 @@ fn max_pool2d_2x2(xd: &[f32], [n, c, h, w]: [usize; 4], ho: usize, wo: usize) ->
 /// Inputs at least this long are pooled on all threads (below it a spawn costs more than it saves).
 const PAR_MIN_ELEMS: usize = 1 << 17;
 
-/// 2×2 pooling of the planes whose outputs are `y` / `argmax`, starting at plane `first`.
-fn pool_planes_2x2(xd: &[f32], first: usize, [h, w]: [usize; 2], [ho, wo]: [usize; 2], y: &mut [f32], argmax: &mut [u32]) {
+/// 2×2 pooling of the planes whose outputs are `y` / `argmax`, starting at plane `first` (argmax
+/// entries index `xd`).
+pub(super) fn pool_planes_2x2(xd: &[f32], first: usize, [h, w]: [usize; 2], [ho, wo]: [usize; 2], y: &mut [f32], argmax: &mut [u32]) {
     let take = |(bv, bi): (f32, u32), v: f32, i: u32| {
         if takes_over(v, bv) {
             (v, i)
