@@ -99,6 +99,18 @@ fn distinct(shape: &[usize], rng: &mut StdRng) -> Tensor {
     Tensor::new(shape, v).expect("shape")
 }
 
+/// Inputs of a 2×2 convolution (one input channel) whose outputs stay ≥ 0.15 away from the ReLU's
+/// kink: one dominant tap w[·, 0, 0, 0] with |w| ≥ 1 on |x| ≥ 0.5, the other taps and the bias small.
+fn relu_conv_inputs(n: usize, h: usize, w: usize, co: usize, rng: &mut StdRng) -> Vec<Tensor> {
+    let x = away_from_zero(&[n, 1, h, w], 0.5, 2.0, rng);
+    let mut wt = away_from_zero(&[co, 1, 2, 2], 0.01, 0.05, rng);
+    for o in 0..co {
+        let v = rng.random_range(1.0f32..2.0);
+        wt.data_mut()[o * 4] = if rng.random_bool(0.5) { v } else { -v };
+    }
+    vec![x, wt, away_from_zero(&[co], 0.01, 0.05, rng)]
+}
+
 fn case(name: &str, inputs: Vec<Tensor>, check: Vec<bool>, tol: f64, build: Build) -> Case {
     Case { name: name.to_string(), inputs, check, tol, build }
 }
@@ -208,6 +220,13 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
         ),
         case("max_pool2d", vec![distinct(&[n, c, h, w], r)], all(1), 1e-2, Box::new(|t, v| t.max_pool2d(v[0], 2, 2))),
         case(
+            "conv2d_relu",
+            relu_conv_inputs(n, h, w, c2, r),
+            all(3),
+            1e-2,
+            Box::new(move |t, v| t.conv2d_relu(v[0], v[1], Some(v[2]), conv_cfg(1, 0), None)),
+        ),
+        case(
             "conv2d_max_pool2d",
             vec![x4(r), Tensor::randn(&[c2, c, k, k], 0.5, r), Tensor::randn(&[c2], 0.5, r)],
             all(3),
@@ -294,6 +313,13 @@ pub fn cases(rng: &mut StdRng) -> Vec<Case> {
             vec![true, false, false],
             1e-2,
             Box::new(move |t, v| t.conv2d_noisy(v[0], v[1], Some(v[2]), conv_cfg(1, 1), noise)),
+        ),
+        case(
+            "conv2d_noisy_relu",
+            vec![x4(r), Tensor::randn(&[c2, c, k, k], 0.5, r), Tensor::randn(&[c2], 0.5, r)],
+            vec![true, false, false],
+            1e-2,
+            Box::new(move |t, v| t.conv2d_relu(v[0], v[1], Some(v[2]), conv_cfg(1, 1), Some(noise))),
         ),
         case(
             "conv2d_noisy_max_pool2d",

@@ -497,3 +497,28 @@ fn fused_conv_max_pool_equals_the_two_ops_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn fused_conv_relu_equals_the_two_ops_bit_for_bit() {
+    // conv2d_relu_forward against relu(conv2d_forward(..)), with and without bias, on the fused
+    // (stride 1) and the fallback (stride 2, 1×1) paths.
+    use mtcool::backend::cpu::elementwise::relu;
+    let mut rng = StdRng::seed_from_u64(32);
+    let cases: [Case; 4] =
+        [(3, 3, 8, 16, 16, 3, 3, 1, 1), (2, 10, 20, 12, 12, 5, 5, 1, 0), (2, 3, 4, 13, 9, 3, 3, 2, 1), (2, 5, 7, 6, 6, 1, 1, 1, 0)];
+    for (n, ci, co, h, w, kh, kw, s, p) in cases {
+        let c = cfg(s, p);
+        let x = Tensor::randn(&[n, ci, h, w], 1.0, &mut rng);
+        let wt = Tensor::randn(&[co, ci, kh, kw], 0.5, &mut rng);
+        let b = Tensor::randn(&[co], 0.5, &mut rng);
+        for bias in [Some(&b), None] {
+            let want = relu(&conv2d_forward(&x, &wt, bias, c));
+            let got = conv2d_relu_forward(&x, &wt, bias, c);
+            let what = format!("{:?} bias={}", (n, ci, co, h, w, kh, kw, s, p), bias.is_some());
+            assert_eq!(got.shape(), want.shape(), "{what}");
+            assert!(want.data().iter().any(|&v| v == 0.0) && want.data().iter().any(|&v| v > 0.0), "{what}: both signs");
+            let same = got.data().iter().zip(want.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{what}: values differ");
+        }
+    }
+}

@@ -220,6 +220,35 @@ pub fn conv2d_max_pool_forward(
     })
 }
 
+/// relu(conv2d(x, w, b)) (noisy weights with `noise`). On the CPU the ReLU is applied in the conv's
+/// output pass (`conv::conv2d_relu_forward`); on a GPU the convolution kernel, then the ReLU kernel.
+pub fn conv2d_relu_forward(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    cfg: Conv2dCfg,
+    noise: Option<LayerNoise>,
+) -> Result<Tensor> {
+    let all: Vec<&Tensor> = [Some(x), Some(w), b].into_iter().flatten().collect();
+    Ok(match placement("conv2d_relu_forward", &all)? {
+        None => {
+            let noisy = match noise {
+                Some(n) => Some((perturbed(w, n.key, n.b, n.w_offset)?, b.map(|b| perturbed(b, n.key, n.b, n.b_offset)).transpose()?)),
+                None => None,
+            };
+            let (w, b) = noisy.as_ref().map_or((w, b), |(w, b)| (w, b.as_ref()));
+            conv::conv2d_relu_forward(x, w, b, cfg)
+        }
+        Some(_) => {
+            let conv = match noise {
+                Some(n) => conv2d_forward_noisy(x, w, b, cfg, n)?,
+                None => conv2d_forward(x, w, b, cfg)?,
+            };
+            relu(&conv)?
+        }
+    })
+}
+
 pub fn conv2d_backward_data(dy: &Tensor, w: &Tensor, x_shape: &[usize], cfg: Conv2dCfg) -> Result<Tensor> {
     Ok(match placement("conv2d_backward_data", &[dy, w])? {
         None => conv::conv2d_backward_data(dy, w, x_shape, cfg),

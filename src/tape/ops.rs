@@ -53,6 +53,15 @@ pub enum Op {
         conv_shape: Vec<usize>,
         argmax: PoolArgmax,
     },
+    /// relu(conv2d(x, w, b)) (noisy weights when `noise` is set) as one op: the ReLU is applied in the
+    /// convolution's output pass. Backward: dy masked where the output is 0, then the conv's rules.
+    Conv2dRelu {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        cfg: Conv2dCfg,
+        noise: Option<LayerNoise>,
+    },
     ConvTranspose2d {
         x: Var,
         w: Var,
@@ -154,6 +163,7 @@ impl Op {
             Conv2d { x, w, b, .. }
             | Conv2dNoisy { x, w, b, .. }
             | Conv2dMaxPool { x, w, b, .. }
+            | Conv2dRelu { x, w, b, .. }
             | ConvTranspose2d { x, w, b, .. }
             | Linear { x, w, b }
             | LinearNoisy { x, w, b, .. } => [Some(*x), Some(*w), *b].into_iter().flatten().collect(),
@@ -186,6 +196,8 @@ impl Op {
             Conv2dNoisy { .. } => "conv2d_noisy",
             Conv2dMaxPool { noise: None, .. } => "conv2d_max_pool2d",
             Conv2dMaxPool { noise: Some(_), .. } => "conv2d_noisy_max_pool2d",
+            Conv2dRelu { noise: None, .. } => "conv2d_relu",
+            Conv2dRelu { noise: Some(_), .. } => "conv2d_noisy_relu",
             ConvTranspose2d { .. } => "conv_transpose2d",
             Matmul(..) => "matmul",
             Bmm { .. } => "bmm",
@@ -213,7 +225,9 @@ impl Op {
         use Op::*;
         let n = |v: &Var| t.value(*v).numel() as f64;
         let flops = match self {
-            Conv2d { w, .. } | Conv2dNoisy { w, .. } => 2.0 * y.numel() as f64 * (n(w) / t.value(*w).shape()[0] as f64),
+            Conv2d { w, .. } | Conv2dNoisy { w, .. } | Conv2dRelu { w, .. } => {
+                2.0 * y.numel() as f64 * (n(w) / t.value(*w).shape()[0] as f64)
+            }
             Conv2dMaxPool { w, conv_shape, .. } => {
                 2.0 * conv_shape.iter().product::<usize>() as f64 * (n(w) / t.value(*w).shape()[0] as f64)
             }
@@ -234,6 +248,39 @@ impl Op {
 /// A scalar gradient's host value (downloaded if a caller seeded the backward with a GPU scalar).
 fn host_scalar(dy: &Tensor) -> Result<f32> {
     Ok(dy.host()?.item())
+}
+
+/// The gradients of a fused conv op's inputs from the gradient `dconv` of its convolution's output:
+/// Conv2d's rule, or with `noise` Conv2dNoisy's (only x, through the perturbed weights).
+fn conv_grads(
+    t: &Tape,
+    [x, w]: [&Var; 2],
+    b: Option<Var>,
+    cfg: Conv2dCfg,
+    noise: Option<LayerNoise>,
+    dconv: &Tensor,
+) -> Result<Vec<(Var, Tensor)>> {
+    let (v, want) = (|x: &Var| t.value(*x), |x: &Var| t.needs_grad(*x));
+    let mut g = vec![];
+    match noise {
+        None => {
+            if want(x) {
+                g.push((*x, d::conv2d_backward_data(dconv, v(w), v(x).shape(), cfg)?));
+            }
+            if want(w) {
+                g.push((*w, d::conv2d_backward_weight(dconv, v(x), v(w).shape(), cfg)?));
+            }
+            if let Some(b) = b.filter(|b| want(b)) {
+                g.push((b, d::add_channel_bias_backward(dconv)?));
+            }
+        }
+        Some(noise) if want(x) => {
+            let wn = d::perturbed(v(w), noise.key, noise.b, noise.w_offset)?;
+            g.push((*x, d::conv2d_backward_data(dconv, &wn, v(x).shape(), cfg)?));
+        }
+        Some(_) => {}
+    }
+    Ok(g)
 }
 
 /// Gradients of an op's inputs given its output value `y` and output gradient `dy`.
@@ -281,26 +328,12 @@ pub(super) fn backward(t: &Tape, op: &Op, y: &Tensor, dy: &Tensor) -> Result<Vec
         }
         Conv2dMaxPool { x, w, b, cfg, noise, conv_shape, argmax } => {
             let dconv = d::max_pool2d_backward(dy, argmax, conv_shape)?;
-            let mut g = vec![];
-            match noise {
-                None => {
-                    if want(x) {
-                        g.push((*x, d::conv2d_backward_data(&dconv, v(w), v(x).shape(), *cfg)?));
-                    }
-                    if want(w) {
-                        g.push((*w, d::conv2d_backward_weight(&dconv, v(x), v(w).shape(), *cfg)?));
-                    }
-                    if let Some(b) = b.filter(|b| want(b)) {
-                        g.push((b, d::add_channel_bias_backward(&dconv)?));
-                    }
-                }
-                Some(noise) if want(x) => {
-                    let wn = d::perturbed(v(w), noise.key, noise.b, noise.w_offset)?;
-                    g.push((*x, d::conv2d_backward_data(&dconv, &wn, v(x).shape(), *cfg)?));
-                }
-                Some(_) => {}
-            }
-            g
+            conv_grads(t, [x, w], *b, *cfg, *noise, &dconv)?
+        }
+        Conv2dRelu { x, w, b, cfg, noise } => {
+            // y > 0 exactly where the conv output was > 0, so the output masks as the input would.
+            let dconv = d::relu_backward(dy, y)?;
+            conv_grads(t, [x, w], *b, *cfg, *noise, &dconv)?
         }
         ConvTranspose2d { x, w, b, cfg } => {
             let mut g = vec![];
@@ -433,6 +466,12 @@ impl Tape {
         let (y, argmax, conv_shape) =
             d::conv2d_max_pool_forward(self.value(x), self.value(w), b.map(|b| self.value(b)), cfg, noise)?;
         Ok(self.push(y, Op::Conv2dMaxPool { x, w, b, cfg, noise, conv_shape, argmax }))
+    }
+    /// relu(conv2d(x, w, b)) as one op (weights perturbed by `noise` if given): the same values and
+    /// gradients as the two ops, the ReLU applied in the convolution's output pass.
+    pub fn conv2d_relu(&mut self, x: Var, w: Var, b: Option<Var>, cfg: Conv2dCfg, noise: Option<LayerNoise>) -> Result<Var> {
+        let y = d::conv2d_relu_forward(self.value(x), self.value(w), b.map(|b| self.value(b)), cfg, noise)?;
+        Ok(self.push(y, Op::Conv2dRelu { x, w, b, cfg, noise }))
     }
     pub fn conv_transpose2d(&mut self, x: Var, w: Var, b: Option<Var>, cfg: Conv2dCfg) -> Result<Var> {
         let y = d::conv_transpose2d_forward(self.value(x), self.value(w), b.map(|b| self.value(b)), cfg)?;

@@ -269,6 +269,16 @@ fn thread_split(items: usize, macs: usize) -> (usize, usize) {
 /// Per image and band of output rows: y_n[:, band] = w [Co, Ci·kh·kw] · im2col(x_n, band)
 /// (+ b, which y is filled with first, as β = 1).
 pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg) -> Tensor {
+    conv2d_forward_with(x, w, b, cfg, false)
+}
+
+/// relu(conv2d_forward(x, w, b, cfg)), the same bits: on the im2col-free path the ReLU is applied as
+/// each output is written; otherwise in a pass over the result.
+pub fn conv2d_relu_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg) -> Tensor {
+    conv2d_forward_with(x, w, b, cfg, true)
+}
+
+fn conv2d_forward_with(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg, relu: bool) -> Tensor {
     let (n, ci, h, wd) = x.dims4();
     let (co, wci, kh, kw) = w.dims4();
     assert_eq!(wci, ci, "conv weight {:?} expects {wci} input channels, x {:?} has {ci}", w.shape(), x.shape());
@@ -289,7 +299,7 @@ pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg
         let bias = b.map(|b| b.data());
         gemm::parallel_items(&mut y, co * pix, outer, |n0, ys| {
             let xs = &xd[n0 * g.in_len()..][..ys.len() / (co * pix) * g.in_len()];
-            conv_shifted::forward(&s, xs, &packed, co, bias, ys, inner);
+            conv_shifted::forward(&s, xs, &packed, co, bias, relu, ys, inner);
         });
         return Tensor::from_parts(vec![n, co, g.ho, g.wo], y);
     }
@@ -321,6 +331,9 @@ pub fn conv2d_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg
             }
         }
     });
+    if relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
     Tensor::from_parts(vec![n, co, g.ho, g.wo], y)
 }
 

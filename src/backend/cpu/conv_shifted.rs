@@ -80,7 +80,18 @@ impl Shifted {
 /// Forward of one chunk of images: ys (images × co·ho·wo) from xs (images × ci·h·w), weights
 /// packed. With `threads` > 1 each image's output rows are split into bands, one per thread (every
 /// output is the same chain of FMAs whichever band computes it).
-pub(super) fn forward(s: &Shifted, xs: &[f32], w: &PackedA, co: usize, bias: Option<&[f32]>, ys: &mut [f32], threads: usize) {
+/// With `relu`, each output is max(·, 0) as it is written (the fused conv + ReLU).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    s: &Shifted,
+    xs: &[f32],
+    w: &PackedA,
+    co: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    ys: &mut [f32],
+    threads: usize,
+) {
     let (in_len, out_len) = (s.ci * s.h * s.w, co * s.ho * s.wo);
     let mut buf = vec![0f32; s.frame()];
     let band = s.ho.div_ceil(threads.max(1));
@@ -98,10 +109,11 @@ pub(super) fn forward(s: &Shifted, xs: &[f32], w: &PackedA, co: usize, bias: Opt
             for (o, (yc, oc)) in y.chunks_exact_mut(s.ho * s.wo).zip(out.chunks_exact(len)).enumerate() {
                 let b = bias.map_or(0.0, |b| b[o]);
                 for (yr, orow) in yc[oy0 * s.wo..].chunks_exact_mut(s.wo).zip(oc.chunks_exact(s.wp)) {
-                    if bias.is_some() {
-                        yr.iter_mut().zip(orow).for_each(|(y, &v)| *y = v + b);
-                    } else {
-                        yr.copy_from_slice(&orow[..s.wo]);
+                    match (bias.is_some(), relu) {
+                        (true, false) => yr.iter_mut().zip(orow).for_each(|(y, &v)| *y = v + b),
+                        (true, true) => yr.iter_mut().zip(orow).for_each(|(y, &v)| *y = (v + b).max(0.0)),
+                        (false, false) => yr.copy_from_slice(&orow[..s.wo]),
+                        (false, true) => yr.iter_mut().zip(orow).for_each(|(y, &v)| *y = v.max(0.0)),
                     }
                 }
             }
@@ -127,7 +139,7 @@ pub(super) fn forward_max_pool(
     let (ph, pw) = (s.ho / 2, s.wo / 2);
     let mut conv = vec![0f32; conv_len];
     for (i, ((x, y), a)) in xs.chunks_exact(in_len).zip(ys.chunks_exact_mut(co * ph * pw)).zip(argmaxs.chunks_exact_mut(co * ph * pw)).enumerate() {
-        forward(s, x, w, co, bias, &mut conv, 1);
+        forward(s, x, w, co, bias, false, &mut conv, 1);
         super::pool::pool_planes_2x2(&conv, 0, [s.ho, s.wo], [ph, pw], y, a);
         let offset = ((first + i) * conv_len) as u32;
         a.iter_mut().for_each(|v| *v += offset);
