@@ -70,19 +70,22 @@ fn profile_accounts_for_the_step_op_by_op() {
     assert!(r["peaks"]["copy_gb_s"].as_f64().unwrap() > 0.0 && r["peaks"]["sgemm_gflop_s"].as_f64().unwrap() > 0.0);
     let rows = r["rows"].as_array().unwrap();
     let find = |phase: &str, op: &str| rows.iter().find(|x| x["phase"] == phase && x["op"] == op).cloned();
-    let conv = find("forward", "conv2d").expect("conv2d forward row");
+    // The U-Net's convolutions run fused with their ReLU; the segmentation head's 1×1 conv plainly.
+    let conv = find("forward", "conv2d_relu").expect("conv2d_relu forward row");
     assert!(conv["gflop_s"].as_f64().unwrap() > 0.0 && conv["gb_s"].is_null());
-    assert!(find("backward", "conv2d").is_some());
+    assert!(find("backward", "conv2d_relu").is_some());
+    let head = find("forward", "conv2d").expect("the segmentation head's conv2d row");
+    assert_eq!(head["calls"].as_f64().unwrap(), 1.0);
     // The other task's extractor runs with noisy weights, the noise added inside its layers' ops (no
     // perturbed copy of the weights is read first).
-    let noisy = find("forward", "conv2d_noisy").expect("MT-CooL reads the other extractor with noise");
+    let noisy = find("forward", "conv2d_noisy_relu").expect("MT-CooL reads the other extractor with noise");
     assert!(find("forward", "frozen_param_noisy").is_none(), "a perturbed copy of θ was made");
     let adam = find("optimizer", "adam_step").expect("optimizer row");
     assert_eq!(adam["calls"], 2.0, "one Adam step per task per MT-CooL step");
     // Calls per step: the U-Net extractor has 6 convs and each task's sub-step runs both extractors:
     // its own (2 × 6 plain) and the other's (2 × 6 noisy); only task 1's sub-step evaluates its head,
-    // the segmentation head's 1×1 conv (1).
-    assert_eq!(conv["calls"].as_f64().unwrap(), 2.0 * 6.0 + 1.0);
+    // the segmentation head's 1×1 conv (the `conv2d` row above).
+    assert_eq!(conv["calls"].as_f64().unwrap(), 2.0 * 6.0);
     assert_eq!(noisy["calls"].as_f64().unwrap(), 2.0 * 6.0);
     let step = r["step_us"].as_f64().unwrap();
     let charged: f64 = rows.iter().map(|x| x["us"].as_f64().unwrap()).sum();
