@@ -143,7 +143,9 @@ fn main() {
         let a: Vec<f32> = Tensor::randn(&[m, m], 1.0, &mut rng).data().to_vec();
         let b: Vec<f32> = Tensor::randn(&[m, m], 1.0, &mut rng).data().to_vec();
         let mut c = vec![0f32; m * m];
-        let fast = time_secs(runs, || mtcool::backend::cpu::gemm::sgemm(false, false, m, m, m, 1.0, &a, m, &b, m, 0.0, &mut c, m));
+        let fast = time_secs(runs, || {
+            mtcool::backend::cpu::gemm::sgemm(false, false, m, m, m, 1.0, &a, m, &b, m, 0.0, &mut c, m)
+        });
         rows.push(Row { name: "sgemm 1024³".into(), flops: 2.0 * (m * m * m) as f64, fast, naive: None });
     }
 

@@ -462,7 +462,9 @@ fn profile_cmd(args: &BenchArgs) -> Result<()> {
     }
     let on = if backend.is_cuda() { format!("on {}", backend.name()) } else { format!("{} threads", r.bench.threads) };
     let fma = match (r.peaks.fma_gflop_s, r.peaks.isa) {
-        (Some(f), Some(isa)) => format!(", FMA {f:.1} GFLOP/s ({isa}; sgemm at {:.0} % of it)", 100.0 * r.peaks.sgemm_gflop_s / f),
+        (Some(f), Some(isa)) => {
+            format!(", FMA {f:.1} GFLOP/s ({isa}; sgemm at {:.0} % of it)", 100.0 * r.peaks.sgemm_gflop_s / f)
+        }
         _ => String::new(),
     };
     println!(

@@ -93,12 +93,12 @@ type Case = (usize, usize, usize, usize, usize, usize, usize, usize, usize);
 /// Conv forward and both gradients against the naive loops, bit-identical at 1, 2 and 3 threads.
 fn check_conv(isa: Isa, rng: &mut StdRng) {
     let cases: [Case; 6] = [
-        (3, 1, 10, 28, 28, 5, 5, 1, 0), // MultiLeNet conv1 (K = 25)
+        (3, 1, 10, 28, 28, 5, 5, 1, 0),  // MultiLeNet conv1 (K = 25)
         (9, 10, 20, 12, 12, 5, 5, 1, 0), // MultiLeNet conv2, one partial weight-gradient group
-        (2, 3, 13, 9, 11, 3, 3, 1, 1),  // padded, odd sizes
-        (1, 16, 8, 17, 15, 3, 3, 1, 2), // one image: threads split rows / taps inside it
-        (2, 2, 3, 5, 5, 3, 3, 1, 2),    // padding wider than half the kernel
-        (3, 4, 5, 13, 9, 3, 3, 2, 1),   // stride 2 (im2col)
+        (2, 3, 13, 9, 11, 3, 3, 1, 1),   // padded, odd sizes
+        (1, 16, 8, 17, 15, 3, 3, 1, 2),  // one image: threads split rows / taps inside it
+        (2, 2, 3, 5, 5, 3, 3, 1, 2),     // padding wider than half the kernel
+        (3, 4, 5, 13, 9, 3, 3, 2, 1),    // stride 2 (im2col)
     ];
     for (n, ci, co, h, w, kh, kw, s, p) in cases {
         let cfg = Conv2dCfg { stride: s, padding: p };
@@ -107,7 +107,11 @@ fn check_conv(isa: Isa, rng: &mut StdRng) {
         let b = Tensor::randn(&[co], 0.5, rng);
         let y = conv2d_forward_naive(&x, &wt, Some(&b), cfg);
         let dy = Tensor::randn(y.shape(), 1.0, rng);
-        let want = [y, conv2d_backward_data_naive(&dy, &wt, x.shape(), cfg), conv2d_backward_weight_naive(&dy, &x, wt.shape(), cfg)];
+        let want = [
+            y,
+            conv2d_backward_data_naive(&dy, &wt, x.shape(), cfg),
+            conv2d_backward_weight_naive(&dy, &x, wt.shape(), cfg),
+        ];
         let mut first: Option<Vec<Vec<u32>>> = None;
         for t in [1, 2, 3] {
             let got = with_threads(t, || {

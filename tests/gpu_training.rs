@@ -498,7 +498,10 @@ fn bench_and_profile_run_on_the_gpu() {
     let share: f64 = p["kernels"].as_array().unwrap().iter().map(|k| k["share"].as_f64().unwrap()).sum();
     assert!((share - 100.0).abs() < 1e-6, "kernel shares sum to {share}");
     let rows = p["rows"].as_array().unwrap();
-    let conv = rows.iter().find(|r| r["phase"] == "forward" && r["op"] == "conv2d_noisy_relu").expect("a conv2d_noisy_relu row");
+    let conv = rows
+        .iter()
+        .find(|r| r["phase"] == "forward" && r["op"] == "conv2d_noisy_relu")
+        .expect("a conv2d_noisy_relu row");
     assert!(conv["gflop_s"].as_f64().unwrap() > 0.0 && conv["calls"] == 12.0, "{conv}");
     assert!(p["peaks"]["sgemm_gflop_s"].as_f64().unwrap() > 0.0 && p["peaks"]["copy_gb_s"].as_f64().unwrap() > 0.0);
 }

@@ -478,7 +478,8 @@ fn fused_conv_max_pool_equals_the_two_ops_bit_for_bit() {
     for (n, ci, co, h, w, kh, kw, s, p) in cases {
         let c = cfg(s, p);
         for constant in [false, true] {
-            let x = if constant { Tensor::full(&[n, ci, h, w], 0.5) } else { Tensor::randn(&[n, ci, h, w], 1.0, &mut rng) };
+            let x =
+                if constant { Tensor::full(&[n, ci, h, w], 0.5) } else { Tensor::randn(&[n, ci, h, w], 1.0, &mut rng) };
             let wt = Tensor::randn(&[co, ci, kh, kw], 0.5, &mut rng);
             let b = Tensor::randn(&[co], 0.5, &mut rng);
             let conv = conv2d_forward(&x, &wt, Some(&b), c);
@@ -504,8 +505,12 @@ fn fused_conv_relu_equals_the_two_ops_bit_for_bit() {
     // (stride 1) and the fallback (stride 2, 1×1) paths.
     use mtcool::backend::cpu::elementwise::relu;
     let mut rng = StdRng::seed_from_u64(32);
-    let cases: [Case; 4] =
-        [(3, 3, 8, 16, 16, 3, 3, 1, 1), (2, 10, 20, 12, 12, 5, 5, 1, 0), (2, 3, 4, 13, 9, 3, 3, 2, 1), (2, 5, 7, 6, 6, 1, 1, 1, 0)];
+    let cases: [Case; 4] = [
+        (3, 3, 8, 16, 16, 3, 3, 1, 1),
+        (2, 10, 20, 12, 12, 5, 5, 1, 0),
+        (2, 3, 4, 13, 9, 3, 3, 2, 1),
+        (2, 5, 7, 6, 6, 1, 1, 1, 0),
+    ];
     for (n, ci, co, h, w, kh, kw, s, p) in cases {
         let c = cfg(s, p);
         let x = Tensor::randn(&[n, ci, h, w], 1.0, &mut rng);

@@ -107,6 +107,11 @@ pub fn perturbed(w: &Tensor, key: NoiseKey, b: f32, offset: u32) -> Result<Tenso
     })
 }
 
+/// A frozen layer's weight and bias with MT-CooL's noise added (host copies, for the CPU arms).
+fn perturbed_layer(w: &Tensor, b: Option<&Tensor>, n: LayerNoise) -> Result<(Tensor, Option<Tensor>)> {
+    Ok((perturbed(w, n.key, n.b, n.w_offset)?, b.map(|b| perturbed(b, n.key, n.b, n.b_offset)).transpose()?))
+}
+
 macro_rules! binary {
     ($($name:ident),*) => {$(
         pub fn $name(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -177,8 +182,7 @@ pub fn conv2d_forward_noisy(
     let all: Vec<&Tensor> = [Some(x), Some(w), b].into_iter().flatten().collect();
     Ok(match placement("conv2d_forward_noisy", &all)? {
         None => {
-            let w = perturbed(w, n.key, n.b, n.w_offset)?;
-            let b = b.map(|b| perturbed(b, n.key, n.b, n.b_offset)).transpose()?;
+            let (w, b) = perturbed_layer(w, b, n)?;
             conv::conv2d_forward(x, &w, b.as_ref(), cfg)
         }
         Some(gpu) => {
@@ -201,10 +205,7 @@ pub fn conv2d_max_pool_forward(
     let all: Vec<&Tensor> = [Some(x), Some(w), b].into_iter().flatten().collect();
     Ok(match placement("conv2d_max_pool_forward", &all)? {
         None => {
-            let noisy = match noise {
-                Some(n) => Some((perturbed(w, n.key, n.b, n.w_offset)?, b.map(|b| perturbed(b, n.key, n.b, n.b_offset)).transpose()?)),
-                None => None,
-            };
+            let noisy = noise.map(|n| perturbed_layer(w, b, n)).transpose()?;
             let (w, b) = noisy.as_ref().map_or((w, b), |(w, b)| (w, b.as_ref()));
             let (y, argmax, conv_shape) = conv::conv2d_max_pool_forward(x, w, b, cfg);
             (y, PoolArgmax::Cpu(argmax), conv_shape)
@@ -232,10 +233,7 @@ pub fn conv2d_relu_forward(
     let all: Vec<&Tensor> = [Some(x), Some(w), b].into_iter().flatten().collect();
     Ok(match placement("conv2d_relu_forward", &all)? {
         None => {
-            let noisy = match noise {
-                Some(n) => Some((perturbed(w, n.key, n.b, n.w_offset)?, b.map(|b| perturbed(b, n.key, n.b, n.b_offset)).transpose()?)),
-                None => None,
-            };
+            let noisy = noise.map(|n| perturbed_layer(w, b, n)).transpose()?;
             let (w, b) = noisy.as_ref().map_or((w, b), |(w, b)| (w, b.as_ref()));
             conv::conv2d_relu_forward(x, w, b, cfg)
         }
@@ -315,8 +313,7 @@ pub fn linear_forward_noisy(x: &Tensor, w: &Tensor, b: Option<&Tensor>, n: Layer
     let all: Vec<&Tensor> = [Some(x), Some(w), b].into_iter().flatten().collect();
     Ok(match placement("linear_forward_noisy", &all)? {
         None => {
-            let w = perturbed(w, n.key, n.b, n.w_offset)?;
-            let b = b.map(|b| perturbed(b, n.key, n.b, n.b_offset)).transpose()?;
+            let (w, b) = perturbed_layer(w, b, n)?;
             linear::linear_forward(x, &w, b.as_ref())
         }
         Some(gpu) => on(&gpu, gpu.linear_forward_noisy(g(x), g(w), b.map(g), n.key, n.b, n.w_offset, n.b_offset)?),

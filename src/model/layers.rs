@@ -165,7 +165,14 @@ impl Conv2d {
     }
 
     /// relu(`forward`), as one tape op (`Tape::conv2d_relu`).
-    pub fn forward_relu(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, x: Var, read: Read) -> Result<Var> {
+    pub fn forward_relu(
+        &self,
+        tape: &mut Tape,
+        store: &ParamStore,
+        group: &ParamGroup,
+        x: Var,
+        read: Read,
+    ) -> Result<Var> {
         let (w, b, noise) = group.read_layer(tape, store, self.weight, self.bias, read)?;
         tape.conv2d_relu(x, w, Some(b), self.cfg, noise)
     }

@@ -59,7 +59,8 @@ impl UNetExtractor {
     /// the caller may have changed it, is kept); stage 2: the decoder.
     pub fn stage(&self, tape: &mut Tape, store: &ParamStore, i: usize, st: &mut StageState, read: Read) -> Result<()> {
         let g = &self.group;
-        let conv_relu = |tape: &mut Tape, i: usize, h: Var| -> Result<Var> { self.convs[i].forward_relu(tape, store, g, h, read) };
+        let conv_relu =
+            |tape: &mut Tape, i: usize, h: Var| -> Result<Var> { self.convs[i].forward_relu(tape, store, g, h, read) };
         st.h = match i {
             0 => {
                 let e0 = conv_relu(tape, 0, st.h)?;

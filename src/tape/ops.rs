@@ -469,7 +469,14 @@ impl Tape {
     }
     /// relu(conv2d(x, w, b)) as one op (weights perturbed by `noise` if given): the same values and
     /// gradients as the two ops, the ReLU applied in the convolution's output pass.
-    pub fn conv2d_relu(&mut self, x: Var, w: Var, b: Option<Var>, cfg: Conv2dCfg, noise: Option<LayerNoise>) -> Result<Var> {
+    pub fn conv2d_relu(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        cfg: Conv2dCfg,
+        noise: Option<LayerNoise>,
+    ) -> Result<Var> {
         let y = d::conv2d_relu_forward(self.value(x), self.value(w), b.map(|b| self.value(b)), cfg, noise)?;
         Ok(self.push(y, Op::Conv2dRelu { x, w, b, cfg, noise }))
     }

@@ -279,13 +279,8 @@ pub fn conv2d_relu_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv
 }
 
 fn conv2d_forward_with(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg, relu: bool) -> Tensor {
-    let (n, ci, h, wd) = x.dims4();
-    let (co, wci, kh, kw) = w.dims4();
-    assert_eq!(wci, ci, "conv weight {:?} expects {wci} input channels, x {:?} has {ci}", w.shape(), x.shape());
-    if let Some(b) = b {
-        assert_eq!(b.shape(), [co], "conv bias shape {:?} for {co} output channels", b.shape());
-    }
-    let g = Geom::new(ci, h, wd, kh, kw, cfg);
+    let (n, co, g) = forward_geom(x, w, b, cfg);
+    let (ci, h, wd, kh, kw) = (g.ci, g.h, g.w, g.kh, g.kw);
     let (rows, pix) = (g.rows(), g.pix());
     let mut y = vec![0f32; n * co * pix];
     if y.is_empty() {
@@ -337,18 +332,29 @@ fn conv2d_forward_with(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCf
     Tensor::from_parts(vec![n, co, g.ho, g.wo], y)
 }
 
-/// max_pool2d_forward(conv2d_forward(x, w, b, cfg), 2, 2) in one pass where the im2col-free path runs
-/// (each image's output is pooled while it is in cache; the unpooled output is never stored), else
-/// the two calls. Returns (pooled y, argmax into the unpooled output, the unpooled output's shape);
-/// the values and argmax are those of the two calls, bit for bit.
-pub fn conv2d_max_pool_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg) -> (Tensor, Vec<u32>, Vec<usize>) {
+/// (N, Co, geometry) of a forward convolution, its arguments' shapes checked.
+fn forward_geom(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: Conv2dCfg) -> (usize, usize, Geom) {
     let (n, ci, h, wd) = x.dims4();
     let (co, wci, kh, kw) = w.dims4();
     assert_eq!(wci, ci, "conv weight {:?} expects {wci} input channels, x {:?} has {ci}", w.shape(), x.shape());
     if let Some(b) = b {
         assert_eq!(b.shape(), [co], "conv bias shape {:?} for {co} output channels", b.shape());
     }
-    let g = Geom::new(ci, h, wd, kh, kw, cfg);
+    (n, co, Geom::new(ci, h, wd, kh, kw, cfg))
+}
+
+/// max_pool2d_forward(conv2d_forward(x, w, b, cfg), 2, 2) in one pass where the im2col-free path runs
+/// (each image's output is pooled while it is in cache; the unpooled output is never stored), else
+/// the two calls. Returns (pooled y, argmax into the unpooled output, the unpooled output's shape);
+/// the values and argmax are those of the two calls, bit for bit.
+pub fn conv2d_max_pool_forward(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    cfg: Conv2dCfg,
+) -> (Tensor, Vec<u32>, Vec<usize>) {
+    let (n, co, g) = forward_geom(x, w, b, cfg);
+    let (ci, h, wd, kh, kw) = (g.ci, g.h, g.w, g.kh, g.kw);
     let conv_shape = vec![n, co, g.ho, g.wo];
     if !shifted_fits(&g) || g.ho < 2 || g.wo < 2 || n * co * g.pix() > u32::MAX as usize {
         let y = conv2d_forward(x, w, b, cfg);
@@ -365,7 +371,8 @@ pub fn conv2d_max_pool_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, cfg: 
     let threads = gemm::threads_for(n * co * rows * g.pix()).min(n).max(1);
     let per = n.div_ceil(threads);
     let xd = x.data();
-    let parts: Vec<_> = y.chunks_mut(per * out_len).zip(argmax.chunks_mut(per * out_len)).map(std::sync::Mutex::new).collect();
+    let parts: Vec<_> =
+        y.chunks_mut(per * out_len).zip(argmax.chunks_mut(per * out_len)).map(std::sync::Mutex::new).collect();
     super::workers::run(parts.len(), |t| {
         let mut part = parts[t].lock().unwrap_or_else(|p| p.into_inner());
         let (yp, ap) = &mut *part;
@@ -458,7 +465,8 @@ fn flip_transpose(w: &Tensor) -> Tensor {
         for c in 0..ci {
             for ky in 0..kh {
                 for kx in 0..kw {
-                    out[((c * co + o) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)] = wd[((o * ci + c) * kh + ky) * kw + kx];
+                    out[((c * co + o) * kh + (kh - 1 - ky)) * kw + (kw - 1 - kx)] =
+                        wd[((o * ci + c) * kh + ky) * kw + kx];
                 }
             }
         }

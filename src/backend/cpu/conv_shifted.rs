@@ -138,7 +138,12 @@ pub(super) fn forward_max_pool(
     let (in_len, conv_len) = (s.ci * s.h * s.w, co * s.ho * s.wo);
     let (ph, pw) = (s.ho / 2, s.wo / 2);
     let mut conv = vec![0f32; conv_len];
-    for (i, ((x, y), a)) in xs.chunks_exact(in_len).zip(ys.chunks_exact_mut(co * ph * pw)).zip(argmaxs.chunks_exact_mut(co * ph * pw)).enumerate() {
+    for (i, ((x, y), a)) in xs
+        .chunks_exact(in_len)
+        .zip(ys.chunks_exact_mut(co * ph * pw))
+        .zip(argmaxs.chunks_exact_mut(co * ph * pw))
+        .enumerate()
+    {
         forward(s, x, w, co, bias, false, &mut conv, 1);
         super::pool::pool_planes_2x2(&conv, 0, [s.ho, s.wo], [ph, pw], y, a);
         let offset = ((first + i) * conv_len) as u32;

@@ -215,7 +215,6 @@ struct Job<'a> {
     dots: bool,
 }
 
-
 thread_local! {
     /// Per-thread packing buffers (A block, B block), grown on demand and reused across calls.
     static PACK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
@@ -630,7 +629,17 @@ impl Kernels {
 
     /// The kernel proper, on whole nr-wide rows (bounds checked by `run_tile`).
     #[allow(clippy::too_many_arguments)]
-    fn tile(&self, rows: usize, a: &[f32], b: &[f32], offs: &[usize], c: &mut [f32], ldc: usize, alpha: f32, beta: f32) {
+    fn tile(
+        &self,
+        rows: usize,
+        a: &[f32],
+        b: &[f32],
+        offs: &[usize],
+        c: &mut [f32],
+        ldc: usize,
+        alpha: f32,
+        beta: f32,
+    ) {
         match self.isa {
             // SAFETY: `isa()` only returns ISAs this CPU supports; `run_tile` checked the bounds.
             #[cfg(target_arch = "x86_64")]
@@ -836,8 +845,11 @@ mod avx512 {
             let cp = c.as_mut_ptr().add(i * ldc);
             for (h, &t) in acc_i.iter().enumerate() {
                 let scaled = _mm512_mul_ps(va, t);
-                let out =
-                    if beta == 0.0 { scaled } else { _mm512_add_ps(scaled, _mm512_mul_ps(vb, _mm512_loadu_ps(cp.add(16 * h)))) };
+                let out = if beta == 0.0 {
+                    scaled
+                } else {
+                    _mm512_add_ps(scaled, _mm512_mul_ps(vb, _mm512_loadu_ps(cp.add(16 * h))))
+                };
                 _mm512_storeu_ps(cp.add(16 * h), out);
             }
         }

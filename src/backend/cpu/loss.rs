@@ -22,7 +22,11 @@ fn softmax_lse(x: &Tensor) -> (Tensor, Vec<f64>) {
     let mut lse = vec![0f64; n * inner];
     let threads = if x.numel() >= 1 << 16 { super::gemm::num_threads() } else { 1 };
     let per = n.div_ceil(threads.max(1)).max(1);
-    let parts: Vec<_> = out.chunks_mut((per * c * inner).max(1)).zip(lse.chunks_mut((per * inner).max(1))).map(std::sync::Mutex::new).collect();
+    let parts: Vec<_> = out
+        .chunks_mut((per * c * inner).max(1))
+        .zip(lse.chunks_mut((per * inner).max(1)))
+        .map(std::sync::Mutex::new)
+        .collect();
     super::workers::run(parts.len(), |t| {
         let mut part = parts[t].lock().unwrap_or_else(|p| p.into_inner());
         let (out, lse) = &mut *part;

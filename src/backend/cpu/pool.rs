@@ -13,8 +13,8 @@
 //! Average pooling divides by k·k (every window is full, there is no padding).
 
 use super::gemm;
-use super::workers;
 use super::shape4;
+use super::workers;
 use crate::Tensor;
 
 /// (Ho, Wo) of a k×k, stride-s pooling without padding, floor mode.
@@ -100,7 +100,14 @@ const PAR_MIN_ELEMS: usize = 1 << 17;
 
 /// 2×2 pooling of the planes whose outputs are `y` / `argmax`, starting at plane `first` (argmax
 /// entries index `xd`).
-pub(super) fn pool_planes_2x2(xd: &[f32], first: usize, [h, w]: [usize; 2], [ho, wo]: [usize; 2], y: &mut [f32], argmax: &mut [u32]) {
+pub(super) fn pool_planes_2x2(
+    xd: &[f32],
+    first: usize,
+    [h, w]: [usize; 2],
+    [ho, wo]: [usize; 2],
+    y: &mut [f32],
+    argmax: &mut [u32],
+) {
     let take = |(bv, bi): (f32, u32), v: f32, i: u32| {
         if takes_over(v, bv) {
             (v, i)
