@@ -489,7 +489,7 @@ pub fn conv2d_backward_weight(dy: &Tensor, x: &Tensor, w_shape: &[usize], cfg: C
     let (dyd, xd) = (dy.data(), x.data());
     let macs = n * co * rows * pix;
     let shifted = shifted_fits(&g);
-    let group = if shifted { conv_shifted::GROUP_SIZE } else { g.group() };
+    let group = if shifted { conv_shifted::GROUP } else { g.group() };
     let groups = n.div_ceil(group);
     if groups == 0 || wlen == 0 {
         return Tensor::zeros(w_shape);

@@ -21,7 +21,7 @@ use super::gemm::{self, PackedA, Segs};
 use super::workers;
 
 /// Images whose weight-gradient dot products are summed in one pass (then one partial per group).
-const GROUP: usize = 8;
+pub(super) const GROUP: usize = 8;
 
 /// Geometry of a stride-1 convolution over one image [ci, h, w] with padding p and a kh×kw kernel.
 pub(super) struct Shifted {
@@ -94,27 +94,44 @@ pub(super) fn forward(
 ) {
     let (in_len, out_len) = (s.ci * s.h * s.w, co * s.ho * s.wo);
     let mut buf = vec![0f32; s.frame()];
-    let band = s.ho.div_ceil(threads.max(1));
     for (x, y) in xs.chunks_exact(in_len).zip(ys.chunks_exact_mut(out_len)) {
-        s.pad(x, &mut buf);
-        let starts: Vec<usize> = (0..s.ho).step_by(band).collect();
-        let done: Vec<Mutex<Vec<f32>>> = starts.iter().map(|_| Mutex::new(Vec::new())).collect();
-        workers::run(starts.len(), |t| {
-            let out = rows_forward(s, &buf, w, co, starts[t], (starts[t] + band).min(s.ho));
-            *done[t].lock().unwrap_or_else(|p| p.into_inner()) = out;
-        });
-        let bands = starts.into_iter().zip(done.into_iter().map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner())));
-        for (oy0, out) in bands {
-            let len = out.len() / co;
-            for (o, (yc, oc)) in y.chunks_exact_mut(s.ho * s.wo).zip(out.chunks_exact(len)).enumerate() {
-                let b = bias.map_or(0.0, |b| b[o]);
-                for (yr, orow) in yc[oy0 * s.wo..].chunks_exact_mut(s.wo).zip(oc.chunks_exact(s.wp)) {
-                    match (bias.is_some(), relu) {
-                        (true, false) => yr.iter_mut().zip(orow).for_each(|(y, &v)| *y = v + b),
-                        (true, true) => yr.iter_mut().zip(orow).for_each(|(y, &v)| *y = (v + b).max(0.0)),
-                        (false, false) => yr.copy_from_slice(&orow[..s.wo]),
-                        (false, true) => yr.iter_mut().zip(orow).for_each(|(y, &v)| *y = v.max(0.0)),
-                    }
+        image_forward(s, &mut buf, x, w, co, bias, relu, y, threads);
+    }
+}
+
+/// `forward` of one image, `buf` (frame() floats) its padded copy's scratch.
+#[allow(clippy::too_many_arguments)]
+fn image_forward(
+    s: &Shifted,
+    buf: &mut [f32],
+    x: &[f32],
+    w: &PackedA,
+    co: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    y: &mut [f32],
+    threads: usize,
+) {
+    let band = s.ho.div_ceil(threads.max(1));
+    s.pad(x, buf);
+    let buf = &*buf;
+    let starts: Vec<usize> = (0..s.ho).step_by(band).collect();
+    let done: Vec<Mutex<Vec<f32>>> = starts.iter().map(|_| Mutex::new(Vec::new())).collect();
+    workers::run(starts.len(), |t| {
+        let out = rows_forward(s, buf, w, co, starts[t], (starts[t] + band).min(s.ho));
+        *done[t].lock().unwrap_or_else(|p| p.into_inner()) = out;
+    });
+    let bands = starts.into_iter().zip(done.into_iter().map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner())));
+    for (oy0, out) in bands {
+        let len = out.len() / co;
+        for (o, (yc, oc)) in y.chunks_exact_mut(s.ho * s.wo).zip(out.chunks_exact(len)).enumerate() {
+            let b = bias.map_or(0.0, |b| b[o]);
+            for (yr, orow) in yc[oy0 * s.wo..].chunks_exact_mut(s.wo).zip(oc.chunks_exact(s.wp)) {
+                match (bias.is_some(), relu) {
+                    (true, false) => yr.iter_mut().zip(orow).for_each(|(y, &v)| *y = v + b),
+                    (true, true) => yr.iter_mut().zip(orow).for_each(|(y, &v)| *y = (v + b).max(0.0)),
+                    (false, false) => yr.copy_from_slice(&orow[..s.wo]),
+                    (false, true) => yr.iter_mut().zip(orow).for_each(|(y, &v)| *y = v.max(0.0)),
                 }
             }
         }
@@ -137,14 +154,14 @@ pub(super) fn forward_max_pool(
 ) {
     let (in_len, conv_len) = (s.ci * s.h * s.w, co * s.ho * s.wo);
     let (ph, pw) = (s.ho / 2, s.wo / 2);
-    let mut conv = vec![0f32; conv_len];
+    let (mut conv, mut buf) = (vec![0f32; conv_len], vec![0f32; s.frame()]);
     for (i, ((x, y), a)) in xs
         .chunks_exact(in_len)
         .zip(ys.chunks_exact_mut(co * ph * pw))
         .zip(argmaxs.chunks_exact_mut(co * ph * pw))
         .enumerate()
     {
-        forward(s, x, w, co, bias, false, &mut conv, 1);
+        image_forward(s, &mut buf, x, w, co, bias, false, &mut conv, 1);
         super::pool::pool_planes_2x2(&conv, 0, [s.ho, s.wo], [ph, pw], y, a);
         let offset = ((first + i) * conv_len) as u32;
         a.iter_mut().for_each(|v| *v += offset);
@@ -237,5 +254,3 @@ pub(super) fn weight_partials(s: &Shifted, xs: &[f32], dys: &[f32], co: usize, p
         }
     }
 }
-
-pub(super) const GROUP_SIZE: usize = GROUP;
