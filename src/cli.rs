@@ -54,6 +54,38 @@ pub enum Command {
         /// the run trained on, within 1e-4 on the other).
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
+        /// Evaluate model-best.safetensors (the best validation epoch, `--val-fraction` runs) against
+        /// summary.json's best-epoch metrics.
+        #[arg(long)]
+        best: bool,
+    },
+    /// Probe how flat trained runs' minima are: each task's test loss and metric with the other
+    /// task's (and, as a control, its own) extractor perturbed by U(−r, r), over radii and noise draws.
+    Flatness {
+        /// A run folder written by `mtcool train` (mtcool, independent or ctan); repeat for several.
+        #[arg(long = "run", value_name = "DIR", required = true)]
+        runs: Vec<PathBuf>,
+        /// Comma-separated noise half-widths r ≥ 0 (r = 0: one clean evaluation).
+        // Hyphen values allowed, so that a negative radius gets its own message, not clap's.
+        #[arg(long, allow_hyphen_values = true, default_value = "0,1e-3,3e-3,1e-2,3e-2,1e-1")]
+        radii: String,
+        /// Noise draws per radius > 0 (mean and sample std are reported).
+        #[arg(long, default_value_t = 5)]
+        draws: u32,
+        /// Seed of the probe's noise (each run, task, probe, radius and draw gets its own key from it).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Folder with the MNIST IDX files (default: each run's own setting).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Use only the first N test examples (synthetic sets: generate N) [default: each run's own].
+        #[arg(long, value_name = "N")]
+        limit_test: Option<usize>,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+        /// Write FILE_STEM.json, .md and .svg [default: <first run>/flatness].
+        #[arg(long, value_name = "FILE_STEM")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -62,7 +94,8 @@ pub struct CompareArgs {
     #[arg(long, value_enum, default_value_t = TaskKind::Multimnist)]
     pub task: TaskKind,
     /// Comma-separated rows: a --method value (mtcool = full), mtcool-vanilla, mtcool-noreg,
-    /// mtcool-full, or mtcool-attention (full, attention fusion).
+    /// mtcool-full, or mtcool-attention (full, attention fusion), each optionally followed by
+    /// `+match` (--match-params) and `+flag=value` train flags, e.g. `mtcool-full+b=3e-3+match`.
     #[arg(long, value_delimiter = ',', default_value = COMPARE_METHODS)]
     pub methods: Vec<String>,
     /// Seeds 0, 1, …, N − 1 per method.
@@ -140,6 +173,20 @@ pub struct TrainArgs {
     /// Learning-rate schedule.
     #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
     pub lr_schedule: LrSchedule,
+    /// `--lr-schedule step`: multiply the learning rate by this every `--lr-decay-every` epochs.
+    #[arg(long, default_value_t = 0.85)]
+    pub lr_decay: f32,
+    #[arg(long, default_value_t = 10, value_name = "EPOCHS")]
+    pub lr_decay_every: u32,
+    /// Hold out this fraction of the training examples as a validation split (the same split for
+    /// every method and seed): each epoch is scored on it, the best epoch's weights are kept as
+    /// model-best.safetensors and its test metrics reported, and binary tasks get a decision
+    /// threshold chosen on it.
+    #[arg(long, default_value_t = 0.0)]
+    pub val_fraction: f32,
+    /// Choose --width so that the model has Joint's parameter count (within 2 %; reported).
+    #[arg(long, conflicts_with = "width")]
+    pub match_params: bool,
     #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
     pub optimizer: OptimizerKind,
     /// SGD momentum.
@@ -219,8 +266,12 @@ pub struct TrainArgs {
 }
 
 /// The flags that define a run: with --resume the run folder's config.json does.
-const RESUME_CONFLICTS: [&str; 25] = [
+const RESUME_CONFLICTS: [&str; 29] = [
     "lr_schedule",
+    "lr_decay",
+    "lr_decay_every",
+    "val_fraction",
+    "match_params",
     "task",
     "method",
     "mode",
@@ -281,6 +332,10 @@ impl TrainArgs {
             cagrad_c: self.cagrad_c,
             mgda_norm: self.mgda_norm,
             graddrop_leak: self.graddrop_leak,
+            lr_decay: self.lr_decay,
+            lr_decay_every: self.lr_decay_every,
+            val_fraction: self.val_fraction,
+            match_params: self.match_params,
         }
     }
 
@@ -347,14 +402,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compare(args) => compare_cmd(&args),
         Command::Bench(args) => bench_cmd(&args),
         Command::Profile(args) => profile_cmd(&args),
-        Command::Eval { run, data, device } => {
+        Command::Eval { run, data, device, best } => {
             let (device, line) = device::select(device)?;
             let backend = crate::backend::Backend::open(device)?;
-            let (summary, metrics) = train::eval_run_on(&run, data, &backend)?;
+            let (summary, metrics) = train::report::eval_run_model(&run, data, &backend, best)?;
+            let recorded =
+                if best { summary.best_metrics.clone().unwrap_or_default() } else { summary.metrics.clone() };
             let trained_on_gpu = summary.device.contains("cuda:");
             let tol = if trained_on_gpu == backend.is_cuda() { 0.0 } else { 1e-4 };
             println!("task  metric               summary.json  re-evaluated");
-            for (t, (want, got)) in summary.metrics.iter().zip(&metrics).enumerate() {
+            for (t, (want, got)) in recorded.iter().zip(&metrics).enumerate() {
                 for (name, v) in got {
                     println!(
                         "{}     {name:<20} {:>12.4}  {v:>12.4}",
@@ -365,7 +422,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             // Every metric summary.json holds must come out the same (runs written before a metric
             // existed simply lack it: it is shown, not compared).
-            let same = summary.metrics.iter().zip(&metrics).all(|(a, b)| {
+            let same = recorded.iter().zip(&metrics).all(|(a, b)| {
                 a.iter().all(|(k, v)| b.get(k).is_some_and(|w| (w - v).abs() <= tol || (v.is_nan() && w.is_nan())))
             });
             println!("re-evaluated on {line}");
@@ -373,6 +430,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 bail!("re-evaluation differs from summary.json");
             }
             Ok(())
+        }
+        Command::Flatness { runs, radii, draws, seed, data, limit_test, device, out } => {
+            flatness_cmd(&runs, &radii, draws, seed, data, limit_test, device, out)
         }
     }
 }
@@ -436,7 +496,7 @@ fn bench_config(args: &BenchArgs) -> Result<(TrainConfig, String, crate::backend
         argv.extend(["--batch-size", b.as_str()]);
     }
     argv.extend(args.train_flags.iter().map(String::as_str));
-    let cfg = parse_train_flags("bench", &argv)?;
+    let cfg = parse_train_flags("bench", &argv)?.resolved()?;
     let (device, msg) = device::select(args.device)?;
     Ok((cfg, msg, crate::backend::Backend::open(device)?))
 }
@@ -590,16 +650,33 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `train` flags of one comparison row.
-fn row_flags(row: &str) -> Result<Vec<&str>> {
-    Ok(match row {
+/// The `train` flags of one comparison row: a base (a --method value, mtcool-vanilla / -noreg /
+/// -full, mtcool-attention) and `+`-separated extras, each `match` (--match-params) or `flag=value`
+/// (--flag value), e.g. `mtcool-full+b=3e-3+noise-samples=2+match`.
+fn row_flags(row: &str) -> Result<Vec<String>> {
+    let mut parts = row.split('+');
+    let base = parts.next().unwrap_or_default();
+    let mut flags: Vec<String> = match base {
         "mtcool-vanilla" => vec!["--method", "mtcool", "--mode", "vanilla"],
         "mtcool-noreg" => vec!["--method", "mtcool", "--mode", "noreg"],
         "mtcool-full" => vec!["--method", "mtcool", "--mode", "full"],
         "mtcool-attention" => vec!["--method", "mtcool", "--mode", "full", "--fusion", "attention"],
         "" => bail!("--methods has an empty entry"),
         m => vec!["--method", m],
-    })
+    }
+    .into_iter()
+    .map(String::from)
+    .collect();
+    for extra in parts {
+        match extra.split_once('=') {
+            _ if extra == "match" => flags.push("--match-params".into()),
+            Some((flag, value)) if !flag.is_empty() && !value.is_empty() => {
+                flags.extend([format!("--{flag}"), value.to_string()])
+            }
+            _ => bail!("--methods row {row}: `{extra}` is neither `match` nor flag=value"),
+        }
+    }
+    Ok(flags)
 }
 
 /// Each row's per-seed configs, parsed exactly as `mtcool train` would parse the same flags.
@@ -608,11 +685,12 @@ fn compare_rows(args: &CompareArgs) -> Result<Vec<train::compare::Row>> {
     let task = value_name(&args.task);
     let mut rows = vec![];
     for name in &args.methods {
+        let extra = row_flags(name)?;
         let mut runs = vec![];
         for seed in 0..args.seeds {
             let seed = seed.to_string();
             let mut argv = vec!["--task", &task, "--seed", &seed];
-            argv.extend(row_flags(name)?);
+            argv.extend(extra.iter().map(String::as_str));
             argv.extend(args.train_flags.iter().map(String::as_str));
             let cfg = parse_train_flags(&format!("compare row {name}"), &argv)?;
             runs.push(cfg);
@@ -704,5 +782,48 @@ fn check_grad(seed: u64, json: bool) -> Result<()> {
     if !json {
         println!("all {} ops within tolerance (seed {seed})", outcomes.len());
     }
+    Ok(())
+}
+
+/// `mtcool flatness`: every flag and run folder is checked before the first (slow) evaluation.
+#[allow(clippy::too_many_arguments)]
+fn flatness_cmd(
+    runs: &[PathBuf],
+    radii: &str,
+    draws: u32,
+    seed: u64,
+    data: Option<PathBuf>,
+    limit_test: Option<usize>,
+    device: DeviceChoice,
+    out: Option<PathBuf>,
+) -> Result<()> {
+    use crate::train::flatness;
+    let opts = flatness::Options { radii: flatness::parse_radii(radii)?, draws, seed };
+    opts.validate()?;
+    if limit_test == Some(0) {
+        bail!("--limit-test must be at least 1");
+    }
+    for dir in runs {
+        flatness::read_config(dir)?;
+    }
+    let (device, line) = device::select(device)?;
+    let backend = crate::backend::Backend::open(device)?;
+    let mut loaded = vec![];
+    for dir in runs {
+        let run = flatness::load_run(dir, data.clone(), limit_test, &backend)?;
+        let passes = 1 + 4 * opts.draws as usize * opts.radii.iter().filter(|&&r| r > 0.0).count();
+        println!("{}: {passes} evaluation passes over {} test examples", run.label, run.test.len());
+        loaded.push(run);
+    }
+    let result = flatness::probe(&loaded, &opts)?;
+    print!("{}", flatness::markdown_table(&result));
+    let stem = out.unwrap_or_else(|| runs[0].join("flatness"));
+    // The command as typed, under its own name (argv[0] may be a full path).
+    let args: Vec<String> =
+        std::env::args().skip(1).map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect();
+    let command = format!("mtcool {}", args.join(" "));
+    let paths = flatness::write(&result, &stem, &command, &line)?;
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    println!("wrote {} ({line})", names.join(", "));
     Ok(())
 }

@@ -3,7 +3,10 @@
 //!   sensitivity and specificity (at the arg-max decision), and the sensitivity at 85 % specificity
 //!   (`sen_at_spe85`, REFUGE's reference sensitivity: a fixed operating point on the ROC curve, so it
 //!   does not move with the calibration of the arg-max boundary);
-//! - segmentation: pixel accuracy, and per named region Dice (= F1) and one-vs-rest pixel accuracy.
+//!   With a decision threshold chosen elsewhere (`finish_at`, the validation split's `threshold`),
+//!   also the threshold and the accuracy, sensitivity and specificity of "P(class 1) ≥ threshold";
+//! - segmentation: pixel accuracy, and per named region Dice (= F1) and one-vs-rest pixel accuracy;
+//! - every task: the mean loss over the evaluated batches, when the caller adds it (`add_loss`).
 //!   Regions are either nested (REFUGE: "disc" = label ≥ 1 includes the cup, "cup" = label ≥ 2) or
 //!   per class ("artery" = label 1, "vein" = label 2).
 
@@ -109,6 +112,37 @@ pub fn sensitivity_at_specificity(scores: &[(f32, u32)], min_spe: f64) -> f64 {
     best
 }
 
+/// The decision threshold on P(class 1) that maximises Youden's J = sensitivity + specificity − 1 over
+/// the decisions "score ≥ t" (t running over the scores seen; on ties of J the higher t). None without
+/// positives or negatives.
+pub fn youden_threshold(scores: &[(f32, u32)]) -> Option<f64> {
+    let mut s: Vec<(f32, u32)> = scores.to_vec();
+    s.sort_by(|a, b| b.0.total_cmp(&a.0)); // highest score first
+    let pos = s.iter().filter(|x| x.1 == 1).count() as f64;
+    let neg = s.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return None;
+    }
+    let (mut tp, mut fp, mut best, mut i) = (0.0, 0.0, (f64::NEG_INFINITY, 0.0), 0);
+    while i < s.len() {
+        let mut j = i;
+        while j < s.len() && s[j].0 == s[i].0 {
+            if s[j].1 == 1 {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            j += 1;
+        }
+        let youden = tp / pos - fp / neg;
+        if youden > best.0 {
+            best = (youden, s[i].0 as f64);
+        }
+        i = j;
+    }
+    Some(best.1)
+}
+
 /// Accumulates one task's predictions over an evaluation pass.
 #[derive(Clone, Debug)]
 pub struct TaskMetrics {
@@ -118,11 +152,25 @@ pub struct TaskMetrics {
     confusion: Vec<Vec<u64>>,
     /// (P(class 1), label) per item, binary classification only.
     scores: Vec<(f32, u32)>,
+    /// Σ batch-mean loss × batch items, and the items, if the caller adds losses.
+    loss: (f64, usize),
 }
 
 impl TaskMetrics {
     pub fn new(kind: MetricKind, classes: usize) -> Self {
-        TaskMetrics { kind, classes, confusion: vec![vec![0; classes]; classes], scores: vec![] }
+        TaskMetrics { kind, classes, confusion: vec![vec![0; classes]; classes], scores: vec![], loss: (0.0, 0) }
+    }
+
+    /// Counts a batch's mean loss over its `examples`.
+    pub fn add_loss(&mut self, mean: f64, examples: usize) {
+        self.loss.0 += mean * examples as f64;
+        self.loss.1 += examples;
+    }
+
+    /// The decision threshold these predictions would choose (binary classification only; see
+    /// `youden_threshold`).
+    pub fn threshold(&self) -> Option<f64> {
+        (self.kind == MetricKind::Classify && self.classes == 2).then(|| youden_threshold(&self.scores)).flatten()
     }
 
     pub fn update(&mut self, logits: &Tensor, labels: &[u32]) {
@@ -163,7 +211,26 @@ impl TaskMetrics {
 
     /// The finished metrics by name. Undefined ones (e.g. AUROC of a split with one class) are left out.
     pub fn finish(&self) -> BTreeMap<String, f64> {
+        self.finish_at(None)
+    }
+
+    /// `finish`, plus for a binary classification task given a `threshold` (chosen on other data):
+    /// `threshold`, and `acc_thr`, `sensitivity_thr`, `specificity_thr` of "P(class 1) ≥ threshold".
+    pub fn finish_at(&self, threshold: Option<f64>) -> BTreeMap<String, f64> {
         let mut m = self.all_metrics();
+        if let (Some(t), MetricKind::Classify, 2) = (threshold, &self.kind, self.classes) {
+            let count = |label: u32, positive: bool| {
+                self.scores.iter().filter(|&&(p, l)| l == label && (p as f64 >= t) == positive).count() as f64
+            };
+            let (tp, fn_, tn, fp) = (count(1, true), count(1, false), count(0, false), count(0, true));
+            m.insert("threshold".into(), t);
+            m.insert("acc_thr".into(), (tp + tn) / (tp + fn_ + tn + fp).max(1.0));
+            m.insert("sensitivity_thr".into(), tp / (tp + fn_));
+            m.insert("specificity_thr".into(), tn / (tn + fp));
+        }
+        if self.loss.1 > 0 {
+            m.insert("loss".into(), self.loss.0 / self.loss.1 as f64);
+        }
         m.retain(|_, v| v.is_finite());
         m
     }

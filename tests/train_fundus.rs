@@ -150,11 +150,11 @@ fn learning_rate_schedules() {
     assert_eq!(cfg(&[]).lr_schedule, LrSchedule::Constant);
     let f = cfg(&["--lr", "0.004", "--lr-schedule", "cosine"]);
     assert_eq!(f.b, 0.004, "b defaults to the learning rate");
-    assert_eq!(f.lr_at(0, 100), 0.004);
-    assert!((f.lr_at(50, 100) - 0.002).abs() < 1e-9);
-    assert!(f.lr_at(100, 100).abs() < 1e-9);
-    assert!(f.lr_at(25, 100) > f.lr_at(26, 100), "decreasing");
+    assert_eq!(f.lr_at(0, 10, 10), 0.004);
+    assert!((f.lr_at(50, 10, 10) - 0.002).abs() < 1e-9);
+    assert!(f.lr_at(100, 10, 10).abs() < 1e-9);
+    assert!(f.lr_at(25, 10, 10) > f.lr_at(26, 10, 10), "decreasing");
     let m = cfg(&["--task", "multimnist"]);
     assert_eq!((m.lr, m.b), (1e-3, 1e-3));
-    assert_eq!(m.lr_at(77, 100), m.lr);
+    assert_eq!(m.lr_at(77, 10, 10), m.lr);
 }

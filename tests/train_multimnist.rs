@@ -57,7 +57,7 @@ fn mtcool_trains_above_chance_and_eval_reproduces_it() {
 
     let e = mtcool(&["eval", "--run", out.to_str().unwrap()]);
     assert!(e.status.success(), "eval failed: {}", String::from_utf8_lossy(&e.stderr));
-    assert_eq!(common::assert_eval_reproduces(&out), 2, "one accuracy per task");
+    assert_eq!(common::assert_eval_reproduces(&out), 4, "accuracy and test loss per task");
 }
 
 #[test]

@@ -157,8 +157,8 @@ impl Extractor {
         match cfg.arch {
             Arch::Lenet => Extractor::Lenet(LeNetExtractor::new(store, prefix, cfg.width, rng)),
             Arch::Unet { base } => {
-                let b = ((base as f32 * cfg.width).round() as usize).max(1);
-                Extractor::Unet(UNetExtractor::new(store, prefix, cfg.in_channels, b, rng))
+                let level = |k: usize| ((k as f32 * base as f32 * cfg.width).round() as usize).max(1);
+                Extractor::Unet(UNetExtractor::new(store, prefix, cfg.in_channels, [level(1), level(2), level(4)], rng))
             }
         }
     }

@@ -1,6 +1,8 @@
 //! A small U-Net extractor for fundus images, and the pixel-level and image-level heads.
 //!
-//! Extractor (base width b, scaled by `width`), input [B, C, H, W] with H, W divisible by 4:
+//! Extractor (level widths b, 2b, 4b for base width b; `width` scales each level's count and rounds
+//! it on its own, so a fractional width moves the parameter count in small steps), input
+//! [B, C, H, W] with H, W divisible by 4 (shown for width 1):
 //! ```text
 //! e0 = relu(conv3×3 C→b)                              [b,  H,   W]
 //! e1 = relu(conv3×3 b→2b (maxpool e0))                [2b, H/2, W/2]
@@ -26,19 +28,27 @@ pub struct UNetExtractor {
     convs: Vec<Conv2d>,
     pub group: ParamGroup,
     pub out_dim: usize,
+    widths: [usize; 3],
 }
 
 impl UNetExtractor {
-    pub fn new(store: &mut ParamStore, prefix: &str, in_channels: usize, base: usize, rng: &mut impl Rng) -> Self {
-        let b = base.max(1);
+    /// `widths`: the channels of the three levels (full, half and quarter resolution).
+    pub fn new(
+        store: &mut ParamStore,
+        prefix: &str,
+        in_channels: usize,
+        widths: [usize; 3],
+        rng: &mut impl Rng,
+    ) -> Self {
+        let [b0, b1, b2] = widths.map(|w| w.max(1));
         let mut group = ParamGroup::default();
         let specs = [
-            ("enc0", in_channels, b),
-            ("enc1", b, 2 * b),
-            ("mid0", 2 * b, 4 * b),
-            ("mid1", 4 * b, 4 * b),
-            ("dec1", 6 * b, 2 * b),
-            ("dec0", 3 * b, b),
+            ("enc0", in_channels, b0),
+            ("enc1", b0, b1),
+            ("mid0", b1, b2),
+            ("mid1", b2, b2),
+            ("dec1", b2 + b1, b1),
+            ("dec0", b1 + b0, b0),
         ];
         let convs = specs
             .iter()
@@ -46,13 +56,13 @@ impl UNetExtractor {
                 Conv2d::new(store, &mut group, &format!("{prefix}.{name}"), cin, cout, 3, SAME3, rng)
             })
             .collect();
-        UNetExtractor { convs, group, out_dim: b }
+        UNetExtractor { convs, group, out_dim: b0, widths: [b0, b1, b2] }
     }
 
-    /// What each stage outputs: e1 [2b, H/2, W/2], m [4b, H/4, W/4], d0 [b, H, W].
+    /// What each stage outputs: e1 [b1, H/2, W/2], m [b2, H/4, W/4], d0 [b0, H, W].
     pub fn levels(&self) -> [Level; STAGES] {
-        let b = self.out_dim;
-        [Level::map(2 * b, None), Level::map(4 * b, None), Level::map(b, None)]
+        let [b0, b1, b2] = self.widths;
+        [Level::map(b1, None), Level::map(b2, None), Level::map(b0, None)]
     }
 
     /// Stage 0: e0, e1 (e0 kept for the decoder); stage 1: the bottleneck m (the stage's input, e1 as

@@ -1,4 +1,7 @@
 //! `mtcool compare`: train a list of methods × seeds on one task and write the comparison table.
+//! With a validation split (`--val-fraction`) `table.md` reports each run's best validation epoch
+//! (its model-best.safetensors) and `table-last.md` the last epoch; rows that differ only in `b`
+//! (e.g. `mtcool-full+b=1e-4,mtcool-full+b=1e-3,…`) are also drawn against b in `b-sweep.svg`.
 //!
 //! Each run is an ordinary run folder `<out>/<row>-s<seed>/`; a run whose `summary.json` exists is not
 //! trained again, so an interrupted comparison picks up where it stopped (a finished run lacking a
@@ -22,6 +25,30 @@ use crate::model::{Method, MultiTaskModel};
 pub struct Row {
     pub name: String,
     pub runs: Vec<TrainConfig>,
+}
+
+/// Columns shown when some run has them: a binary task's metrics at the threshold chosen on the
+/// validation split.
+const THRESHOLD_COLUMNS: [(usize, &str, &str); 4] = [
+    (1, "threshold", "val threshold"),
+    (1, "acc_thr", "glaucoma Acc@thr"),
+    (1, "sensitivity_thr", "Sen@thr"),
+    (1, "specificity_thr", "Spe@thr"),
+];
+
+/// Which epoch of each run a table reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    Last,
+    /// The best validation epoch (runs with a validation split).
+    Best,
+}
+
+fn picked(r: &Summary, pick: Pick) -> &[super::Metrics; 2] {
+    match (pick, &r.best_metrics) {
+        (Pick::Best, Some(m)) => m,
+        _ => &r.metrics,
+    }
 }
 
 /// The metrics shown per task, with their column headers.
@@ -65,32 +92,149 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// The markdown table of finished rows. `joint_params` is the Joint model's size on this task.
-pub fn table(task: TaskKind, rows: &[(String, Vec<Summary>)], joint_params: usize) -> String {
-    let cols = columns(task);
+/// The markdown table of finished rows, each run read at `pick`. `joint_params` is the size of Joint
+/// at the default width on this task (the paper's "Params 1").
+pub fn table(task: TaskKind, rows: &[(String, Vec<Summary>)], joint_params: usize, pick: Pick) -> String {
+    let mut cols = columns(task);
+    let all = || rows.iter().flat_map(|(_, r)| r.iter());
+    for c in THRESHOLD_COLUMNS {
+        if all().any(|r| picked(r, pick)[c.0].contains_key(c.1)) {
+            cols.push(c);
+        }
+    }
     let mut s = String::from("| method |");
-    cols.iter().for_each(|(_, _, h)| s.push_str(&format!(" {h} % |")));
+    cols.iter()
+        .for_each(|(_, key, h)| s.push_str(&if *key == "threshold" { format!(" {h} |") } else { format!(" {h} % |") }));
     s.push_str(" params | × Joint | seeds | epochs | s/run |\n|---|");
     s.push_str(&"---|".repeat(cols.len() + 5));
     s.push('\n');
     for (name, runs) in rows.iter().filter(|(_, r)| !r.is_empty()) {
         s.push_str(&format!("| {name} |"));
         for &(t, key, _) in &cols {
+            let scale = if key == "threshold" { 1.0 } else { 100.0 };
             let xs: Vec<f64> =
-                runs.iter().map(|r| 100.0 * r.metrics[t].get(key).copied().unwrap_or(f64::NAN)).collect();
+                runs.iter().map(|r| scale * picked(r, pick)[t].get(key).copied().unwrap_or(f64::NAN)).collect();
             let (m, sd) = mean_std(&xs);
             s.push_str(&format!(" {m:.2} ± {sd:.2} |"));
         }
         let secs = mean_std(&runs.iter().map(|r| r.seconds).collect::<Vec<_>>()).0;
         let p = runs[0].param_count;
+        let epochs = match pick {
+            Pick::Best if runs.iter().all(|r| r.best_epoch.is_some()) => {
+                let best: Vec<f64> = runs.iter().filter_map(|r| r.best_epoch).map(f64::from).collect();
+                format!("best {:.1} of {}", mean_std(&best).0, runs[0].epochs)
+            }
+            _ => runs[0].epochs.to_string(),
+        };
         s.push_str(&format!(
-            " {p} | {:.2} | {} | {} | {secs:.0} |\n",
+            " {p} | {:.2} | {} | {epochs} | {secs:.0} |\n",
             p as f64 / joint_params as f64,
             runs.len(),
-            runs[0].epochs
         ));
     }
     s
+}
+
+/// One b sweep: the rows' common name less `+b=…`, and each b with its row's runs.
+pub type Sweep<'a> = (String, Vec<(f64, &'a [Summary])>);
+
+/// The rows that differ only in `+b=…` from a common base (at least 3 values of b), as
+/// (base, [(b, runs)]) sorted by b.
+fn b_sweeps<'a>(rows: &'a [(String, Vec<Summary>)], cfgs: &[Row]) -> Vec<Sweep<'a>> {
+    let mut groups: Vec<Sweep<'a>> = vec![];
+    for ((name, runs), row) in rows.iter().zip(cfgs) {
+        let Some(cfg) = row.runs.first() else { continue };
+        if runs.is_empty() || !name.contains("+b=") {
+            continue;
+        }
+        let base: String = name.split('+').filter(|p| !p.starts_with("b=")).collect::<Vec<_>>().join("+");
+        match groups.iter_mut().find(|(b, _)| *b == base) {
+            Some((_, pts)) => pts.push((cfg.b as f64, runs)),
+            None => groups.push((base, vec![(cfg.b as f64, runs)])),
+        }
+    }
+    groups.retain(|(_, pts)| pts.len() >= 3);
+    groups.iter_mut().for_each(|(_, pts)| pts.sort_by(|a, b| a.0.total_cmp(&b.0)));
+    groups
+}
+
+/// Each task's headline test metric (mean ± std over seeds, at `pick`) against b on a log axis, one
+/// line per sweep.
+pub fn b_sweep_svg(task: TaskKind, sweeps: &[Sweep], pick: Pick) -> String {
+    const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+    let cols = columns(task);
+    let heads: Vec<(usize, &str, &str)> =
+        [0, 1].iter().filter_map(|&t| cols.iter().find(|c| c.0 == t).copied()).collect();
+    let (w, h, pad) = (380.0, 260.0, 46.0);
+    let mut svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{}' height='{h}' font-family='sans-serif'>",
+        w * heads.len() as f64 + 20.0
+    );
+    let bs: Vec<f64> = sweeps.iter().flat_map(|(_, p)| p.iter().map(|x| x.0.log10())).collect();
+    let (blo, bhi) =
+        (bs.iter().copied().fold(f64::INFINITY, f64::min), bs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+    for (panel, &(t, key, header)) in heads.iter().enumerate() {
+        let x0 = panel as f64 * (w + 20.0);
+        let stats = |runs: &[Summary]| {
+            mean_std(
+                &runs
+                    .iter()
+                    .map(|r| 100.0 * picked(r, pick)[t].get(key).copied().unwrap_or(f64::NAN))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let vals: Vec<f64> =
+            sweeps.iter().flat_map(|(_, p)| p.iter().map(|x| stats(x.1).0)).filter(|v| v.is_finite()).collect();
+        let (lo, hi) = (
+            vals.iter().copied().fold(f64::INFINITY, f64::min),
+            vals.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
+        let (lo, hi) = if hi > lo { (lo, hi) } else { (lo - 1.0, lo + 1.0) };
+        let px = |b: f64| x0 + pad + (w - 2.0 * pad) * if bhi > blo { (b.log10() - blo) / (bhi - blo) } else { 0.5 };
+        let py = |v: f64| pad + (h - 2.0 * pad) * (1.0 - (v - lo) / (hi - lo));
+        svg += &format!(
+            "<rect x='{x0}' y='0' width='{w}' height='{h}' fill='white' stroke='#ccc'/>\
+             <text x='{}' y='18' text-anchor='middle' font-size='13'>{header} % vs b</text>\
+             <text x='{}' y='{}' font-size='10' text-anchor='end'>{hi:.2}</text>\
+             <text x='{}' y='{}' font-size='10' text-anchor='end'>{lo:.2}</text>",
+            x0 + w / 2.0,
+            x0 + pad - 4.0,
+            pad + 4.0,
+            x0 + pad - 4.0,
+            h - pad
+        );
+        for &(b, _) in sweeps.first().map(|s| s.1.as_slice()).unwrap_or(&[]) {
+            svg += &format!(
+                "<text x='{:.1}' y='{}' font-size='10' text-anchor='middle'>{b:.0e}</text>",
+                px(b),
+                h - pad + 14.0
+            );
+        }
+        for (i, (base, pts)) in sweeps.iter().enumerate() {
+            let c = COLORS[i % COLORS.len()];
+            let xy: Vec<(f64, f64, f64)> = pts
+                .iter()
+                .map(|(b, runs)| {
+                    let (m, sd) = stats(runs);
+                    (px(*b), m, sd)
+                })
+                .collect();
+            let line: Vec<String> = xy.iter().map(|(x, m, _)| format!("{x:.1},{:.1}", py(*m))).collect();
+            svg += &format!("<polyline fill='none' stroke='{c}' stroke-width='2' points='{}'/>", line.join(" "));
+            for (x, m, sd) in &xy {
+                svg += &format!(
+                    "<line x1='{x:.1}' x2='{x:.1}' y1='{:.1}' y2='{:.1}' stroke='{c}'/><circle cx='{x:.1}' cy='{:.1}' r='3' fill='{c}'/>",
+                    py(m - sd), py(m + sd), py(*m)
+                );
+            }
+            svg += &format!(
+                "<text x='{}' y='{}' font-size='11' fill='{c}'>{base}</text>",
+                x0 + pad + 4.0,
+                34.0 + 13.0 * i as f64
+            );
+        }
+    }
+    svg + "</svg>\n"
 }
 
 /// Trains every run not yet done (in seed-major order, so every row gets its first seed early) and
@@ -98,8 +242,8 @@ pub fn table(task: TaskKind, rows: &[(String, Vec<Summary>)], joint_params: usiz
 pub fn run(task: TaskKind, rows: &[Row], out: &Path, device: &str, backend: &Backend) -> Result<String> {
     fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
     let first = rows.first().and_then(|r| r.runs.first()).context("compare: no methods given")?;
-    let joint_params =
-        MultiTaskModel::new(TrainConfig { method: Method::Joint, ..first.clone() }.model_config(), 0).param_count();
+    let joint = TrainConfig { method: Method::Joint, width: 1.0, ..first.clone() };
+    let joint_params = MultiTaskModel::new(joint.model_config(), 0).param_count();
     let seeds = rows.iter().map(|r| r.runs.len()).max().unwrap_or(0);
     let mut done: Vec<(String, Vec<Summary>)> = rows.iter().map(|r| (r.name.clone(), vec![])).collect();
     let mut table_md = String::new();
@@ -124,8 +268,18 @@ pub fn run(task: TaskKind, rows: &[Row], out: &Path, device: &str, backend: &Bac
                     .with_context(|| format!("run {} seed {}", row.name, cfg.seed))?
             };
             done[r].1.push(summary);
-            table_md = table(task, &done, joint_params);
+            let best = done.iter().flat_map(|(_, r)| r).all(|r| r.best_metrics.is_some());
+            let pick = if best { Pick::Best } else { Pick::Last };
+            table_md = table(task, &done, joint_params, pick);
             fs::write(out.join("table.md"), &table_md).context("writing table.md")?;
+            if best {
+                fs::write(out.join("table-last.md"), table(task, &done, joint_params, Pick::Last))
+                    .context("writing table-last.md")?;
+            }
+            let sweeps = b_sweeps(&done, rows);
+            if !sweeps.is_empty() {
+                fs::write(out.join("b-sweep.svg"), b_sweep_svg(task, &sweeps, pick)).context("writing b-sweep.svg")?;
+            }
             let raw: Vec<RowResults> = done.iter().map(|(name, runs)| RowResults { name, runs }).collect();
             write_json(&out.join("results.json"), &raw)?;
         }

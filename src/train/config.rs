@@ -29,6 +29,9 @@ pub enum LrSchedule {
     Constant,
     /// Cosine decay from `--lr` at the first step to 0 after the last: lr·½(1 + cos(π·step/steps)).
     Cosine,
+    /// Step decay: lr·γ^⌊(epoch − 1)/every⌋ with γ = `--lr-decay`, every = `--lr-decay-every` epochs
+    /// (the MGDA code's ×0.85 every 10 epochs by default).
+    Step,
 }
 
 /// Everything that defines a run (written to `config.json`).
@@ -64,22 +67,99 @@ pub struct TrainConfig {
     /// GradDrop's leak (`--graddrop-leak`, method graddrop).
     #[serde(default)]
     pub graddrop_leak: f32,
+    /// Step decay's factor γ and period in epochs (`--lr-schedule step`).
+    #[serde(default = "default_lr_decay")]
+    pub lr_decay: f32,
+    #[serde(default = "default_lr_decay_every")]
+    pub lr_decay_every: u32,
+    /// Fraction of the training examples held out as the validation split (0: none). The split is a
+    /// function of the data alone (`data::VAL_SEED`), the same for every method and training seed.
+    #[serde(default)]
+    pub val_fraction: f32,
+    /// `--match-params`: `width` was chosen so that the model has Joint's parameter count (recorded;
+    /// `width` holds the chosen value).
+    #[serde(default)]
+    pub match_params: bool,
 }
+
+fn default_lr_decay() -> f32 {
+    0.85
+}
+
+fn default_lr_decay_every() -> u32 {
+    10
+}
+
+/// How close `--match-params` must get to Joint's parameter count.
+pub const MATCH_TOLERANCE: f64 = 0.02;
 
 fn default_cagrad_c() -> f32 {
     CAGRAD_DEFAULT_C
 }
 
 impl TrainConfig {
-    /// The learning rate of global step `step` (0-based) of a run of `steps` steps.
-    pub fn lr_at(&self, step: u32, steps: u32) -> f32 {
+    /// The learning rate of global step `step` (0-based) of a run of `epochs` epochs of
+    /// `steps_per_epoch` steps.
+    pub fn lr_at(&self, step: u32, steps_per_epoch: u32, epochs: u32) -> f32 {
         match self.lr_schedule {
             LrSchedule::Constant => self.lr,
             LrSchedule::Cosine => {
-                let t = step as f64 / steps.max(1) as f64;
+                let t = step as f64 / (steps_per_epoch * epochs).max(1) as f64;
                 (self.lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
             }
+            LrSchedule::Step => {
+                let decays = step / steps_per_epoch.max(1) / self.lr_decay_every.max(1);
+                (self.lr as f64 * (self.lr_decay as f64).powi(decays as i32)) as f32
+            }
         }
+    }
+
+    /// This config with `--match-params` carried out (`width` set to `matched_width`'s, reported on
+    /// stderr); itself otherwise.
+    pub fn resolved(&self) -> Result<TrainConfig> {
+        if !self.match_params {
+            return Ok(self.clone());
+        }
+        let (width, n, joint) = self.matched_width()?;
+        eprintln!(
+            "--match-params: width {width} gives {n} parameters, Joint has {joint} ({:+.2} %)",
+            100.0 * (n as f64 - joint as f64) / joint as f64
+        );
+        Ok(TrainConfig { width, ..self.clone() })
+    }
+
+    /// The width at which this model's parameter count is closest to Joint's at the default width
+    /// (1.0) on the same task, with both counts; an error if no width gets within MATCH_TOLERANCE.
+    /// Widths are searched on a 0.005 grid over (0, 4] (channel counts are rounded, so the count is a
+    /// step function of the width).
+    pub fn matched_width(&self) -> Result<(f32, usize, usize)> {
+        let count = |method: Method, width: f32| {
+            crate::model::MultiTaskModel::new(TrainConfig { method, width, ..self.clone() }.model_config(), 0)
+                .param_count()
+        };
+        let joint = count(Method::Joint, 1.0);
+        let mut best = (1.0f32, usize::MAX);
+        for i in 1..=800 {
+            let w = i as f32 * 0.005;
+            let n = count(self.method, w);
+            if n.abs_diff(joint) < best.1.abs_diff(joint) {
+                best = (w, n);
+            }
+            if n > 2 * joint {
+                break;
+            }
+        }
+        let off = (best.1 as f64 - joint as f64) / joint as f64;
+        if off.abs() > MATCH_TOLERANCE {
+            bail!(
+                "--match-params: no width brings {:?} within {:.0} % of Joint's {joint} parameters (closest: width {} with {})",
+                self.method,
+                100.0 * MATCH_TOLERANCE,
+                best.0,
+                best.1
+            );
+        }
+        Ok((best.0, best.1, joint))
     }
 
     /// Rejects values that make no sense, with one line naming the flag.
@@ -114,6 +194,15 @@ impl TrainConfig {
         }
         if self.noise_samples == 0 || self.inner_steps == 0 {
             bail!("--noise-samples and --inner-steps must be at least 1");
+        }
+        if !(self.val_fraction.is_finite() && (0.0..0.9).contains(&self.val_fraction)) {
+            bail!("--val-fraction must be in [0, 0.9), got {}", self.val_fraction);
+        }
+        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0) {
+            bail!("--lr-decay must be in (0, 1], got {}", self.lr_decay);
+        }
+        if self.lr_decay_every == 0 {
+            bail!("--lr-decay-every must be at least 1");
         }
         if self.data.limit_train == Some(0) || self.data.limit_test == Some(0) {
             bail!("--limit-train and --limit-test must be at least 1");

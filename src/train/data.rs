@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::fundus::{FundusConfig, FundusSet, Mask};
@@ -19,6 +22,8 @@ use crate::Tensor;
 /// Seeds of the fixed datasets: every run and training seed sees the same data.
 pub const DATA_SEED_TRAIN: u64 = 1;
 pub const DATA_SEED_TEST: u64 = 2;
+/// Seed of the validation split (`split_validation`): a function of the data, not of the run.
+pub const VAL_SEED: u64 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -137,6 +142,56 @@ impl<S: FundusSource> TaskData for FundusTasks<S> {
     fn rgb(&self, i: usize) -> Option<(Vec<u8>, usize)> {
         Some((self.set.rgb_bytes(self.subset[i]), self.set.side()))
     }
+}
+
+/// Some examples of another split, by index (the validation split and what is left for training).
+pub struct Subset {
+    inner: std::sync::Arc<dyn TaskData>,
+    idx: Vec<usize>,
+}
+
+impl Subset {
+    /// The examples of the underlying split this subset holds, in order.
+    pub fn indices(&self) -> &[usize] {
+        &self.idx
+    }
+}
+
+impl TaskData for Subset {
+    fn len(&self) -> usize {
+        self.idx.len()
+    }
+    fn batch(&self, idx: &[usize]) -> Batch {
+        self.inner.batch(&idx.iter().map(|&i| self.idx[i]).collect::<Vec<_>>())
+    }
+    fn rgb(&self, i: usize) -> Option<(Vec<u8>, usize)> {
+        self.inner.rgb(self.idx[i])
+    }
+}
+
+/// The validation split of n training examples: round(fraction·n) of them (at least 1, leaving at
+/// least 1) drawn by VAL_SEED, as (what is left for training, the validation examples), each sorted.
+pub fn validation_indices(n: usize, fraction: f32) -> (Vec<usize>, Vec<usize>) {
+    let n_val = ((fraction as f64 * n as f64).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut StdRng::seed_from_u64(VAL_SEED ^ (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+    let (mut val, mut rest) = (order[..n_val.min(n)].to_vec(), order[n_val.min(n)..].to_vec());
+    val.sort_unstable();
+    rest.sort_unstable();
+    (rest, val)
+}
+
+/// The training split less its validation examples (`validation_indices`), and the validation split.
+/// Fraction 0 returns the training split itself, untouched.
+pub fn split_validation(train: Box<dyn TaskData>, fraction: f32) -> Result<(Box<dyn TaskData>, Option<Subset>)> {
+    if fraction <= 0.0 {
+        return Ok((train, None));
+    }
+    let n = train.len();
+    anyhow::ensure!(n >= 2, "--val-fraction needs at least 2 training examples, the training split has {n}");
+    let (rest, val) = validation_indices(n, fraction);
+    let inner: std::sync::Arc<dyn TaskData> = std::sync::Arc::from(train);
+    Ok((Box::new(Subset { inner: inner.clone(), idx: rest }), Some(Subset { inner, idx: val })))
 }
 
 /// Splits a loaded folder: DIR/train and DIR/test when both exist, else every 5th example is test.

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod compare;
 pub mod config;
 pub mod data;
+pub mod flatness;
 pub mod graph;
 pub mod pictures;
 pub mod plot;
@@ -15,7 +16,10 @@ pub mod resume;
 mod run;
 
 pub use config::{objective, LrSchedule, OptimizerKind, TrainConfig};
-pub use report::{describe, eval_run, eval_run_on, evaluate, EpochMetrics, EpochTime, Summary};
+pub use report::{
+    best_epoch, describe, eval_run, eval_run_on, evaluate, evaluate_pass, selection_score, EpochMetrics, EpochTime,
+    Summary,
+};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -206,6 +210,7 @@ pub fn train_with(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions
 /// written from host copies. Everything that can be checked (flags, data, a checkpoint to resume from)
 /// is checked before anything is written. The phases are `run::Run`'s methods.
 pub fn train_on(cfg: &TrainConfig, out: &Path, device: &str, opts: &RunOptions, backend: &Backend) -> Result<Summary> {
+    let cfg = &cfg.resolved()?;
     let mut run = run::Run::open(cfg, out, device, opts, backend)?;
     while run.pos.epoch <= cfg.epochs {
         let epoch_start = Instant::now();

@@ -14,6 +14,7 @@ use crate::checkpoint;
 use crate::metrics::TaskMetrics;
 use crate::model::{Method, MultiTaskModel, Read, TaskId};
 use crate::mtl::mtcool::Mode;
+use crate::mtl::{host_value, Objective};
 use crate::tape::Tape;
 
 /// JSON has no NaN: serde_json writes it as `null`; this reads `null` back as NaN (a metric can be
@@ -57,6 +58,9 @@ pub struct EpochMetrics {
     pub train_acc: [f64; 2],
     #[serde(with = "nan_as_null")]
     pub test: [Metrics; 2],
+    /// Metrics on the validation split (`--val-fraction`), which picks the best epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val: Option<[Metrics; 2]>,
     pub seconds: f64,
     /// Where those seconds went.
     #[serde(default)]
@@ -101,6 +105,14 @@ pub struct Summary {
     /// GPU runs: the caching allocator's byte counts at the end (peak and live bytes, driver allocations).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory: Option<crate::backend::cuda::MemoryStats>,
+    /// With a validation split: the epoch whose validation score (`selection_score`) was best, its
+    /// test metrics (of the weights kept in model-best.safetensors) and its validation metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_metrics: Option<[Metrics; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_val_metrics: Option<[Metrics; 2]>,
     /// `--graph` runs: steps run by replaying the captured graph (the others ran eagerly: the warm-up
     /// and batches of another size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,20 +127,72 @@ pub fn evaluate(
     setup: &TaskSetup,
     batch_size: usize,
 ) -> Result<[Metrics; 2]> {
+    Ok(evaluate_pass(model, data, setup, batch_size, [Read::Train, Read::Train])?.map(|a| a.finish()))
+}
+
+/// One evaluation pass over `data` with extractor i read as `reads[i]` (a `Read::Frozen` with noise
+/// perturbs it, as the flatness probe does), each task's predictions and its unweighted training loss
+/// (cross-entropy, plus soft Dice for segmentation; the mean over `batch_size` batches) accumulated.
+pub fn evaluate_pass(
+    model: &MultiTaskModel,
+    data: &dyn TaskData,
+    setup: &TaskSetup,
+    batch_size: usize,
+    reads: [Read; 2],
+) -> Result<[TaskMetrics; 2]> {
     let backend = model.store.backend();
+    let objective = Objective::unweighted(setup.specs);
     let mut acc = [0, 1].map(|t| TaskMetrics::new(setup.metrics[t].clone(), setup.specs[t].classes()));
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         let batch = data.batch(chunk);
+        let placed = batch.place(&backend, &objective)?;
         let mut tape = Tape::new();
         tape.set_grad_enabled(false);
-        let x = tape.constant(batch.x.to_backend(&backend)?);
-        let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train])?;
+        let x = tape.constant(placed.x.into_owned());
+        let logits = model.forward_all(&mut tape, x, reads)?;
         for t in TaskId::BOTH {
+            let loss = objective.loss(&mut tape, t, logits[t.0], &placed.targets[t.0])?;
+            acc[t.0].add_loss(host_value(tape.value(loss))? as f64, chunk.len());
             acc[t.0].update(&*tape.value(logits[t.0]).host()?, &batch.labels[t.0]);
         }
     }
-    Ok(acc.map(|a| a.finish()))
+    Ok(acc)
+}
+
+/// What picks the best epoch on the validation split: the mean over the tasks of each task's main
+/// metric — AUROC for a binary classification task (threshold-free), accuracy for other
+/// classification tasks, the mean Dice over the regions of a segmentation task. NaN if one is missing.
+pub fn selection_score(val: &[Metrics; 2], setup: &TaskSetup) -> f64 {
+    let main = |t: usize| -> f64 {
+        let m = &val[t];
+        match setup.specs[t] {
+            crate::model::TaskSpec::Classify { classes: 2 } => m.get("auroc").copied().unwrap_or(f64::NAN),
+            crate::model::TaskSpec::Classify { .. } => m.get("acc").copied().unwrap_or(f64::NAN),
+            crate::model::TaskSpec::Segment { .. } => {
+                let dice: Vec<f64> = m.iter().filter(|(k, _)| k.starts_with("dice_")).map(|(_, v)| *v).collect();
+                if dice.is_empty() {
+                    f64::NAN
+                } else {
+                    dice.iter().sum::<f64>() / dice.len() as f64
+                }
+            }
+        }
+    };
+    (main(0) + main(1)) / 2.0
+}
+
+/// The epoch with the best validation score in `history` (the earliest on ties), if any was scored.
+pub fn best_epoch<'a>(history: &'a [EpochMetrics], setup: &TaskSetup) -> Option<&'a EpochMetrics> {
+    let mut best: Option<(&EpochMetrics, f64)> = None;
+    for m in history {
+        let Some(val) = &m.val else { continue };
+        let score = selection_score(val, setup);
+        if !score.is_nan() && best.is_none_or(|(_, b)| score > b) {
+            best = Some((m, score));
+        }
+    }
+    best.map(|(m, _)| m)
 }
 
 /// "name value, name value" for a log line.
@@ -144,6 +208,18 @@ pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, [Metr
 
 /// [`eval_run`] with the model on `backend`.
 pub fn eval_run_on(run: &Path, data_dir: Option<PathBuf>, backend: &Backend) -> Result<(Summary, [Metrics; 2])> {
+    eval_run_model(run, data_dir, backend, false)
+}
+
+/// [`eval_run_on`] of `model.safetensors`, or with `best` of `model-best.safetensors` (the best
+/// validation epoch's weights). A binary task is also scored at the decision threshold summary.json
+/// records for those weights (chosen on the validation split during training).
+pub fn eval_run_model(
+    run: &Path,
+    data_dir: Option<PathBuf>,
+    backend: &Backend,
+    best: bool,
+) -> Result<(Summary, [Metrics; 2])> {
     if !run.is_dir() {
         bail!("--run {}: no such folder", run.display());
     }
@@ -162,11 +238,22 @@ pub fn eval_run_on(run: &Path, data_dir: Option<PathBuf>, backend: &Backend) -> 
     if data_dir.is_some() {
         cfg.data.data_dir = data_dir;
     }
-    let mut model = checkpoint::load(&run.join("model.safetensors"))?;
+    let (file, recorded) = if best {
+        let Some(m) = &summary.best_metrics else {
+            bail!("--best: {} was trained without a validation split (--val-fraction)", run.display());
+        };
+        ("model-best.safetensors", m)
+    } else {
+        ("model.safetensors", &summary.metrics)
+    };
+    let mut model = checkpoint::load(&run.join(file))?;
     model.store.to_backend(backend)?;
     if model.cfg != cfg.model_config() {
-        bail!("model.safetensors does not match config.json in {}", run.display());
+        bail!("{file} does not match config.json in {}", run.display());
     }
     let (_, test) = data::load(&DataConfig { limit_train: Some(1), ..cfg.data.clone() })?;
-    Ok((summary, evaluate(&model, test.as_ref(), &data::setup(cfg.data.task), EVAL_BATCH)?))
+    let setup = data::setup(cfg.data.task);
+    let pass = evaluate_pass(&model, test.as_ref(), &setup, EVAL_BATCH, [Read::Train, Read::Train])?;
+    let metrics = [0, 1].map(|t| pass[t].finish_at(recorded[t].get("threshold").copied()));
+    Ok((summary, metrics))
 }

@@ -13,12 +13,12 @@ use anyhow::{bail, Context, Result};
 use super::data::{self, TaskData, TaskKind, TaskSetup};
 use super::graph::GraphStep;
 use super::{
-    describe, evaluate, nan_injection, nonfinite, objective, pictures, plot, resume, train_step, write_json, EpochAcc,
-    EpochMetrics, Injection, RunOptions, Summary, TrainConfig, EVAL_BATCH,
+    best_epoch, describe, evaluate_pass, nan_injection, nonfinite, objective, pictures, plot, resume, selection_score,
+    train_step, write_json, EpochAcc, EpochMetrics, Injection, RunOptions, Summary, TrainConfig, EVAL_BATCH,
 };
 use crate::backend::Backend;
 use crate::checkpoint;
-use crate::model::{Method, MultiTaskModel, TaskId};
+use crate::model::{Method, MultiTaskModel, Read, TaskId};
 use crate::mtl::{Objective, StepOut};
 use crate::optim::Optimizer;
 
@@ -32,6 +32,7 @@ pub(super) struct Run<'a> {
     opts: &'a RunOptions,
     backend: &'a Backend,
     pub(super) train_set: Box<dyn TaskData>,
+    val_set: Option<Box<dyn TaskData>>,
     test_set: Box<dyn TaskData>,
     setup: TaskSetup,
     objective: Objective,
@@ -74,6 +75,8 @@ impl<'a> Run<'a> {
             }
         };
         let (train_set, test_set) = data::load(&cfg.data)?;
+        let (train_set, val_set) = data::split_validation(train_set, cfg.val_fraction)?;
+        let val_set = val_set.map(|v| Box::new(v) as Box<dyn TaskData>);
         let setup = data::setup(cfg.data.task);
         let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size) as u32;
         let (mut model, mut opt, pos, last_ckpt) = if opts.resume {
@@ -109,10 +112,11 @@ impl<'a> Run<'a> {
 
         let objective = objective(cfg, &setup, train_set.as_ref());
         eprintln!(
-            "{device}; {:?} on {:?} ({} train / {} test); {} parameters",
+            "{device}; {:?} on {:?} ({} train / {}{} test); {} parameters",
             cfg.method,
             cfg.data.task,
             train_set.len(),
+            val_set.as_ref().map(|v| format!("{} validation / ", v.len())).unwrap_or_default(),
             test_set.len(),
             model.param_count()
         );
@@ -129,6 +133,7 @@ impl<'a> Run<'a> {
             opts,
             backend,
             train_set,
+            val_set,
             test_set,
             setup,
             objective,
@@ -168,7 +173,7 @@ impl<'a> Run<'a> {
             }
             _ => {}
         }
-        self.opt.set_lr(cfg.lr_at(pos.global_step, cfg.epochs * self.steps_per_epoch));
+        self.opt.set_lr(cfg.lr_at(pos.global_step, self.steps_per_epoch, cfg.epochs));
         let stepping = Instant::now();
         let s = match &mut self.graph {
             Some(g) => g.step(cfg, &mut self.model, &mut self.opt, &batch, &self.objective, pos.global_step)?,
@@ -250,15 +255,32 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Evaluates on the test set, appends the epoch to metrics.jsonl, rewrites model.safetensors and
-    /// writes the epoch's checkpoint.
+    /// Evaluates on the validation split (if any) and the test set (binary tasks also at the
+    /// threshold the validation split chose), appends the epoch to metrics.jsonl, rewrites
+    /// model.safetensors (and model-best.safetensors when the validation score improved) and writes
+    /// the epoch's checkpoint.
     pub(super) fn end_epoch(&mut self, epoch_start: Instant) -> Result<()> {
         self.read_back()?;
         let evaluating = Instant::now();
-        let test = evaluate(&self.model, self.test_set.as_ref(), &self.setup, EVAL_BATCH)?;
+        let clean = [Read::Train, Read::Train];
+        let val = match &self.val_set {
+            Some(v) => Some(evaluate_pass(&self.model, v.as_ref(), &self.setup, EVAL_BATCH, clean)?),
+            None => None,
+        };
+        let thresholds = [0, 1].map(|t| val.as_ref().and_then(|v| v[t].threshold()));
+        let test = evaluate_pass(&self.model, self.test_set.as_ref(), &self.setup, EVAL_BATCH, clean)?;
+        let test = [0, 1].map(|t| test[t].finish_at(thresholds[t]));
+        let val = val.map(|v| v.map(|a| a.finish()));
         self.pos.acc.time.eval += evaluating.elapsed().as_secs_f64();
         let writing = Instant::now();
         checkpoint::save(&self.model, &self.out.join("model.safetensors"))?;
+        if let Some(v) = &val {
+            let score = selection_score(v, &self.setup);
+            let before = best_epoch(&self.pos.history, &self.setup).and_then(|m| m.val.as_ref());
+            if !score.is_nan() && before.is_none_or(|b| score > selection_score(b, &self.setup)) {
+                checkpoint::save(&self.model, &self.out.join("model-best.safetensors"))?;
+            }
+        }
         self.pos.acc.time.checkpoints += writing.elapsed().as_secs_f64();
         let pos = &mut self.pos;
         let epoch = pos.epoch;
@@ -268,6 +290,7 @@ impl<'a> Run<'a> {
             train_loss: a.loss_sum.map(|l| l / a.seen as f64),
             train_acc: [0, 1].map(|t| a.correct[t] as f64 / a.items_seen[t] as f64),
             test,
+            val,
             seconds: a.seconds + epoch_start.elapsed().as_secs_f64(),
             time: a.time,
         };
@@ -300,6 +323,7 @@ impl<'a> Run<'a> {
         let (cfg, out, pos) = (self.cfg, self.out, &self.pos);
         self.bar.finish_and_clear();
         checkpoint::save(&self.model, &out.join("model.safetensors"))?;
+        let best = best_epoch(&pos.history, &self.setup);
         let summary = Summary {
             task: cfg.data.task,
             method: cfg.method,
@@ -317,6 +341,9 @@ impl<'a> Run<'a> {
                 Backend::Cpu => None,
             },
             graph_replays: self.graph.as_ref().map(|g| g.replays),
+            best_epoch: best.map(|m| m.epoch),
+            best_metrics: best.map(|m| m.test.clone()),
+            best_val_metrics: best.and_then(|m| m.val.clone()),
         };
         write_json(&out.join("summary.json"), &summary)?;
         checkpoint::write_atomic(&out.join("curves.svg"), plot::curves_svg(&pos.history).as_bytes())?;
