@@ -108,6 +108,12 @@ fn mtcool_other_probe_moves_the_loss_and_is_reproducible() {
     assert_eq!(flatness::probe(&runs, &o).unwrap(), a, "same seed, same numbers");
     let b = flatness::probe(&runs, &opts(&[0.0, 0.5], 2, 1)).unwrap();
     assert!(a.rows.iter().zip(&b.rows).any(|(x, y)| x.loss != y.loss), "another seed, other noise");
+    // Runs probed together meet the same perturbations: a run listed twice gives the same rows twice.
+    let twice = flatness::probe(&[load("mtcool"), load("mtcool")], &o).unwrap();
+    let (first, second) = twice.rows.split_at(twice.rows.len() / 2);
+    for (x, y) in first.iter().zip(second) {
+        assert_eq!((x.task, x.probe, x.r, &x.loss, &x.metric), (y.task, y.probe, y.r, &y.loss, &y.metric));
+    }
 }
 
 /// Runs `mtcool flatness` and asserts one `error:` line (and nothing on stdout), containing `want`.
