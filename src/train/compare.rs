@@ -227,10 +227,11 @@ pub fn b_sweep_svg(task: TaskKind, sweeps: &[Sweep], pick: Pick) -> String {
                     py(m - sd), py(m + sd), py(*m)
                 );
             }
+            // Legend in the lower right, above the b labels (the curves mostly sit high).
+            let y = h - pad - 8.0 - 13.0 * (sweeps.len() - 1 - i) as f64;
             svg += &format!(
-                "<text x='{}' y='{}' font-size='11' fill='{c}'>{base}</text>",
-                x0 + pad + 4.0,
-                34.0 + 13.0 * i as f64
+                "<text x='{}' y='{y}' font-size='11' text-anchor='end' fill='{c}'>{base}</text>",
+                x0 + w - 8.0
             );
         }
     }
