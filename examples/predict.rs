@@ -14,8 +14,8 @@ fn main() -> Result<()> {
 
     let test = multimnist::build(&load_mnist(&default_mnist_dir(), Split::Test)?, 2, Some(8));
     let (images, left, right) = test.batch(&(0..test.len()).collect::<Vec<_>>());
-    for (i, [l, r]) in predictor.predict(&images)?.into_iter().enumerate() {
-        println!("image {i}: predicted ({l}, {r}), true ({}, {})", left[i], right[i]);
+    for (i, p) in predictor.predict(&images)?.into_iter().enumerate() {
+        println!("image {i}: predicted ({}, {}), true ({}, {})", p[0], p[1], left[i], right[i]);
     }
     Ok(())
 }

@@ -45,6 +45,11 @@ pub mod stream {
     pub const TASK2: u32 = 2;
     /// Dropout masks.
     pub const DROPOUT: u32 = 0xD0;
+    /// Weight noise on task t's extractor (0-based t; task 1 is TASK1, task 2 TASK2, …; below DROPOUT
+    /// for every t < MAX_TASKS).
+    pub fn task(t: usize) -> u32 {
+        TASK1 + t as u32
+    }
 }
 
 /// Where a noise draw sits in the run: seed, outer step t, stream (task), sample k.

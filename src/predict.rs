@@ -40,11 +40,11 @@ impl Predictor {
         self.model.store.to_backend(backend)
     }
 
-    /// Both tasks' logits for normalised images [B, C, H, W]: [B, classes] for a classification task,
+    /// Every task's logits (in task order) for normalised images [B, C, H, W]: [B, classes] for a classification task,
     /// [B, classes, H, W] for a segmentation task. MultiLeNet models take [B, 1, 28, 28]; U-Net models
     /// take the channels they were trained with and any H, W divisible by 4. The logits are host
     /// tensors wherever the model runs.
-    pub fn logits(&self, images: &Tensor) -> Result<[Tensor; 2]> {
+    pub fn logits(&self, images: &Tensor) -> Result<Vec<Tensor>> {
         let s = images.shape();
         let cfg = &self.model.cfg;
         let ok = s.len() == 4
@@ -63,23 +63,23 @@ impl Predictor {
         let mut tape = Tape::new();
         tape.set_grad_enabled(false);
         let x = tape.constant(images.to_backend(&self.model.store.backend())?);
-        let [a, b] = self.model.forward_all(&mut tape, x, [Read::Train, Read::Train])?;
-        Ok([tape.value(a).to_host()?, tape.value(b).to_host()?])
+        let logits = self.model.forward_all(&mut tape, x, &vec![Read::Train; self.model.n_tasks()])?;
+        logits.iter().map(|&l| tape.value(l).to_host()).collect()
     }
 
-    /// The predicted class of each task for each image (models whose two tasks are image-level
-    /// classifications; for segmentation take `logits` and its per-pixel arg-max).
-    pub fn predict(&self, images: &Tensor) -> Result<Vec<[u32; 2]>> {
+    /// The predicted class of each task for each image, `[image][task]` (models whose tasks are all
+    /// image-level classifications; for segmentation take `logits` and its per-pixel arg-max).
+    pub fn predict(&self, images: &Tensor) -> Result<Vec<Vec<u32>>> {
         ensure!(
             self.model.cfg.tasks.iter().all(|t| matches!(t, TaskSpec::Classify { .. })),
-            "predict() is for two classification tasks; this model segments: use logits()"
+            "predict() is for classification tasks only; this model segments: use logits()"
         );
-        let [a, b] = self.logits(images)?;
+        let logits = self.logits(images)?;
         let argmax = |t: &Tensor, i: usize| {
             let c = t.shape()[1];
             let row = &t.data()[i * c..(i + 1) * c];
             (0..c).fold(0, |best, j| if row[j] > row[best] { j } else { best }) as u32
         };
-        Ok((0..a.shape()[0]).map(|i| [argmax(&a, i), argmax(&b, i)]).collect())
+        Ok((0..logits[0].shape()[0]).map(|i| logits.iter().map(|t| argmax(t, i)).collect()).collect())
     }
 }

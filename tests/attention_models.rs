@@ -27,7 +27,7 @@ fn lenet(method: Method, fusion: Fusion) -> MultiTaskModel {
 }
 
 fn unet(method: Method, fusion: Fusion) -> MultiTaskModel {
-    let tasks = [TaskSpec::Segment { classes: 3 }, TaskSpec::Classify { classes: 2 }];
+    let tasks = vec![TaskSpec::Segment { classes: 3 }, TaskSpec::Classify { classes: 2 }];
     MultiTaskModel::new(
         ModelConfig { arch: Arch::Unet { base: 4 }, method, fusion, width: 1.0, in_channels: 3, tasks },
         3,
@@ -37,8 +37,8 @@ fn unet(method: Method, fusion: Fusion) -> MultiTaskModel {
 fn lenet_batch(seed: u64) -> (Batch, Objective) {
     let mut rng = StdRng::seed_from_u64(seed);
     let x = Tensor::randn(&[5, 1, 28, 28], 1.0, &mut rng);
-    let labels = [0, 1].map(|_| (0..5).map(|_| rng.random_range(0..10)).collect());
-    (Batch { x, labels }, Objective::unweighted([TaskSpec::Classify { classes: 10 }; 2]))
+    let labels = (0..2).map(|_| (0..5).map(|_| rng.random_range(0..10)).collect()).collect();
+    (Batch { x, labels }, Objective::unweighted(&[TaskSpec::Classify { classes: 10 }; 2]))
 }
 
 fn unet_batch(seed: u64) -> (Batch, Objective) {
@@ -48,7 +48,7 @@ fn unet_batch(seed: u64) -> (Batch, Objective) {
     let seg = (0..n * s * s).map(|_| rng.random_range(0..3)).collect();
     let cls = (0..n).map(|_| rng.random_range(0..2)).collect();
     let specs = [TaskSpec::Segment { classes: 3 }, TaskSpec::Classify { classes: 2 }];
-    (Batch { x, labels: [seg, cls] }, Objective::unweighted(specs))
+    (Batch { x, labels: vec![seg, cls] }, Objective::unweighted(&specs))
 }
 
 fn names(m: &MultiTaskModel, ids: &[ParamId]) -> Vec<String> {
@@ -59,12 +59,12 @@ fn values(m: &MultiTaskModel, ids: &[ParamId]) -> Vec<f32> {
     ids.iter().flat_map(|&id| m.store.value(id).data().to_vec()).collect()
 }
 
-fn logits(m: &MultiTaskModel, x: &Tensor) -> [Tensor; 2] {
+fn logits(m: &MultiTaskModel, x: &Tensor) -> Vec<Tensor> {
     let mut tape = Tape::new();
     tape.set_grad_enabled(false);
     let xv = tape.constant(x.clone());
-    let out = m.forward_all(&mut tape, xv, [Read::Train, Read::Train]).unwrap();
-    out.map(|v| tape.value(v).clone())
+    let out = m.forward_all(&mut tape, xv, &[Read::Train, Read::Train]).unwrap();
+    out.iter().map(|&v| tape.value(v).clone()).collect()
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn attention_parameters_belong_to_their_task_or_are_shared() {
     for m in [lenet(Method::Mtan, Fusion::Concat), unet(Method::Mtan, Fusion::Concat)] {
         let all = names(&m, &m.all_params());
         assert!(all.iter().any(|n| n.starts_with("shared.attention.bridge")), "MTAN shares its bridges: {all:?}");
-        for t in TaskId::BOTH {
+        for t in TaskId::all(2) {
             let own = names(&m, m.head_params(t));
             let prefix = format!("task{}.", t.0 + 1);
             assert!(own.iter().all(|n| n.starts_with(&prefix)), "task {} owns only its own: {own:?}", t.0 + 1);
@@ -80,7 +80,7 @@ fn attention_parameters_belong_to_their_task_or_are_shared() {
         }
     }
     for m in [lenet(Method::Ctan, Fusion::Concat), unet(Method::Ctan, Fusion::Concat)] {
-        for t in TaskId::BOTH {
+        for t in TaskId::all(2) {
             let own = names(&m, m.head_params(t));
             for j in 0..2 {
                 let q = format!("task{}.cross{j}.query.weight", t.0 + 1);
@@ -89,7 +89,7 @@ fn attention_parameters_belong_to_their_task_or_are_shared() {
         }
     }
     let m = lenet(Method::Mtcool, Fusion::Attention);
-    for t in TaskId::BOTH {
+    for t in TaskId::all(2) {
         let own = names(&m, m.head_params(t));
         assert!(own.contains(&format!("task{}.fusion.key.weight", t.0 + 1)), "{own:?}");
         // The fusion module is not part of any extractor θ (no noise, no b-box on it).

@@ -84,10 +84,10 @@ fn predictor_checks_shapes_and_serves_unet_models() {
         fusion: Fusion::Concat,
         width: 1.0,
         in_channels: 3,
-        tasks: [TaskSpec::Segment { classes: 3 }, TaskSpec::Classify { classes: 2 }],
+        tasks: vec![TaskSpec::Segment { classes: 3 }, TaskSpec::Classify { classes: 2 }],
     };
     let unet = Predictor::from_model(MultiTaskModel::new(seg_cls, 0));
-    let [seg, cls] = unet.logits(&Tensor::full(&[2, 3, 32, 40], 0.3)).unwrap();
+    let [seg, cls]: [Tensor; 2] = unet.logits(&Tensor::full(&[2, 3, 32, 40], 0.3)).unwrap().try_into().unwrap();
     assert_eq!((seg.shape(), cls.shape()), (&[2, 3, 32, 40][..], &[2, 2][..]));
     assert!(unet.logits(&Tensor::zeros(&[1, 3, 30, 32])).is_err(), "H must be divisible by 4");
     assert!(unet.predict(&Tensor::zeros(&[1, 3, 32, 32])).is_err(), "predict() is for classification pairs");

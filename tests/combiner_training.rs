@@ -32,12 +32,12 @@ fn model(method: Method) -> MultiTaskModel {
 fn batch(seed: u64) -> Batch {
     let mut rng = StdRng::seed_from_u64(seed);
     let x = Tensor::randn(&[6, 1, 28, 28], 1.0, &mut rng);
-    let labels = [0, 1].map(|_| (0..6).map(|_| rng.random_range(0..10)).collect());
+    let labels = (0..2).map(|_| (0..6).map(|_| rng.random_range(0..10)).collect()).collect();
     Batch { x, labels }
 }
 
 fn obj() -> Objective {
-    Objective::unweighted([TaskSpec::Classify { classes: 10 }; 2])
+    Objective::unweighted(&[TaskSpec::Classify { classes: 10 }; 2])
 }
 
 fn sgd(lr: f32) -> Optimizer {
@@ -65,7 +65,7 @@ fn reference(m: &mut MultiTaskModel, b: &Batch) -> ([Vec<f32>; 2], [Vec<f32>; 2]
     let mut heads = [vec![], vec![]];
     let mut gz = [vec![], vec![]];
     let mut losses = [0.0; 2];
-    for t in TaskId::BOTH {
+    for t in TaskId::all(2) {
         m.store.zero_grad(&all).unwrap();
         let mut tape = Tape::new();
         let x = tape.constant(b.x.clone());
@@ -138,7 +138,7 @@ fn combined_step_writes_the_combined_shared_gradient_and_each_heads_own() {
         assert!((s.loss[0] as f64 - losses[0]).abs() < 1e-6 && (s.loss[1] as f64 - losses[1]).abs() < 1e-6);
         let shared = m.extractor_params(TaskId(0)).to_vec();
         assert_close(&flat_grads(&m.store, &shared).unwrap(), &want_theta, &format!("{combiner:?}: θ_s gradient"));
-        for t in TaskId::BOTH {
+        for t in TaskId::all(2) {
             assert_close(
                 &flat_grads(&m.store, m.head_params(t)).unwrap(),
                 &heads[t.0],

@@ -18,12 +18,12 @@ fn model(fusion: Fusion) -> MultiTaskModel {
 fn batch(seed: u64) -> Batch {
     let mut rng = StdRng::seed_from_u64(seed);
     let x = Tensor::randn(&[6, 1, 28, 28], 1.0, &mut rng);
-    let labels = [0, 1].map(|_| (0..6).map(|_| rng.random_range(0..10)).collect());
+    let labels = (0..2).map(|_| (0..6).map(|_| rng.random_range(0..10)).collect()).collect();
     Batch { x, labels }
 }
 
 fn obj() -> Objective {
-    Objective::unweighted([TaskSpec::Classify { classes: 10 }; 2])
+    Objective::unweighted(&[TaskSpec::Classify { classes: 10 }; 2])
 }
 
 fn cfg(mode: Mode, b: f32, seed: u64) -> MtCoolConfig {
@@ -67,10 +67,10 @@ fn full_mode_keeps_each_extractor_in_its_box_and_leaves_heads_free() {
         let b = 1e-3;
         let mut opt = sgd(0.5); // large steps so the box must bind
         for step in 0..3 {
-            let before: Vec<Vec<Tensor>> = TaskId::BOTH.iter().map(|&t| values(&m, m.extractor_params(t))).collect();
-            let heads: Vec<Vec<Tensor>> = TaskId::BOTH.iter().map(|&t| values(&m, m.head_params(t))).collect();
+            let before: Vec<Vec<Tensor>> = TaskId::all(2).map(|t| values(&m, m.extractor_params(t))).collect();
+            let heads: Vec<Vec<Tensor>> = TaskId::all(2).map(|t| values(&m, m.head_params(t))).collect();
             mtcool_step(&mut m, &mut opt, &batch(step), &obj(), step as u32, &cfg(Mode::Full, b, 5)).unwrap();
-            for t in TaskId::BOTH {
+            for t in TaskId::all(2) {
                 let moved = max_abs_diff(&values(&m, m.extractor_params(t)), &before[t.0]);
                 assert!(moved <= b * (1.0 + 1e-5), "task {} extractor moved {moved} > b = {b}", t.0 + 1);
                 assert!(moved > 0.5 * b, "box never reached: the test would not catch a missing clamp");

@@ -109,7 +109,7 @@ fn best_epoch_threshold_and_weights_come_from_validation() {
     let (train_set, test_set) = data::load(&cfg.data).unwrap();
     let (_, val) = split_validation(train_set, cfg.val_fraction).unwrap();
     let val = val.unwrap();
-    let clean = [Read::Train, Read::Train];
+    let clean = &[Read::Train, Read::Train];
     let val_pass = evaluate_pass(&last, &val, &setup, EVAL_BATCH, clean).unwrap();
     let thr = val_pass[1].threshold().expect("both classes in the validation split");
     assert_eq!(summary["metrics"][1]["threshold"].as_f64().unwrap(), thr);

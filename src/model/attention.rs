@@ -48,20 +48,40 @@ pub struct CrossAttention {
 }
 
 impl CrossAttention {
-    /// For features of `level`'s shape on both sides. Parameters go into `group`.
-    pub fn new(store: &mut ParamStore, group: &mut ParamGroup, name: &str, level: Level, rng: &mut impl Rng) -> Self {
+    /// For queries of `level`'s shape and keys/values from `others` feature sets of that shape (the
+    /// other tasks'). Maps are joined along channels (k, v read `others`·C channels), vectors along
+    /// their tokens; with one other task both are the plain two-task module. Parameters go into `group`.
+    pub fn new(
+        store: &mut ParamStore,
+        group: &mut ParamGroup,
+        name: &str,
+        level: Level,
+        others: usize,
+        rng: &mut impl Rng,
+    ) -> Self {
         let c = if level.vector { 1 } else { level.channels };
+        let c_kv = if level.vector { 1 } else { others.max(1) * c };
         let dk = (c / 2).max(4);
         let q = Conv2d::new(store, group, &format!("{name}.query"), c, dk, 1, ONE, rng);
-        let k = Conv2d::new(store, group, &format!("{name}.key"), c, dk, 1, ONE, rng);
-        let v = Conv2d::new(store, group, &format!("{name}.value"), c, c, 1, ONE, rng);
+        let k = Conv2d::new(store, group, &format!("{name}.key"), c_kv, dk, 1, ONE, rng);
+        let v = Conv2d::new(store, group, &format!("{name}.value"), c_kv, c, 1, ONE, rng);
         CrossAttention { q, k, v, dk }
     }
 
-    /// Attention output for queries `xq` over keys/values `xkv` (same shape as `xq`).
-    pub fn forward(&self, tape: &mut Tape, store: &ParamStore, group: &ParamGroup, xq: Var, xkv: Var) -> Result<Var> {
+    /// Attention output for queries `xq` over keys/values from `xkv` (the other tasks' features,
+    /// each shaped like `xq`), shaped like `xq`.
+    pub fn forward(
+        &self,
+        tape: &mut Tape,
+        store: &ParamStore,
+        group: &ParamGroup,
+        xq: Var,
+        xkv: &[Var],
+    ) -> Result<Var> {
         let shape = tape.value(xq).shape().to_vec();
-        let (mq, mut mkv) = (as_map(tape, xq)?, as_map(tape, xkv)?);
+        // Vectors [B, d] join as more tokens ([B, Σd]); maps [B, C, H, W] as more channels.
+        let joined = if xkv.len() == 1 { xkv[0] } else { tape.concat_channels(xkv)? };
+        let (mq, mut mkv) = (as_map(tape, xq)?, as_map(tape, joined)?);
         loop {
             let s = tape.value(mkv).shape();
             if s[2] * s[3] <= MAX_KEYS || s[2] < 2 || s[3] < 2 {

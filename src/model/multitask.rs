@@ -71,14 +71,21 @@ pub enum Fusion {
     Attention,
 }
 
-/// Task 1 or task 2, as an index 0 or 1.
+/// Most tasks a model has (noise streams and checkpoint names are numbered per task).
+pub const MAX_TASKS: usize = 16;
+
+/// Task t + 1, as its index t.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskId(pub usize);
 
 impl TaskId {
-    pub const BOTH: [TaskId; 2] = [TaskId(0), TaskId(1)];
-    pub fn other(self) -> TaskId {
-        TaskId(1 - self.0)
+    /// Tasks 0, 1, …, n − 1.
+    pub fn all(n: usize) -> impl Iterator<Item = TaskId> {
+        (0..n).map(TaskId)
+    }
+    /// Every task of `n` but this one, in order.
+    pub fn others(self, n: usize) -> impl Iterator<Item = TaskId> {
+        (0..n).filter(move |&i| i != self.0).map(TaskId)
     }
 }
 
@@ -119,20 +126,22 @@ pub struct ModelConfig {
     /// Multiplier on hidden widths (channels, fc sizes).
     pub width: f32,
     pub in_channels: usize,
-    pub tasks: [TaskSpec; 2],
+    /// The tasks, in order (at least two).
+    pub tasks: Vec<TaskSpec>,
 }
 
 impl ModelConfig {
     /// The MultiMNIST model: MultiLeNet, two 10-way classifiers.
     pub fn multimnist(method: Method, fusion: Fusion, width: f32) -> Self {
         let cls = TaskSpec::Classify { classes: 10 };
-        ModelConfig { arch: Arch::Lenet, method, fusion, width, in_channels: 1, tasks: [cls, cls] }
+        ModelConfig { arch: Arch::Lenet, method, fusion, width, in_channels: 1, tasks: vec![cls, cls] }
     }
 
     /// Rejects structures this code cannot build (used on checkpoint metadata before building).
     pub fn validate(&self) -> Result<()> {
         anyhow::ensure!(self.width > 0.0 && self.width <= 64.0, "width {} out of (0, 64]", self.width);
         anyhow::ensure!((1..=64).contains(&self.in_channels), "in_channels {} out of 1..=64", self.in_channels);
+        anyhow::ensure!((2..=MAX_TASKS).contains(&self.tasks.len()), "{} tasks (2..={MAX_TASKS})", self.tasks.len());
         for t in &self.tasks {
             anyhow::ensure!((1..=1 << 16).contains(&t.classes()), "task with {} classes", t.classes());
             if self.arch == Arch::Lenet {
@@ -200,11 +209,11 @@ impl Extractor {
 enum Mixer {
     None,
     /// MTAN: shared bridges, one tower per task.
-    Mtan(MtanBridges, [MtanTower; 2]),
-    /// CTAN: per task, one cross attention after each of the first STAGES − 1 stages.
-    Ctan(Vec<[CrossAttention; 2]>),
+    Mtan(MtanBridges, Vec<MtanTower>),
+    /// CTAN: after each of the first STAGES − 1 stages, one cross attention per task.
+    Ctan(Vec<Vec<CrossAttention>>),
     /// MT-CooL's attention fusion, per task.
-    Fusion([CrossAttention; 2]),
+    Fusion(Vec<CrossAttention>),
 }
 
 enum Head {
@@ -255,14 +264,14 @@ impl Head {
 pub struct MultiTaskModel {
     pub cfg: ModelConfig,
     pub store: ParamStore,
-    /// One (joint) or two (independent, MT-CooL) extractors.
+    /// One (joint) or one per task (independent, MT-CooL, CTAN) extractor.
     extractors: Vec<Extractor>,
     heads: Vec<Head>,
     mixer: Mixer,
     /// Task t's own parameters besides its extractor: its head and its attention modules.
-    task_ids: [Vec<ParamId>; 2],
+    task_ids: Vec<Vec<ParamId>>,
     /// The groups holding each task's attention modules.
-    task_groups: [ParamGroup; 2],
+    task_groups: Vec<ParamGroup>,
 }
 
 impl MultiTaskModel {
@@ -274,49 +283,60 @@ impl MultiTaskModel {
         }
         let mut rng = StdRng::seed_from_u64(seed);
         let mut store = ParamStore::new();
+        let n = cfg.tasks.len();
         let extractors: Vec<Extractor> = if cfg.method.one_extractor() {
             vec![Extractor::new(&cfg, &mut store, "shared.extractor", &mut rng)]
         } else {
-            (1..=2).map(|t| Extractor::new(&cfg, &mut store, &format!("task{t}.extractor"), &mut rng)).collect()
+            (1..=n).map(|t| Extractor::new(&cfg, &mut store, &format!("task{t}.extractor"), &mut rng)).collect()
         };
         let levels = extractors[0].levels();
-        let mut task_groups = [ParamGroup::default(), ParamGroup::default()];
+        let mut task_groups = vec![ParamGroup::default(); n];
+        // One cross attention per task (task t's named by name(t + 1)), over the other n − 1 tasks.
+        fn attention(
+            store: &mut ParamStore,
+            groups: &mut [ParamGroup],
+            rng: &mut StdRng,
+            name: &dyn Fn(usize) -> String,
+            level: Level,
+        ) -> Vec<CrossAttention> {
+            let others = groups.len() - 1;
+            let mut out = vec![];
+            for (t, g) in groups.iter_mut().enumerate() {
+                out.push(CrossAttention::new(store, g, &name(t + 1), level, others, rng));
+            }
+            out
+        }
         let mixer = match (cfg.method, cfg.fusion) {
             (Method::Mtan, _) => {
                 let bridges = MtanBridges::new(&mut store, "shared.attention", &levels, &mut rng);
-                let towers =
-                    [1, 2].map(|t| MtanTower::new(&mut store, &format!("task{t}.attention"), &levels, &mut rng));
+                let towers = (1..=n)
+                    .map(|t| MtanTower::new(&mut store, &format!("task{t}.attention"), &levels, &mut rng))
+                    .collect();
                 Mixer::Mtan(bridges, towers)
             }
             (Method::Ctan, _) => Mixer::Ctan(
                 (0..STAGES - 1)
                     .map(|j| {
-                        let [g1, g2] = &mut task_groups;
-                        [(1, g1), (2, g2)].map(|(t, g)| {
-                            CrossAttention::new(&mut store, g, &format!("task{t}.cross{j}"), levels[j], &mut rng)
-                        })
+                        attention(&mut store, &mut task_groups, &mut rng, &|t| format!("task{t}.cross{j}"), levels[j])
                     })
                     .collect(),
             ),
             (Method::Mtcool, Fusion::Attention) => {
                 let last = levels[STAGES - 1];
-                let [g1, g2] = &mut task_groups;
-                Mixer::Fusion(
-                    [(1, g1), (2, g2)]
-                        .map(|(t, g)| CrossAttention::new(&mut store, g, &format!("task{t}.fusion"), last, &mut rng)),
-                )
+                Mixer::Fusion(attention(&mut store, &mut task_groups, &mut rng, &|t| format!("task{t}.fusion"), last))
             }
             _ => Mixer::None,
         };
         let d = extractors[0].out_dim();
         let head_in = match (cfg.method, cfg.fusion) {
-            (Method::Mtcool, Fusion::Concat | Fusion::Attention) => 2 * d,
+            (Method::Mtcool, Fusion::Concat) => n * d,
+            (Method::Mtcool, Fusion::Attention) => 2 * d,
             _ => d,
         };
-        let heads: Vec<Head> = (0..2)
+        let heads: Vec<Head> = (0..n)
             .map(|t| Head::new(&cfg, &mut store, &format!("task{}.head", t + 1), head_in, cfg.tasks[t], &mut rng))
             .collect();
-        let task_ids = [0, 1].map(|t| {
+        let task_ids = (0..n).map(|t| {
             let mut ids = heads[t].group().ids().to_vec();
             ids.extend_from_slice(task_groups[t].ids());
             if let Mixer::Mtan(_, towers) = &mixer {
@@ -324,6 +344,7 @@ impl MultiTaskModel {
             }
             ids
         });
+        let task_ids = task_ids.collect();
         MultiTaskModel { cfg, store, extractors, heads, mixer, task_ids, task_groups }
     }
 
@@ -342,10 +363,21 @@ impl MultiTaskModel {
         self.store.count(&self.all_params())
     }
 
+    /// How many tasks the model has.
+    pub fn n_tasks(&self) -> usize {
+        self.cfg.tasks.len()
+    }
+
     /// Extractor features: one per extractor (per task for MTAN and CTAN), extractor i read as
-    /// `reads[i]` asks.
-    fn features(&self, tape: &mut Tape, x: Var, reads: [Read; 2]) -> Result<Vec<Var>> {
+    /// `reads[i]` asks (`reads` has one entry per extractor).
+    fn features(&self, tape: &mut Tape, x: Var, reads: &[Read]) -> Result<Vec<Var>> {
         let store = &self.store;
+        anyhow::ensure!(
+            reads.len() >= self.extractors.len(),
+            "{} reads for {} extractors",
+            reads.len(),
+            self.extractors.len()
+        );
         match &self.mixer {
             Mixer::Mtan(bridges, towers) => {
                 let mut st = StageState::new(x);
@@ -357,22 +389,23 @@ impl MultiTaskModel {
                 towers.iter().map(|tw| tw.forward(tape, store, bridges, &levels)).collect()
             }
             Mixer::Ctan(cross) => {
-                let mut st = [StageState::new(x), StageState::new(x)];
+                let mut st: Vec<StageState> = self.extractors.iter().map(|_| StageState::new(x)).collect();
                 for i in 0..STAGES {
-                    for (e, (s, r)) in self.extractors.iter().zip(st.iter_mut().zip(reads)) {
+                    for (e, (s, &r)) in self.extractors.iter().zip(st.iter_mut().zip(reads)) {
                         e.stage(tape, store, i, s, r)?;
                     }
-                    if let Some(pair) = cross.get(i) {
-                        let h = [st[0].h, st[1].h];
-                        for t in 0..2 {
-                            let a = pair[t].forward(tape, store, &self.task_groups[t], h[t], h[1 - t])?;
+                    if let Some(per_task) = cross.get(i) {
+                        let h: Vec<Var> = st.iter().map(|s| s.h).collect();
+                        for (t, attn) in per_task.iter().enumerate() {
+                            let others: Vec<Var> = TaskId(t).others(h.len()).map(|o| h[o.0]).collect();
+                            let a = attn.forward(tape, store, &self.task_groups[t], h[t], &others)?;
                             st[t].h = tape.add(h[t], a)?;
                         }
                     }
                 }
                 Ok(st.iter().map(|s| s.h).collect())
             }
-            _ => self.extractors.iter().zip(reads).map(|(e, r)| e.forward(tape, store, x, r)).collect(),
+            _ => self.extractors.iter().zip(reads).map(|(e, &r)| e.forward(tape, store, x, r)).collect(),
         }
     }
 
@@ -382,12 +415,20 @@ impl MultiTaskModel {
         Ok(match method {
             Method::Mtcool => match (&self.mixer, self.cfg.fusion) {
                 (Mixer::Fusion(cross), _) => {
-                    let (own, other) = (feats[t.0], feats[t.other().0]);
-                    let a = cross[t.0].forward(tape, &self.store, &self.task_groups[t.0], own, other)?;
+                    let own = feats[t.0];
+                    let others: Vec<Var> = t.others(feats.len()).map(|o| feats[o.0]).collect();
+                    let a = cross[t.0].forward(tape, &self.store, &self.task_groups[t.0], own, &others)?;
                     tape.concat_channels(&[own, a])?
                 }
-                (_, Fusion::Add) => tape.add(feats[0], feats[1])?,
-                _ => tape.concat_channels(&[feats[0], feats[1]])?,
+                (_, Fusion::Add) => {
+                    let mut sum = feats[0];
+                    for &f in &feats[1..] {
+                        sum = tape.add(sum, f)?;
+                    }
+                    sum
+                }
+                // [F_1, …, F_T] for every head, in task order.
+                _ => tape.concat_channels(feats)?,
             },
             _ if method.shares_extractor() => feats[0],
             // Independent, MTAN and CTAN: each head reads its own task's features.
@@ -395,15 +436,19 @@ impl MultiTaskModel {
         })
     }
 
-    /// Logits of both tasks, each extractor run once. `reads[i]` is how extractor i is read.
-    pub fn forward_all(&self, tape: &mut Tape, x: Var, reads: [Read; 2]) -> Result<[Var; 2]> {
+    /// Logits of every task, each extractor run once. `reads[i]` is how extractor i is read.
+    pub fn forward_all(&self, tape: &mut Tape, x: Var, reads: &[Read]) -> Result<Vec<Var>> {
         let feats = self.features(tape, x, reads)?;
-        let z = self.head_input(tape, &feats, TaskId(0))?;
         let per_task = matches!(self.cfg.method, Method::Independent | Method::Mtan | Method::Ctan)
             || matches!(self.mixer, Mixer::Fusion(_));
-        // Otherwise both heads read the same (shared or fused) features.
-        let z2 = if per_task { self.head_input(tape, &feats, TaskId(1))? } else { z };
-        Ok([self.heads[0].forward(tape, &self.store, z)?, self.heads[1].forward(tape, &self.store, z2)?])
+        // Otherwise every head reads the same (shared or fused) features. Every head input is built
+        // before any head runs: the tape order (and so the order gradients are summed) of two tasks.
+        let z = self.head_input(tape, &feats, TaskId(0))?;
+        let mut zs = vec![z];
+        for t in 1..self.n_tasks() {
+            zs.push(if per_task { self.head_input(tape, &feats, TaskId(t))? } else { z });
+        }
+        self.heads.iter().zip(zs).map(|(h, z)| h.forward(tape, &self.store, z)).collect()
     }
 
     /// The shared features Z = F(x; θ_s) of a model with one shared extractor (`Method::shares_extractor`);
@@ -413,14 +458,14 @@ impl MultiTaskModel {
         self.extractors[0].forward(tape, &self.store, x, read)
     }
 
-    /// Logits of both heads on the shared features `z` (see `forward_features`).
-    pub fn forward_heads(&self, tape: &mut Tape, z: Var) -> Result<[Var; 2]> {
+    /// Logits of every head on the shared features `z` (see `forward_features`).
+    pub fn forward_heads(&self, tape: &mut Tape, z: Var) -> Result<Vec<Var>> {
         assert!(self.cfg.method.shares_extractor(), "{:?} has no shared features", self.cfg.method);
-        Ok([self.heads[0].forward(tape, &self.store, z)?, self.heads[1].forward(tape, &self.store, z)?])
+        self.heads.iter().map(|h| h.forward(tape, &self.store, z)).collect()
     }
 
     /// Logits of task `t` only (MT-CooL's sub-step: the other head is not evaluated).
-    pub fn forward_task(&self, tape: &mut Tape, x: Var, t: TaskId, reads: [Read; 2]) -> Result<Var> {
+    pub fn forward_task(&self, tape: &mut Tape, x: Var, t: TaskId, reads: &[Read]) -> Result<Var> {
         let feats = self.features(tape, x, reads)?;
         let z = self.head_input(tape, &feats, t)?;
         self.heads[t.0].forward(tape, &self.store, z)

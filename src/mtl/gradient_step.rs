@@ -1,14 +1,14 @@
 //! One training step of a gradient-combination baseline on the Joint (hard parameter sharing) model:
-//! shared extractor θ_s, features Z = F(x; θ_s), heads φ_1, φ_2.
+//! shared extractor θ_s, features Z = F(x; θ_s), heads φ_1, …, φ_T.
 //!
 //! ```text
 //! forward once:    Z = F(x; θ_s);  L_t = ℓ_t(G_t(Z; φ_t), y_t)
 //! per task t:      backward from L_t through head t only  →  ∇φ_t L_t (into the store), ∇_Z L_t
 //! θ_s-level (PCGrad, CAGrad, MGDA):
 //!                  g_t = ∇θ_s L_t  (backward from Z seeded with ∇_Z L_t, flattened over extractor_params)
-//!                  ∇θ_s ← combine(g_1, g_2)
+//!                  ∇θ_s ← combine(g_1, …, g_T)
 //! Z-level (MGDA-UB, GradDrop):
-//!                  ∇_Z ← combine(∇_Z L_1, ∇_Z L_2);  ∇θ_s ← backward from Z seeded with ∇_Z  (one pass)
+//!                  ∇_Z ← combine(∇_Z L_1, …, ∇_Z L_T);  ∇θ_s ← backward from Z seeded with ∇_Z  (one pass)
 //! then one optimiser step on every parameter.
 //! ```
 //!
@@ -111,17 +111,20 @@ pub fn combined_step(
     // The heads read a detached copy of Z: a task's backward stops there.
     let z_heads = tape.input(tape.value(z).clone());
     let logits = model.forward_heads(&mut tape, z_heads)?;
-    let l1 = obj.loss(&mut tape, TaskId(0), logits[0], &placed.targets[0])?;
-    let l2 = obj.loss(&mut tape, TaskId(1), logits[1], &placed.targets[1])?;
-    let losses = [l1, l2];
+    let n = model.n_tasks();
+    let losses: Vec<_> =
+        TaskId::all(n).map(|t| obj.loss(&mut tape, t, logits[t.0], &placed.targets[t.0])).collect::<Result<_>>()?;
     let correct = |t: usize| dispatch::count_correct(tape.value(logits[t]), &placed.targets[t].labels);
-    let stats = StepOut { loss: [tape.value(l1).clone(), tape.value(l2).clone()], correct: [correct(0)?, correct(1)?] };
+    let stats = StepOut {
+        loss: losses.iter().map(|&l| tape.value(l).clone()).collect(),
+        correct: (0..n).map(correct).collect::<Result<_>>()?,
+    };
 
     // Head t gets ∇φ_t L_t; keep ∇_Z L_t (on the host, for the combiner).
     let numel = tape.value(z).numel();
     let store = &mut model.store;
-    let mut gz: Vec<Vec<f32>> = Vec::with_capacity(2);
-    for l in losses {
+    let mut gz: Vec<Vec<f32>> = Vec::with_capacity(n);
+    for &l in &losses {
         let g = tape.backward(l)?;
         g.accumulate_into(store)?;
         gz.push(match g.get(z_heads) {
@@ -129,9 +132,9 @@ pub fn combined_step(
             None => vec![0.0; numel],
         });
     }
-    let gz_refs = [gz[0].as_slice(), gz[1].as_slice()];
+    let gz_refs: Vec<&[f32]> = gz.iter().map(|v| v.as_slice()).collect();
     // MGDA weighs by the losses: read back here, the combiners run on the host anyway.
-    let task_losses = [host_value(&stats.loss[0])? as f64, host_value(&stats.loss[1])? as f64];
+    let task_losses: Vec<f64> = stats.loss.iter().map(|l| Ok(host_value(l)? as f64)).collect::<Result<_>>()?;
     let seed_of = |seed: u64| step_seed(seed, step);
     let on_device = |shape: &[usize], v: Vec<f32>| Tensor::from_parts(shape.to_vec(), v).to_backend(&backend);
 
@@ -146,7 +149,7 @@ pub fn combined_step(
         };
         tape.backward_with(z, on_device(&z_shape, d)?)?.accumulate_into(store)?;
     } else {
-        let mut g: Vec<Vec<f32>> = Vec::with_capacity(2);
+        let mut g: Vec<Vec<f32>> = Vec::with_capacity(n);
         for gt in &gz {
             store.zero_grad(&shared)?;
             tape.backward_with(z, on_device(&z_shape, gt.clone())?)?.accumulate_into(store)?;

@@ -18,11 +18,11 @@ use crate::settings::DiceMode;
 use crate::tape::{Tape, Var};
 use crate::Tensor;
 
-/// A mini-batch shared by both tasks, on the host: images and one label vector per task (one label per
+/// A mini-batch shared by the tasks, on the host: images and one label vector per task (one label per
 /// image for classification, one per pixel in (n, h, w) order for segmentation).
 pub struct Batch {
     pub x: Tensor,
-    pub labels: [Vec<u32>; 2],
+    pub labels: Vec<Vec<u32>>,
 }
 
 /// What a task's loss reads, on the step's device: class labels, class weights, and for segmentation
@@ -37,7 +37,7 @@ pub struct Targets {
 pub struct Placed<'a> {
     /// The images on the step's device (the host batch itself on the CPU: no copy).
     pub x: std::borrow::Cow<'a, Tensor>,
-    pub targets: [Targets; 2],
+    pub targets: Vec<Targets>,
 }
 
 impl Batch {
@@ -48,8 +48,14 @@ impl Batch {
             _ => std::borrow::Cow::Owned(self.x.to_backend(backend)?),
         };
         let s = x.shape().to_vec();
-        let mut targets = Vec::with_capacity(2);
-        for t in TaskId::BOTH {
+        anyhow::ensure!(
+            self.labels.len() == obj.specs.len(),
+            "{} label sets for {} tasks",
+            self.labels.len(),
+            obj.specs.len()
+        );
+        let mut targets = Vec::with_capacity(obj.specs.len());
+        for t in TaskId::all(obj.specs.len()) {
             let labels = &self.labels[t.0];
             let onehot = match obj.specs[t.0] {
                 TaskSpec::Segment { classes } => {
@@ -68,17 +74,16 @@ impl Batch {
             let weights = weights.map(|w| w.to_backend(backend)).transpose()?;
             targets.push(Targets { labels: Labels::on(labels, backend)?, weights, onehot });
         }
-        let targets: [Targets; 2] = targets.try_into().map_err(|_| anyhow::anyhow!("two tasks"))?;
         Ok(Placed { x, targets })
     }
 }
 
 /// What one step saw, on the host: each task's loss and how many of the batch's items its logits got
 /// right.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct StepStats {
-    pub loss: [f32; 2],
-    pub correct: [usize; 2],
+    pub loss: Vec<f32>,
+    pub correct: Vec<usize>,
 }
 
 /// What one step saw, where it ran: each task's loss and correct count as scalars on the step's device.
@@ -86,15 +91,15 @@ pub struct StepStats {
 /// interval).
 #[derive(Clone, Debug)]
 pub struct StepOut {
-    pub loss: [Tensor; 2],
-    pub correct: [Tensor; 2],
+    pub loss: Vec<Tensor>,
+    pub correct: Vec<Tensor>,
 }
 
 impl StepOut {
     pub fn host(&self) -> Result<StepStats> {
         Ok(StepStats {
-            loss: [host_value(&self.loss[0])?, host_value(&self.loss[1])?],
-            correct: [host_value(&self.correct[0])? as usize, host_value(&self.correct[1])? as usize],
+            loss: self.loss.iter().map(host_value).collect::<Result<_>>()?,
+            correct: self.correct.iter().map(|c| Ok(host_value(c)? as usize)).collect::<Result<_>>()?,
         })
     }
 }
@@ -110,13 +115,13 @@ pub const DICE_EPS: f32 = 1.0;
 /// What each task minimises: its kind (`TaskSpec`) and optional class weights for cross-entropy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Objective {
-    pub specs: [TaskSpec; 2],
-    pub class_weights: [Option<Vec<f32>>; 2],
+    pub specs: Vec<TaskSpec>,
+    pub class_weights: Vec<Option<Vec<f32>>>,
 }
 
 impl Objective {
-    pub fn unweighted(specs: [TaskSpec; 2]) -> Self {
-        Objective { specs, class_weights: [None, None] }
+    pub fn unweighted(specs: &[TaskSpec]) -> Self {
+        Objective { specs: specs.to_vec(), class_weights: vec![None; specs.len()] }
     }
 
     /// Task `t`'s loss on `logits`.
@@ -147,7 +152,7 @@ pub fn task_loss(tape: &mut Tape, logits: Var, targets: &Targets, spec: TaskSpec
     }
 }
 
-/// One step on L1 + L2 over every parameter (Joint shares the extractor; Independent shares nothing, so
+/// One step on L1 + … + LT over every parameter (Joint shares the extractor; Independent shares nothing, so
 /// this equals two separate steps).
 pub fn summed_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective) -> Result<StepOut> {
     let placed = batch.place(&model.store.backend(), obj)?;
@@ -160,7 +165,7 @@ pub fn summed_step_on(
     model: &mut MultiTaskModel,
     opt: &mut Optimizer,
     x: &Tensor,
-    targets: &[Targets; 2],
+    targets: &[Targets],
     obj: &Objective,
 ) -> Result<StepOut> {
     let params = model.all_params();
@@ -168,13 +173,21 @@ pub fn summed_step_on(
     let stats = {
         let mut tape = Tape::new();
         let x = tape.constant(x.clone());
-        let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train])?;
-        let l1 = obj.loss(&mut tape, TaskId(0), logits[0], &targets[0])?;
-        let l2 = obj.loss(&mut tape, TaskId(1), logits[1], &targets[1])?;
-        let total = tape.add(l1, l2)?;
+        let n = model.n_tasks();
+        let logits = model.forward_all(&mut tape, x, &vec![Read::Train; n])?;
+        let losses: Vec<Var> =
+            TaskId::all(n).map(|t| obj.loss(&mut tape, t, logits[t.0], &targets[t.0])).collect::<Result<_>>()?;
+        // ((L1 + L2) + L3) + …: the two-task sum first, as before.
+        let mut total = losses[0];
+        for &l in &losses[1..] {
+            total = tape.add(total, l)?;
+        }
         tape.backward(total)?.accumulate_into(&mut model.store)?;
         let correct = |t: usize| dispatch::count_correct(tape.value(logits[t]), &targets[t].labels);
-        StepOut { loss: [tape.value(l1).clone(), tape.value(l2).clone()], correct: [correct(0)?, correct(1)?] }
+        StepOut {
+            loss: losses.iter().map(|&l| tape.value(l).clone()).collect(),
+            correct: (0..n).map(correct).collect::<Result<_>>()?,
+        }
     };
     opt.step(&mut model.store, &params, None)?;
     Ok(stats)

@@ -1,14 +1,14 @@
-//! The MT-CooL step (DESIGN.md §1). For task i = 1, then 2, on the same mini-batch:
+//! The MT-CooL step (DESIGN.md §1). For task i = 1, 2, …, T in turn, on the same mini-batch:
 //!
 //! ```text
 //! θi_prev ← θi
 //! repeat inner_steps times (r = 0, 1, ...):
-//!     Li = (1/K) Σ_k ℓi( Gi( M( Fi(x; θi), Fj(x; θj + ε_k) ); φi ), yi )
-//!          ε_k ~ U(−b, b) per element of θj, Philox key (seed, step t, stream of task j, sample r·K + k)
-//!          Fj runs forward only (no gradient reaches θj)
+//!     Li = (1/K) Σ_k ℓi( Gi( M( F1(x; θ1 + ε1_k), …, Fi(x; θi), …, FT(x; θT + εT_k) ); φi ), yi )
+//!          εj_k ~ U(−b, b) per element of θj (every j ≠ i), Philox key (seed, step t, stream of
+//!          task j, sample r·K + k); the Fj run forward only (no gradient reaches θj)
 //!     (θi, φi) ← optimiser step on ∇Li;   θi ← clamp(θi, θi_prev − b, θi_prev + b)   [in the same pass]
 //! ```
-//! Task 2 then runs with the θ1 task 1 just produced. Modes: `vanilla` (no noise, no clamp), `noreg`
+//! Task i + 1 then runs with the θ1 … θi the earlier sub-steps just produced. Modes: `vanilla` (no noise, no clamp), `noreg`
 //! (noise, no clamp), `full` (both). Heads φ are never clamped.
 
 use serde::{Deserialize, Serialize};
@@ -46,9 +46,9 @@ pub struct MtCoolConfig {
     pub seed: u64,
 }
 
-/// The noise stream of task t's extractor (the one perturbed while the other task trains).
+/// The noise stream of task t's extractor (perturbed while the other tasks train).
 fn noise_stream(t: TaskId) -> u32 {
-    [stream::TASK1, stream::TASK2][t.0]
+    stream::task(t.0)
 }
 
 /// One MT-CooL outer iteration `step` on `batch`. Each task's loss is the mean over its last inner
@@ -71,17 +71,21 @@ pub fn mtcool_step_on(
     model: &mut MultiTaskModel,
     opt: &mut Optimizer,
     x: &Tensor,
-    targets: &[Targets; 2],
+    targets: &[Targets],
     obj: &Objective,
     step: u32,
     cfg: &MtCoolConfig,
 ) -> Result<StepOut> {
-    let (l1, c1) = task_substep(model, opt, x, targets, obj, step, cfg, TaskId(0))?;
-    let (l2, c2) = task_substep(model, opt, x, targets, obj, step, cfg, TaskId(1))?;
-    Ok(StepOut { loss: [l1, l2], correct: [c1, c2] })
+    let (mut loss, mut correct) = (vec![], vec![]);
+    for t in TaskId::all(model.n_tasks()) {
+        let (l, c) = task_substep(model, opt, x, targets, obj, step, cfg, t)?;
+        loss.push(l);
+        correct.push(c);
+    }
+    Ok(StepOut { loss, correct })
 }
 
-/// Task `t`'s part of the step: its extractor and head train; the other extractor is frozen and noisy
+/// Task `t`'s part of the step: its extractor and head train; the other extractors are frozen and noisy
 /// (its layers add the noise as they read the weights: no perturbed copy of θ is made). Returns the
 /// loss (mean over the last inner step's samples) and the last sample's correct count, as scalars on
 /// the model's device.
@@ -90,7 +94,7 @@ pub fn task_substep(
     model: &mut MultiTaskModel,
     opt: &mut Optimizer,
     x: &Tensor,
-    targets: &[Targets; 2],
+    targets: &[Targets],
     obj: &Objective,
     step: u32,
     cfg: &MtCoolConfig,
@@ -106,13 +110,14 @@ pub fn task_substep(
         model.store.zero_grad(&trainable)?;
         loss = None;
         for k in 0..k_samples {
-            let key = NoiseKey { seed: cfg.seed, step, stream: noise_stream(t.other()), sample: r * k_samples + k };
-            let frozen = Read::Frozen(noisy.then_some((key, cfg.b)));
-            let mut reads = [Read::Train; 2];
-            reads[t.other().0] = frozen;
+            let mut reads = vec![Read::Train; model.n_tasks()];
+            for o in t.others(model.n_tasks()) {
+                let key = NoiseKey { seed: cfg.seed, step, stream: noise_stream(o), sample: r * k_samples + k };
+                reads[o.0] = Read::Frozen(noisy.then_some((key, cfg.b)));
+            }
             let mut tape = Tape::new();
             let x = tape.constant(x.clone());
-            let logits = model.forward_task(&mut tape, x, t, reads)?;
+            let logits = model.forward_task(&mut tape, x, t, &reads)?;
             if k + 1 == k_samples {
                 correct = Some(dispatch::count_correct(tape.value(logits), &targets[t.0].labels)?);
             }

@@ -48,7 +48,7 @@ pub struct BenchReport {
     pub p90_us: f64,
     pub images_per_s: f64,
     /// Both tasks' losses at each of the first `CHECK_STEPS` steps (from the initial weights).
-    pub first_losses: Vec<[f32; 2]>,
+    pub first_losses: Vec<Vec<f32>>,
     pub device: String,
     /// How steps were timed: "wall clock" (CPU) or "cuda events" (GPU).
     pub timer: String,

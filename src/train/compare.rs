@@ -44,7 +44,7 @@ pub enum Pick {
     Best,
 }
 
-fn picked(r: &Summary, pick: Pick) -> &[super::Metrics; 2] {
+fn picked(r: &Summary, pick: Pick) -> &[super::Metrics] {
     match (pick, &r.best_metrics) {
         (Pick::Best, Some(m)) => m,
         _ => &r.metrics,

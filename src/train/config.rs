@@ -273,11 +273,11 @@ impl TrainConfig {
 /// The training objective: binary classification tasks get inverse-frequency class weights from the
 /// training labels (glaucoma is ~10 % positive); everything else is unweighted.
 pub fn objective(cfg: &TrainConfig, setup: &TaskSetup, train: &dyn TaskData) -> Objective {
-    let mut obj = Objective::unweighted(setup.specs);
+    let mut obj = Objective::unweighted(&setup.specs);
     if cfg.data.task == TaskKind::Multimnist {
         return obj;
     }
-    for t in TaskId::BOTH {
+    for t in TaskId::all(setup.n_tasks()) {
         if let TaskSpec::Classify { classes: 2 } = setup.specs[t.0] {
             let all: Vec<usize> = (0..train.len()).collect();
             let labels: Vec<u32> = all.chunks(EVAL_BATCH).flat_map(|c| train.batch(c).labels[t.0].clone()).collect();

@@ -55,7 +55,7 @@ impl TaskData for MultiMnist {
     }
     fn batch(&self, idx: &[usize]) -> Batch {
         let (x, left, right) = MultiMnist::batch(self, idx);
-        Batch { x, labels: [left, right] }
+        Batch { x, labels: vec![left, right] }
     }
 }
 
@@ -134,8 +134,8 @@ impl<S: FundusSource> TaskData for FundusTasks<S> {
     fn batch(&self, idx: &[usize]) -> Batch {
         let idx: Vec<usize> = idx.iter().map(|&i| self.subset[i]).collect();
         let labels = match self.pair {
-            TaskKind::FundusAv => [self.set.masks(Mask::ArteryVein, &idx), self.set.masks(Mask::Vessel, &idx)],
-            _ => [self.set.masks(Mask::CupDisc, &idx), self.set.glaucoma(&idx)],
+            TaskKind::FundusAv => vec![self.set.masks(Mask::ArteryVein, &idx), self.set.masks(Mask::Vessel, &idx)],
+            _ => vec![self.set.masks(Mask::CupDisc, &idx), self.set.glaucoma(&idx)],
         };
         Batch { x: self.set.images(&idx), labels }
     }
@@ -213,35 +213,45 @@ fn folder_splits<S: FundusSource + 'static>(
     ))
 }
 
-/// What the two tasks of a `TaskKind` are.
+/// What the tasks of a `TaskKind` are.
 pub struct TaskSetup {
-    pub specs: [TaskSpec; 2],
-    pub metrics: [MetricKind; 2],
-    pub names: [&'static str; 2],
+    pub specs: Vec<TaskSpec>,
+    pub metrics: Vec<MetricKind>,
+    pub names: Vec<String>,
     pub in_channels: usize,
+}
+
+impl TaskSetup {
+    pub fn n_tasks(&self) -> usize {
+        self.specs.len()
+    }
+}
+
+fn names(n: &[&str]) -> Vec<String> {
+    n.iter().map(|s| s.to_string()).collect()
 }
 
 pub fn setup(kind: TaskKind) -> TaskSetup {
     match kind {
         TaskKind::Multimnist => TaskSetup {
-            specs: [TaskSpec::Classify { classes: 10 }; 2],
-            metrics: [MetricKind::Classify, MetricKind::Classify],
-            names: ["left digit", "right digit"],
+            specs: vec![TaskSpec::Classify { classes: 10 }; 2],
+            metrics: vec![MetricKind::Classify, MetricKind::Classify],
+            names: names(&["left digit", "right digit"]),
             in_channels: 1,
         },
         TaskKind::Fundus => TaskSetup {
-            specs: [TaskSpec::Segment { classes: 3 }, TaskSpec::Classify { classes: 2 }],
-            metrics: [MetricKind::Segment(Regions::Nested(vec!["disc", "cup"])), MetricKind::Classify],
-            names: ["cup/disc segmentation", "glaucoma"],
+            specs: vec![TaskSpec::Segment { classes: 3 }, TaskSpec::Classify { classes: 2 }],
+            metrics: vec![MetricKind::Segment(Regions::Nested(vec!["disc", "cup"])), MetricKind::Classify],
+            names: names(&["cup/disc segmentation", "glaucoma"]),
             in_channels: 3,
         },
         TaskKind::FundusAv => TaskSetup {
-            specs: [TaskSpec::Segment { classes: 3 }, TaskSpec::Segment { classes: 2 }],
-            metrics: [
+            specs: vec![TaskSpec::Segment { classes: 3 }, TaskSpec::Segment { classes: 2 }],
+            metrics: vec![
                 MetricKind::Segment(Regions::PerClass(vec!["artery", "vein"])),
                 MetricKind::Segment(Regions::PerClass(vec!["vessel"])),
             ],
-            names: ["artery/vein segmentation", "vessel segmentation"],
+            names: names(&["artery/vein segmentation", "vessel segmentation"]),
             in_channels: 3,
         },
     }

@@ -20,7 +20,7 @@ use super::{TrainConfig, EVAL_BATCH};
 use crate::backend::Backend;
 use crate::checkpoint;
 use crate::metrics::MetricKind;
-use crate::model::{Fusion, Method, MultiTaskModel, Read};
+use crate::model::{Fusion, Method, MultiTaskModel, Read, TaskId};
 use crate::mtl::mtcool::Mode;
 use crate::noise::NoiseKey;
 
@@ -265,25 +265,32 @@ pub fn probe(runs: &[LoadedRun], opts: &Options) -> Result<Flatness> {
 /// The rows of one run, labelled `label`.
 fn probe_run(run: &LoadedRun, label: &str, opts: &Options) -> Result<Vec<Row>> {
     let setup = data::setup(run.cfg.data.task);
-    let pass = |reads: [Read; 2]| evaluate_pass(&run.model, run.test.as_ref(), &setup, EVAL_BATCH, reads);
-    // One clean pass scores both tasks.
-    let m = pass([Read::Train; 2])?;
-    let clean = [0, 1].map(|t| scores(&m[t].finish(), &setup.metrics[t]));
+    let n = setup.n_tasks();
+    let pass = |reads: &[Read]| evaluate_pass(&run.model, run.test.as_ref(), &setup, EVAL_BATCH, reads);
+    // One clean pass scores every task.
+    let m = pass(&vec![Read::Train; n])?;
+    let clean: Vec<(f64, f64)> = (0..n).map(|t| scores(&m[t].finish(), &setup.metrics[t])).collect();
     let mut rows = vec![];
     for (t, &clean) in clean.iter().enumerate() {
         let metric_name = if setup.metrics[t] == MetricKind::Classify { "acc" } else { "dice" };
         for probe in [Probe::Other, Probe::Own] {
-            // Extractor i is task i's (a probeable method has one per task).
-            let extractor = if probe == Probe::Own { t } else { 1 - t };
+            // Extractor i is task i's (a probeable method has one per task); "other" perturbs every
+            // other task's extractor, each with its own draw.
+            let perturbed: Vec<usize> =
+                if probe == Probe::Own { vec![t] } else { TaskId(t).others(n).map(|o| o.0).collect() };
             for &r in &opts.radii {
                 let draws: Vec<(f64, f64)> = if r == 0.0 {
                     vec![clean]
                 } else {
                     (0..opts.draws)
                         .map(|d| {
-                            let mut reads = [Read::Train; 2];
-                            reads[extractor] = Read::Frozen(Some((key(opts.seed, t, probe, r, d), r)));
-                            Ok(scores(&pass(reads)?[t].finish(), &setup.metrics[t]))
+                            let mut reads = vec![Read::Train; n];
+                            for (rank, &e) in perturbed.iter().enumerate() {
+                                let mut k = key(opts.seed, t, probe, r, d);
+                                k.sample += (rank as u32) << 16; // the first perturbed extractor: the two-task key
+                                reads[e] = Read::Frozen(Some((k, r)));
+                            }
+                            Ok(scores(&pass(&reads)?[t].finish(), &setup.metrics[t]))
                         })
                         .collect::<Result<_>>()?
                 };
@@ -479,7 +486,7 @@ fn panel(f: &Flatness, t: usize, x0: f64, title: &str) -> String {
 pub fn svg(f: &Flatness) -> String {
     let same_task = f.runs.windows(2).all(|w| w[0].task == w[1].task);
     let names = f.runs.first().filter(|_| same_task).map(|r| data::setup(r.task).names);
-    let title = |t: usize| match names {
+    let title = |t: usize| match &names {
         Some(n) => format!("task {}: {}, test loss", t + 1, n[t]),
         None => format!("task {}, test loss", t + 1),
     };

@@ -46,7 +46,7 @@ pub fn check(cfg: &TrainConfig, backend: &Backend) -> Result<()> {
 struct Captured {
     graph: CudaGraph,
     x: Tensor,
-    targets: [Targets; 2],
+    targets: Vec<Targets>,
     step_buf: GpuBuf<u32>,
     hyper: GpuTensor,
     /// The parameter each optimiser launch updates, in launch order.
@@ -165,8 +165,8 @@ impl GraphStep {
         self.replays += 1;
         let copy = |t: &Tensor| t.deep_copy();
         Ok(StepOut {
-            loss: [copy(&c.out.loss[0])?, copy(&c.out.loss[1])?],
-            correct: [copy(&c.out.correct[0])?, copy(&c.out.correct[1])?],
+            loss: c.out.loss.iter().map(copy).collect::<Result<_>>()?,
+            correct: c.out.correct.iter().map(copy).collect::<Result<_>>()?,
         })
     }
 }

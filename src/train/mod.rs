@@ -133,16 +133,25 @@ pub fn epoch_order(seed: u64, epoch: u32, n: usize) -> Vec<usize> {
 /// Running sums over one epoch's steps.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EpochAcc {
-    pub loss_sum: [f64; 2],
-    pub correct: [usize; 2],
+    pub loss_sum: Vec<f64>,
+    pub correct: Vec<usize>,
     /// Examples of the steps counted (skipped steps are not).
     pub seen: usize,
-    pub items_seen: [usize; 2],
+    pub items_seen: Vec<usize>,
     /// Seconds spent in this epoch before this process.
     pub seconds: f64,
     /// Where the epoch's time went so far (carried over a resume with the rest).
     #[serde(default)]
     pub time: report::EpochTime,
+}
+
+impl EpochAcc {
+    /// Makes room for `n` tasks (a fresh epoch's sums start empty).
+    pub fn fit(&mut self, n: usize) {
+        self.loss_sum.resize(n, 0.0);
+        self.correct.resize(n, 0);
+        self.items_seen.resize(n, 0);
+    }
 }
 
 /// What is wrong with a step's result, if anything is not finite: its loss, a gradient or a parameter.
@@ -156,14 +165,14 @@ fn nonfinite(s: &StepOut, model: &MultiTaskModel) -> Result<Option<String>> {
             return Ok(None);
         }
     }
-    let loss = [host_value(&s.loss[0])?, host_value(&s.loss[1])?];
+    let loss: Vec<f32> = s.loss.iter().map(host_value).collect::<Result<_>>()?;
     if let Some(t) = loss.iter().position(|l| !l.is_finite()) {
         return Ok(Some(format!("non-finite loss ({}) in task {}", loss[t], t + 1)));
     }
-    let task = |name: &str| match name.split('.').next() {
-        Some("task1") => "task 1".to_string(),
-        Some("task2") => "task 2".to_string(),
-        _ => "both tasks' shared extractor".to_string(),
+    let task = |name: &str| match name.split('.').next().and_then(|p| p.strip_prefix("task")) {
+        Some(n) => format!("task {n}"),
+        None if loss.len() == 2 => "both tasks' shared extractor".to_string(),
+        None => format!("all {} tasks' shared extractor", loss.len()),
     };
     for p in model.store.iter() {
         let bad = |t: &crate::Tensor| Ok::<_, anyhow::Error>(!t.host()?.all_finite());

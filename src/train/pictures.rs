@@ -25,7 +25,7 @@ pub fn write_predictions(model: &MultiTaskModel, test: &dyn TaskData, task: Task
     let mut tape = Tape::new();
     tape.set_grad_enabled(false);
     let x = tape.constant(batch.x.to_backend(&model.store.backend())?);
-    let logits = model.forward_all(&mut tape, x, [Read::Train, Read::Train])?;
+    let logits = model.forward_all(&mut tape, x, &vec![Read::Train; model.n_tasks()])?;
     let pred: Vec<u8> = argmax_dim1(&*tape.value(logits[0]).host()?).0.iter().map(|&p| p as u8).collect();
     let truth: Vec<u8> = batch.labels[0].iter().map(|&l| l as u8).collect();
     let mut tiles = vec![];

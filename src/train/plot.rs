@@ -11,16 +11,16 @@ pub fn headline(m: &Metrics) -> (String, f64) {
         .unwrap_or_else(|| ("none".into(), f64::NAN))
 }
 
-const COLORS: [&str; 2] = ["#1f77b4", "#d62728"];
+const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
 
 /// One panel: a polyline per task, with min/max labels on the y axis.
-fn panel(x0: f64, title: &str, series: [Vec<f64>; 2]) -> String {
+fn panel(x0: f64, title: &str, series: Vec<Vec<f64>>) -> String {
     let (w, h, pad) = (360.0, 240.0, 40.0);
     let all: Vec<f64> = series.iter().flatten().copied().filter(|v| v.is_finite()).collect();
     let lo = all.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (lo.min(0.0), lo.max(0.0) + 1.0) };
-    let n = series[0].len().max(2) as f64 - 1.0;
+    let n = series.first().map_or(0, Vec::len).max(2) as f64 - 1.0;
     let px = |i: usize| x0 + pad + (w - 2.0 * pad) * i as f64 / n;
     let py = |v: f64| pad + (h - 2.0 * pad) * (1.0 - (v - lo) / (hi - lo));
     let mut s = format!(
@@ -39,16 +39,20 @@ fn panel(x0: f64, title: &str, series: [Vec<f64>; 2]) -> String {
     );
     for (t, values) in series.iter().enumerate() {
         let pts: Vec<String> = values.iter().enumerate().map(|(i, &v)| format!("{:.1},{:.1}", px(i), py(v))).collect();
-        s += &format!("<polyline fill='none' stroke='{}' stroke-width='2' points='{}'/>", COLORS[t], pts.join(" "));
+        s += &format!(
+            "<polyline fill='none' stroke='{}' stroke-width='2' points='{}'/>",
+            COLORS[t % COLORS.len()],
+            pts.join(" ")
+        );
         for p in &pts {
             let (cx, cy) = p.split_once(',').expect("x,y");
-            s += &format!("<circle cx='{cx}' cy='{cy}' r='3' fill='{}'/>", COLORS[t]);
+            s += &format!("<circle cx='{cx}' cy='{cy}' r='3' fill='{}'/>", COLORS[t % COLORS.len()]);
         }
         s += &format!(
             "<text x='{}' y='{}' font-size='11' fill='{}'>task {}</text>",
             x0 + w - 70.0,
             40.0 + 14.0 * t as f64,
-            COLORS[t],
+            COLORS[t % COLORS.len()],
             t + 1
         );
     }
@@ -56,13 +60,14 @@ fn panel(x0: f64, title: &str, series: [Vec<f64>; 2]) -> String {
 }
 
 pub fn curves_svg(history: &[EpochMetrics]) -> String {
-    let loss = [0, 1].map(|t| history.iter().map(|m| m.train_loss[t]).collect());
-    let acc = [0, 1].map(|t| history.iter().map(|m| headline(&m.test[t]).1).collect());
+    let n = history.first().map_or(0, |m| m.test.len());
+    let loss = (0..n).map(|t| history.iter().map(|m| m.train_loss[t]).collect()).collect();
+    let acc = (0..n).map(|t| history.iter().map(|m| headline(&m.test[t]).1).collect()).collect();
     let names: Vec<String> =
-        (0..2).map(|t| history.first().map(|m| headline(&m.test[t]).0).unwrap_or_default()).collect();
+        (0..n).map(|t| history.first().map(|m| headline(&m.test[t]).0).unwrap_or_default()).collect();
     format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='740' height='240' font-family='sans-serif'>{}{}</svg>\n",
         panel(0.0, "train loss", loss),
-        panel(380.0, &format!("test {} / {}", names[0], names[1]), acc)
+        panel(380.0, &format!("test {}", names.join(" / ")), acc)
     )
 }

@@ -27,16 +27,16 @@ mod nan_as_null {
         type Raw: for<'de> Deserialize<'de>;
         fn from_raw(raw: Self::Raw) -> Self;
     }
-    impl NanNull for [f64; 2] {
-        type Raw = [Option<f64>; 2];
+    impl NanNull for Vec<f64> {
+        type Raw = Vec<Option<f64>>;
         fn from_raw(raw: Self::Raw) -> Self {
-            raw.map(|v| v.unwrap_or(f64::NAN))
+            raw.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect()
         }
     }
-    impl NanNull for [super::Metrics; 2] {
-        type Raw = [BTreeMap<String, Option<f64>>; 2];
+    impl NanNull for Vec<super::Metrics> {
+        type Raw = Vec<BTreeMap<String, Option<f64>>>;
         fn from_raw(raw: Self::Raw) -> Self {
-            raw.map(|m| m.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
+            raw.into_iter().map(|m| m.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect()).collect()
         }
     }
     pub fn serialize<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -52,15 +52,15 @@ mod nan_as_null {
 pub struct EpochMetrics {
     pub epoch: u32,
     #[serde(with = "nan_as_null")]
-    pub train_loss: [f64; 2],
+    pub train_loss: Vec<f64>,
     /// Accuracy of the training batches' own predictions (pixel accuracy for segmentation).
     #[serde(with = "nan_as_null")]
-    pub train_acc: [f64; 2],
+    pub train_acc: Vec<f64>,
     #[serde(with = "nan_as_null")]
-    pub test: [Metrics; 2],
+    pub test: Vec<Metrics>,
     /// Metrics on the validation split (`--val-fraction`), which picks the best epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub val: Option<[Metrics; 2]>,
+    pub val: Option<Vec<Metrics>>,
     pub seconds: f64,
     /// Where those seconds went.
     #[serde(default)]
@@ -92,7 +92,7 @@ pub struct Summary {
     pub mode: Option<Mode>,
     /// Test metrics of each task after the last epoch.
     #[serde(with = "nan_as_null")]
-    pub metrics: [Metrics; 2],
+    pub metrics: Vec<Metrics>,
     pub param_count: usize,
     pub epochs: u32,
     pub seed: u64,
@@ -110,9 +110,9 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_epoch: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub best_metrics: Option<[Metrics; 2]>,
+    pub best_metrics: Option<Vec<Metrics>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub best_val_metrics: Option<[Metrics; 2]>,
+    pub best_val_metrics: Option<Vec<Metrics>>,
     /// `--graph` runs: steps run by replaying the captured graph (the others ran eagerly: the warm-up
     /// and batches of another size).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,8 +126,9 @@ pub fn evaluate(
     data: &dyn TaskData,
     setup: &TaskSetup,
     batch_size: usize,
-) -> Result<[Metrics; 2]> {
-    Ok(evaluate_pass(model, data, setup, batch_size, [Read::Train, Read::Train])?.map(|a| a.finish()))
+) -> Result<Vec<Metrics>> {
+    let clean = vec![Read::Train; setup.n_tasks()];
+    Ok(evaluate_pass(model, data, setup, batch_size, &clean)?.iter().map(|a| a.finish()).collect())
 }
 
 /// One evaluation pass over `data` with extractor i read as `reads[i]` (a `Read::Frozen` with noise
@@ -138,11 +139,12 @@ pub fn evaluate_pass(
     data: &dyn TaskData,
     setup: &TaskSetup,
     batch_size: usize,
-    reads: [Read; 2],
-) -> Result<[TaskMetrics; 2]> {
+    reads: &[Read],
+) -> Result<Vec<TaskMetrics>> {
     let backend = model.store.backend();
-    let objective = Objective::unweighted(setup.specs);
-    let mut acc = [0, 1].map(|t| TaskMetrics::new(setup.metrics[t].clone(), setup.specs[t].classes()));
+    let objective = Objective::unweighted(&setup.specs);
+    let mut acc: Vec<TaskMetrics> =
+        (0..setup.n_tasks()).map(|t| TaskMetrics::new(setup.metrics[t].clone(), setup.specs[t].classes())).collect();
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         let batch = data.batch(chunk);
@@ -151,7 +153,7 @@ pub fn evaluate_pass(
         tape.set_grad_enabled(false);
         let x = tape.constant(placed.x.into_owned());
         let logits = model.forward_all(&mut tape, x, reads)?;
-        for t in TaskId::BOTH {
+        for t in TaskId::all(setup.n_tasks()) {
             let loss = objective.loss(&mut tape, t, logits[t.0], &placed.targets[t.0])?;
             acc[t.0].add_loss(host_value(tape.value(loss))? as f64, chunk.len());
             acc[t.0].update(&*tape.value(logits[t.0]).host()?, &batch.labels[t.0]);
@@ -163,7 +165,7 @@ pub fn evaluate_pass(
 /// What picks the best epoch on the validation split: the mean over the tasks of each task's main
 /// metric — AUROC for a binary classification task (threshold-free), accuracy for other
 /// classification tasks, the mean Dice over the regions of a segmentation task. NaN if one is missing.
-pub fn selection_score(val: &[Metrics; 2], setup: &TaskSetup) -> f64 {
+pub fn selection_score(val: &[Metrics], setup: &TaskSetup) -> f64 {
     let main = |t: usize| -> f64 {
         let m = &val[t];
         match setup.specs[t] {
@@ -179,7 +181,8 @@ pub fn selection_score(val: &[Metrics; 2], setup: &TaskSetup) -> f64 {
             }
         }
     };
-    (main(0) + main(1)) / 2.0
+    let n = setup.n_tasks();
+    (0..n).map(main).sum::<f64>() / n as f64
 }
 
 /// The epoch with the best validation score in `history` (the earliest on ties), if any was scored.
@@ -202,12 +205,12 @@ pub fn describe(m: &Metrics) -> String {
 
 /// Re-evaluates a finished run from its folder: reloads `model.safetensors`, rebuilds the test split
 /// from `config.json` (with `data_dir` overriding where MNIST lives, if given).
-pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, [Metrics; 2])> {
+pub fn eval_run(run: &Path, data_dir: Option<PathBuf>) -> Result<(Summary, Vec<Metrics>)> {
     eval_run_on(run, data_dir, &Backend::Cpu)
 }
 
 /// [`eval_run`] with the model on `backend`.
-pub fn eval_run_on(run: &Path, data_dir: Option<PathBuf>, backend: &Backend) -> Result<(Summary, [Metrics; 2])> {
+pub fn eval_run_on(run: &Path, data_dir: Option<PathBuf>, backend: &Backend) -> Result<(Summary, Vec<Metrics>)> {
     eval_run_model(run, data_dir, backend, false)
 }
 
@@ -219,7 +222,7 @@ pub fn eval_run_model(
     data_dir: Option<PathBuf>,
     backend: &Backend,
     best: bool,
-) -> Result<(Summary, [Metrics; 2])> {
+) -> Result<(Summary, Vec<Metrics>)> {
     if !run.is_dir() {
         bail!("--run {}: no such folder", run.display());
     }
@@ -253,7 +256,11 @@ pub fn eval_run_model(
     }
     let (_, test) = data::load(&DataConfig { limit_train: Some(1), ..cfg.data.clone() })?;
     let setup = data::setup(cfg.data.task);
-    let pass = evaluate_pass(&model, test.as_ref(), &setup, EVAL_BATCH, [Read::Train, Read::Train])?;
-    let metrics = [0, 1].map(|t| pass[t].finish_at(recorded[t].get("threshold").copied()));
+    let pass = evaluate_pass(&model, test.as_ref(), &setup, EVAL_BATCH, &vec![Read::Train; setup.n_tasks()])?;
+    let metrics = pass
+        .iter()
+        .enumerate()
+        .map(|(t, p)| p.finish_at(recorded.get(t).and_then(|m| m.get("threshold")).copied()))
+        .collect();
     Ok((summary, metrics))
 }

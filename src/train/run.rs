@@ -46,7 +46,7 @@ pub(super) struct Run<'a> {
     start: Instant,
     inject_nan: Option<(u32, Injection)>,
     /// Counted steps not read back yet: their stats (on the device), examples and items per task.
-    pending: Vec<(StepOut, usize, [usize; 2])>,
+    pending: Vec<(StepOut, usize, Vec<usize>)>,
     /// `--graph`: the captured step.
     graph: Option<GraphStep>,
 }
@@ -159,7 +159,7 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         let mut batch = self.train_set.batch(chunk);
         pos.acc.time.data += started.elapsed().as_secs_f64();
-        let items = [0, 1].map(|t| batch.labels[t].len());
+        let items: Vec<usize> = batch.labels.iter().map(Vec::len).collect();
         let backup = self
             .opts
             .skip_nonfinite
@@ -233,6 +233,7 @@ impl<'a> Run<'a> {
     fn read_back(&mut self) -> Result<()> {
         let reading = Instant::now();
         let a = &mut self.pos.acc;
+        a.fit(self.setup.n_tasks());
         for (s, examples, items) in self.pending.drain(..) {
             let s = s.host()?;
             for (t, n) in items.into_iter().enumerate() {
@@ -244,14 +245,10 @@ impl<'a> Run<'a> {
         }
         a.time.stats += reading.elapsed().as_secs_f64();
         let ratio = |x: f64, n: usize| x / n.max(1) as f64;
-        self.bar.set_message(format!(
-            "epoch {} loss {:.3}/{:.3} acc {:.3}/{:.3}",
-            self.pos.epoch,
-            ratio(a.loss_sum[0], a.seen),
-            ratio(a.loss_sum[1], a.seen),
-            ratio(a.correct[0] as f64, a.items_seen[0]),
-            ratio(a.correct[1] as f64, a.items_seen[1])
-        ));
+        let join = |v: Vec<f64>| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join("/");
+        let loss = join(a.loss_sum.iter().map(|&l| ratio(l, a.seen)).collect());
+        let acc = join(a.correct.iter().zip(&a.items_seen).map(|(&c, &n)| ratio(c as f64, n)).collect());
+        self.bar.set_message(format!("epoch {} loss {loss} acc {acc}", self.pos.epoch));
         Ok(())
     }
 
@@ -262,15 +259,16 @@ impl<'a> Run<'a> {
     pub(super) fn end_epoch(&mut self, epoch_start: Instant) -> Result<()> {
         self.read_back()?;
         let evaluating = Instant::now();
-        let clean = [Read::Train, Read::Train];
+        let n = self.setup.n_tasks();
+        let clean = vec![Read::Train; n];
         let val = match &self.val_set {
-            Some(v) => Some(evaluate_pass(&self.model, v.as_ref(), &self.setup, EVAL_BATCH, clean)?),
+            Some(v) => Some(evaluate_pass(&self.model, v.as_ref(), &self.setup, EVAL_BATCH, &clean)?),
             None => None,
         };
-        let thresholds = [0, 1].map(|t| val.as_ref().and_then(|v| v[t].threshold()));
-        let test = evaluate_pass(&self.model, self.test_set.as_ref(), &self.setup, EVAL_BATCH, clean)?;
-        let test = [0, 1].map(|t| test[t].finish_at(thresholds[t]));
-        let val = val.map(|v| v.map(|a| a.finish()));
+        let thresholds: Vec<Option<f64>> = (0..n).map(|t| val.as_ref().and_then(|v| v[t].threshold())).collect();
+        let test = evaluate_pass(&self.model, self.test_set.as_ref(), &self.setup, EVAL_BATCH, &clean)?;
+        let test: Vec<_> = test.iter().zip(&thresholds).map(|(m, &thr)| m.finish_at(thr)).collect();
+        let val = val.map(|v| v.iter().map(|a| a.finish()).collect::<Vec<_>>());
         self.pos.acc.time.eval += evaluating.elapsed().as_secs_f64();
         let writing = Instant::now();
         checkpoint::save(&self.model, &self.out.join("model.safetensors"))?;
@@ -284,11 +282,12 @@ impl<'a> Run<'a> {
         self.pos.acc.time.checkpoints += writing.elapsed().as_secs_f64();
         let pos = &mut self.pos;
         let epoch = pos.epoch;
+        pos.acc.fit(n);
         let a = &pos.acc;
         let m = EpochMetrics {
             epoch,
-            train_loss: a.loss_sum.map(|l| l / a.seen as f64),
-            train_acc: [0, 1].map(|t| a.correct[t] as f64 / a.items_seen[t] as f64),
+            train_loss: a.loss_sum.iter().map(|l| l / a.seen as f64).collect(),
+            train_acc: (0..n).map(|t| a.correct[t] as f64 / a.items_seen[t] as f64).collect(),
             test,
             val,
             seconds: a.seconds + epoch_start.elapsed().as_secs_f64(),
@@ -297,16 +296,8 @@ impl<'a> Run<'a> {
         writeln!(self.metrics_file, "{}", serde_json::to_string(&m)?)?;
         self.metrics_file.sync_data()?;
         let names = &self.setup.names;
-        self.bar.suspend(|| {
-            eprintln!(
-                "epoch {epoch} ({:.1}s): {}: {}; {}: {}",
-                m.seconds,
-                names[0],
-                describe(&m.test[0]),
-                names[1],
-                describe(&m.test[1])
-            )
-        });
+        let per_task: Vec<String> = names.iter().zip(&m.test).map(|(n, t)| format!("{n}: {}", describe(t))).collect();
+        self.bar.suspend(|| eprintln!("epoch {epoch} ({:.1}s): {}", m.seconds, per_task.join("; ")));
         pos.history.push(m);
         pos.epoch += 1;
         pos.step_in_epoch = 0;
