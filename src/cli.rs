@@ -458,7 +458,7 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         s.seconds,
         out.display()
     );
-    for t in 0..2 {
+    for t in 0..setup.n_tasks() {
         println!("  task {} ({}): {}", t + 1, setup.names[t], train::describe(&s.metrics[t]));
     }
     if opts.skip_nonfinite {

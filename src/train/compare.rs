@@ -29,11 +29,11 @@ pub struct Row {
 
 /// Columns shown when some run has them: a binary task's metrics at the threshold chosen on the
 /// validation split.
-const THRESHOLD_COLUMNS: [(usize, &str, &str); 4] = [
-    (1, "threshold", "val threshold"),
-    (1, "acc_thr", "glaucoma Acc@thr"),
-    (1, "sensitivity_thr", "Sen@thr"),
-    (1, "specificity_thr", "Spe@thr"),
+const THRESHOLD_COLUMNS: [(&str, &str); 4] = [
+    ("threshold", "val threshold"),
+    ("acc_thr", "glaucoma Acc@thr"),
+    ("sensitivity_thr", "Sen@thr"),
+    ("specificity_thr", "Spe@thr"),
 ];
 
 /// Which epoch of each run a table reports.
@@ -63,6 +63,15 @@ pub fn columns(task: TaskKind) -> Vec<(usize, &'static str, &'static str)> {
             (1, "acc", "glaucoma Acc"),
             (1, "sensitivity", "Sen"),
             (1, "specificity", "Spe"),
+        ],
+        TaskKind::Fundus3 => vec![
+            (0, "dice_disc", "disc Dice"),
+            (0, "dice_cup", "cup Dice"),
+            (1, "dice_vessel", "vessel F1"),
+            (2, "auroc", "AUROC"),
+            (2, "acc", "glaucoma Acc"),
+            (2, "sensitivity", "Sen"),
+            (2, "specificity", "Spe"),
         ],
         TaskKind::FundusAv => vec![
             (0, "dice_artery", "artery F1"),
@@ -97,9 +106,12 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
 pub fn table(task: TaskKind, rows: &[(String, Vec<Summary>)], joint_params: usize, pick: Pick) -> String {
     let mut cols = columns(task);
     let all = || rows.iter().flat_map(|(_, r)| r.iter());
-    for c in THRESHOLD_COLUMNS {
-        if all().any(|r| picked(r, pick)[c.0].contains_key(c.1)) {
-            cols.push(c);
+    let tasks = all().map(|r| r.metrics.len()).max().unwrap_or(0);
+    for t in 0..tasks {
+        for (key, header) in THRESHOLD_COLUMNS {
+            if all().any(|r| picked(r, pick).get(t).is_some_and(|m| m.contains_key(key))) {
+                cols.push((t, key, header));
+            }
         }
     }
     let mut s = String::from("| method |");
@@ -163,8 +175,9 @@ fn b_sweeps<'a>(rows: &'a [(String, Vec<Summary>)], cfgs: &[Row]) -> Vec<Sweep<'
 pub fn b_sweep_svg(task: TaskKind, sweeps: &[Sweep], pick: Pick) -> String {
     const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
     let cols = columns(task);
-    let heads: Vec<(usize, &str, &str)> =
-        [0, 1].iter().filter_map(|&t| cols.iter().find(|c| c.0 == t).copied()).collect();
+    let heads: Vec<(usize, &str, &str)> = (0..=cols.iter().map(|c| c.0).max().unwrap_or(0))
+        .filter_map(|t| cols.iter().find(|c| c.0 == t).copied())
+        .collect();
     let (w, h, pad) = (380.0, 260.0, 46.0);
     let mut svg = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{}' height='{h}' font-family='sans-serif'>",

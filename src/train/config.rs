@@ -225,7 +225,7 @@ impl TrainConfig {
         let setup = data::setup(self.data.task);
         let arch = match self.data.task {
             TaskKind::Multimnist => Arch::Lenet,
-            TaskKind::Fundus | TaskKind::FundusAv => Arch::Unet { base: UNET_BASE },
+            TaskKind::Fundus | TaskKind::FundusAv | TaskKind::Fundus3 => Arch::Unet { base: UNET_BASE },
         };
         ModelConfig {
             arch,

@@ -32,6 +32,9 @@ pub enum TaskKind {
     Fundus,
     /// Synthetic fundus images: artery/vein segmentation + vessel segmentation (HRF-AV-style).
     FundusAv,
+    /// Synthetic fundus images, three tasks: optic cup/disc segmentation, vessel segmentation and
+    /// glaucoma classification.
+    Fundus3,
     /// MultiMNIST: classify the upper-left and the lower-right digit.
     Multimnist,
 }
@@ -135,6 +138,9 @@ impl<S: FundusSource> TaskData for FundusTasks<S> {
         let idx: Vec<usize> = idx.iter().map(|&i| self.subset[i]).collect();
         let labels = match self.pair {
             TaskKind::FundusAv => vec![self.set.masks(Mask::ArteryVein, &idx), self.set.masks(Mask::Vessel, &idx)],
+            TaskKind::Fundus3 => {
+                vec![self.set.masks(Mask::CupDisc, &idx), self.set.masks(Mask::Vessel, &idx), self.set.glaucoma(&idx)]
+            }
             _ => vec![self.set.masks(Mask::CupDisc, &idx), self.set.glaucoma(&idx)],
         };
         Batch { x: self.set.images(&idx), labels }
@@ -245,6 +251,20 @@ pub fn setup(kind: TaskKind) -> TaskSetup {
             names: names(&["cup/disc segmentation", "glaucoma"]),
             in_channels: 3,
         },
+        TaskKind::Fundus3 => TaskSetup {
+            specs: vec![
+                TaskSpec::Segment { classes: 3 },
+                TaskSpec::Segment { classes: 2 },
+                TaskSpec::Classify { classes: 2 },
+            ],
+            metrics: vec![
+                MetricKind::Segment(Regions::Nested(vec!["disc", "cup"])),
+                MetricKind::Segment(Regions::PerClass(vec!["vessel"])),
+                MetricKind::Classify,
+            ],
+            names: names(&["cup/disc segmentation", "vessel segmentation", "glaucoma"]),
+            in_channels: 3,
+        },
         TaskKind::FundusAv => TaskSetup {
             specs: vec![TaskSpec::Segment { classes: 3 }, TaskSpec::Segment { classes: 2 }],
             metrics: vec![
@@ -294,7 +314,10 @@ pub fn load(cfg: &DataConfig) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> 
             let dir = cfg.data_dir.as_deref().expect("checked");
             folder_splits(dir, TaskKind::FundusAv, |d| load_hrf_av(d, cfg.size))?
         }
-        pair @ (TaskKind::Fundus | TaskKind::FundusAv) => {
+        TaskKind::Fundus3 if cfg.data_dir.is_some() => {
+            anyhow::bail!("--task fundus3 has synthetic data only (no real data set has all three labels): drop --data")
+        }
+        pair @ (TaskKind::Fundus | TaskKind::FundusAv | TaskKind::Fundus3) => {
             // Training labels carry the generator's label noise; the test split is scored against the
             // true condition (vCDR above threshold), as a clinical reference standard would be.
             let make = |n: usize, seed: u64, label_noise: f32| {
