@@ -3,7 +3,7 @@
 //! ```no_run
 //! let p = mtcool::predict::Predictor::load("runs/mtcool-full-s0/model.safetensors")?;
 //! let images = mtcool::Tensor::zeros(&[1, 1, 28, 28]); // normalised 28×28 MultiMNIST images
-//! let [left, right] = p.predict(&images)?[0];
+//! let classes = &p.predict(&images)?[0]; // [left digit, right digit] of image 0
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
