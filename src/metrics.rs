@@ -81,41 +81,10 @@ pub fn auroc(scores: &[(f32, u32)]) -> f64 {
     (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
 }
 
-/// The best sensitivity among the decisions "score ≥ t" whose specificity is at least `min_spe` (the
-/// ROC curve read at that specificity; "nothing positive" always qualifies, with sensitivity 0).
-/// NaN without positives or negatives.
-pub fn sensitivity_at_specificity(scores: &[(f32, u32)], min_spe: f64) -> f64 {
-    let mut s: Vec<(f32, u32)> = scores.to_vec();
-    s.sort_by(|a, b| b.0.total_cmp(&a.0)); // highest score first
-    let pos = s.iter().filter(|x| x.1 == 1).count() as f64;
-    let neg = s.len() as f64 - pos;
-    if pos == 0.0 || neg == 0.0 {
-        return f64::NAN;
-    }
-    let (mut tp, mut fp, mut best, mut i) = (0.0, 0.0, 0.0f64, 0);
-    while i < s.len() {
-        // Lower the threshold to s[i].0: every item with that score turns positive at once.
-        let mut j = i;
-        while j < s.len() && s[j].0 == s[i].0 {
-            if s[j].1 == 1 {
-                tp += 1.0;
-            } else {
-                fp += 1.0;
-            }
-            j += 1;
-        }
-        if 1.0 - fp / neg >= min_spe - 1e-12 {
-            best = best.max(tp / pos);
-        }
-        i = j;
-    }
-    best
-}
-
-/// The decision threshold on P(class 1) that maximises Youden's J = sensitivity + specificity − 1 over
-/// the decisions "score ≥ t" (t running over the scores seen; on ties of J the higher t). None without
-/// positives or negatives.
-pub fn youden_threshold(scores: &[(f32, u32)]) -> Option<f64> {
+/// The ROC curve's corners: lowering the threshold t through the scores seen (highest first), the
+/// decision "score ≥ t" after each score's items turn positive at once, as (t, sensitivity,
+/// false-positive rate = 1 − specificity). None without positives or negatives.
+fn roc_points(scores: &[(f32, u32)]) -> Option<Vec<(f32, f64, f64)>> {
     let mut s: Vec<(f32, u32)> = scores.to_vec();
     s.sort_by(|a, b| b.0.total_cmp(&a.0)); // highest score first
     let pos = s.iter().filter(|x| x.1 == 1).count() as f64;
@@ -123,7 +92,7 @@ pub fn youden_threshold(scores: &[(f32, u32)]) -> Option<f64> {
     if pos == 0.0 || neg == 0.0 {
         return None;
     }
-    let (mut tp, mut fp, mut best, mut i) = (0.0, 0.0, (f64::NEG_INFINITY, 0.0), 0);
+    let (mut tp, mut fp, mut i, mut out) = (0.0, 0.0, 0, vec![]);
     while i < s.len() {
         let mut j = i;
         while j < s.len() && s[j].0 == s[i].0 {
@@ -134,11 +103,30 @@ pub fn youden_threshold(scores: &[(f32, u32)]) -> Option<f64> {
             }
             j += 1;
         }
-        let youden = tp / pos - fp / neg;
-        if youden > best.0 {
-            best = (youden, s[i].0 as f64);
-        }
+        out.push((s[i].0, tp / pos, fp / neg));
         i = j;
+    }
+    Some(out)
+}
+
+/// The best sensitivity among the decisions "score ≥ t" whose specificity is at least `min_spe` (the
+/// ROC curve read at that specificity; "nothing positive" always qualifies, with sensitivity 0).
+/// NaN without positives or negatives.
+pub fn sensitivity_at_specificity(scores: &[(f32, u32)], min_spe: f64) -> f64 {
+    let Some(points) = roc_points(scores) else { return f64::NAN };
+    points.iter().filter(|p| 1.0 - p.2 >= min_spe - 1e-12).fold(0.0f64, |best, p| best.max(p.1))
+}
+
+/// The decision threshold on P(class 1) that maximises Youden's J = sensitivity + specificity − 1 over
+/// the decisions "score ≥ t" (t running over the scores seen; on ties of J the higher t). None without
+/// positives or negatives.
+pub fn youden_threshold(scores: &[(f32, u32)]) -> Option<f64> {
+    let mut best = (f64::NEG_INFINITY, 0.0);
+    for (t, sen, fpr) in roc_points(scores)? {
+        let youden = sen - fpr;
+        if youden > best.0 {
+            best = (youden, t as f64);
+        }
     }
     Some(best.1)
 }
