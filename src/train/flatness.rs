@@ -211,10 +211,7 @@ fn scores(m: &super::Metrics, kind: &MetricKind) -> (f64, f64) {
     let loss = m.get("loss").copied().unwrap_or(f64::NAN);
     let metric = match kind {
         MetricKind::Classify => m.get("acc").copied().unwrap_or(f64::NAN),
-        MetricKind::Segment(_) => {
-            let dice: Vec<f64> = m.iter().filter(|(k, _)| k.starts_with("dice_")).map(|(_, v)| *v).collect();
-            dice.iter().sum::<f64>() / dice.len() as f64
-        }
+        MetricKind::Segment(_) => super::report::mean_dice(m),
     };
     (loss, metric)
 }

@@ -171,18 +171,17 @@ pub fn selection_score(val: &[Metrics], setup: &TaskSetup) -> f64 {
         match setup.specs[t] {
             crate::model::TaskSpec::Classify { classes: 2 } => m.get("auroc").copied().unwrap_or(f64::NAN),
             crate::model::TaskSpec::Classify { .. } => m.get("acc").copied().unwrap_or(f64::NAN),
-            crate::model::TaskSpec::Segment { .. } => {
-                let dice: Vec<f64> = m.iter().filter(|(k, _)| k.starts_with("dice_")).map(|(_, v)| *v).collect();
-                if dice.is_empty() {
-                    f64::NAN
-                } else {
-                    dice.iter().sum::<f64>() / dice.len() as f64
-                }
-            }
+            crate::model::TaskSpec::Segment { .. } => mean_dice(m),
         }
     };
     let n = setup.n_tasks();
     (0..n).map(main).sum::<f64>() / n as f64
+}
+
+/// The mean of a segmentation task's per-region Dice (`dice_*`) metrics; NaN if it has none.
+pub fn mean_dice(m: &Metrics) -> f64 {
+    let dice: Vec<f64> = m.iter().filter(|(k, _)| k.starts_with("dice_")).map(|(_, v)| *v).collect();
+    dice.iter().sum::<f64>() / dice.len() as f64
 }
 
 /// The epoch with the best validation score in `history` (the earliest on ties), if any was scored.
