@@ -25,7 +25,11 @@ pub const KILL_WHILE_WRITING_ENV: &str = "MTCOOL_KILL_WHILE_WRITING";
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| anyhow!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    // The temp name is unique per process and call: two `compare` processes sharing an output folder
+    // both rewrite results.json, and one fixed name let one rename the other's half-written file away.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{}.{}-{call}.tmp", name.to_string_lossy(), std::process::id()));
     let kill = std::env::var_os(KILL_WHILE_WRITING_ENV).is_some_and(|v| v == name);
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
@@ -154,4 +158,35 @@ pub fn read_f32(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32
         bail!("tensor {name} has shape {:?}, expected {shape:?}", view.shape());
     }
     Ok(view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_atomic;
+
+    /// Writers racing on one path (two `compare` processes sharing a folder) each succeed, and the file
+    /// ends whole: one of the contents written, never a mix or an error.
+    #[test]
+    fn concurrent_atomic_writes_to_one_path_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.json");
+        let writers: Vec<_> = (0..8u8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        write_atomic(&path, &vec![i; 4096]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 4096);
+        assert!(bytes.iter().all(|&b| b == bytes[0]));
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 1, "temp files left behind: {left:?}");
+    }
 }

@@ -267,8 +267,14 @@ fn a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_intact() {
     let out = cmd(&SMALL, &b).env(mtcool::checkpoint::KILL_WHILE_WRITING_ENV, "step-6.safetensors").output().unwrap();
     assert!(!out.status.success(), "the hook did not kill the run");
     let ckpt = b.join("ckpt");
-    let torn = ckpt.join(".step-6.safetensors.tmp");
-    assert!(torn.exists(), "no torn temp file: the write did not go through a temp file");
+    let torn = fs::read_dir(&ckpt)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with(".step-6.safetensors.") && n.ends_with(".tmp")
+        })
+        .expect("no torn temp file: the write did not go through a temp file");
     assert!(fs::metadata(&torn).unwrap().len() > 0);
     assert!(!ckpt.join("step-6.safetensors").exists(), "a torn checkpoint is visible under its final name");
     let kept: Vec<u32> = checkpoints(&b).iter().map(|c| c.0).collect();
