@@ -227,6 +227,10 @@ pub struct TrainArgs {
     /// Side of the synthetic fundus images (a multiple of 4).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Partial labels, built in: deal every split's images to the tasks in turn (image i keeps only
+    /// task i mod T's label); each task trains on and is scored on its own share.
+    #[arg(long)]
+    pub disjoint_labels: bool,
     /// multimnist: folder with the MNIST IDX files (raw or .gz; default $MTCOOL_MNIST_DIR or
     /// ../shared/data/mnist). fundus / fundus-av: a REFUGE / HRF-AV folder to use instead of the
     /// synthetic images (with train/ and test/ inside, or split: every 5th image is test).
@@ -266,7 +270,7 @@ pub struct TrainArgs {
 }
 
 /// The flags that define a run: with --resume the run folder's config.json does.
-const RESUME_CONFLICTS: [&str; 29] = [
+const RESUME_CONFLICTS: [&str; 30] = [
     "lr_schedule",
     "lr_decay",
     "lr_decay_every",
@@ -291,6 +295,7 @@ const RESUME_CONFLICTS: [&str; 29] = [
     "limit_train",
     "limit_test",
     "size",
+    "disjoint_labels",
     "data",
     "deterministic",
     "cagrad_c",
@@ -312,6 +317,7 @@ impl TrainArgs {
                 limit_train: self.limit_train,
                 limit_test: self.limit_test,
                 size: self.size,
+                disjoint_labels: self.disjoint_labels,
             },
             method: self.method,
             mode: self.mode,

@@ -38,7 +38,7 @@ fn lenet_batch(seed: u64) -> (Batch, Objective) {
     let mut rng = StdRng::seed_from_u64(seed);
     let x = Tensor::randn(&[5, 1, 28, 28], 1.0, &mut rng);
     let labels = (0..2).map(|_| (0..5).map(|_| rng.random_range(0..10)).collect()).collect();
-    (Batch { x, labels }, Objective::unweighted(&[TaskSpec::Classify { classes: 10 }; 2]))
+    (Batch::new(x, labels), Objective::unweighted(&[TaskSpec::Classify { classes: 10 }; 2]))
 }
 
 fn unet_batch(seed: u64) -> (Batch, Objective) {
@@ -48,7 +48,7 @@ fn unet_batch(seed: u64) -> (Batch, Objective) {
     let seg = (0..n * s * s).map(|_| rng.random_range(0..3)).collect();
     let cls = (0..n).map(|_| rng.random_range(0..2)).collect();
     let specs = [TaskSpec::Segment { classes: 3 }, TaskSpec::Classify { classes: 2 }];
-    (Batch { x, labels: vec![seg, cls] }, Objective::unweighted(&specs))
+    (Batch::new(x, vec![seg, cls]), Objective::unweighted(&specs))
 }
 
 fn names(m: &MultiTaskModel, ids: &[ParamId]) -> Vec<String> {

@@ -372,7 +372,7 @@ mod child_cases {
         let mut rng = StdRng::seed_from_u64(9);
         let x = Tensor::randn(&[2, 3, 16, 16], 1.0, &mut rng);
         let seg = (0..2 * 16 * 16).map(|_| rng.random_range(0..3)).collect();
-        (m, Batch { x, labels: vec![seg, vec![0, 1]] }, Objective::unweighted(&specs))
+        (m, Batch::new(x, vec![seg, vec![0, 1]]), Objective::unweighted(&specs))
     }
 
     pub fn mtcool_cfg(mode: Mode) -> MtCoolConfig {
@@ -426,7 +426,7 @@ fn fused_noise() {
     // MultiLeNet: the frozen extractor has conv and linear layers.
     let cfg = ModelConfig::multimnist(Method::Mtcool, Fusion::Concat, 0.5);
     let obj = Objective::unweighted(&cfg.tasks);
-    let b = Batch { x: Tensor::full(&[2, 1, 28, 28], 0.5), labels: vec![vec![1, 2], vec![3, 4]] };
+    let b = Batch::new(Tensor::full(&[2, 1, 28, 28], 0.5), vec![vec![1, 2], vec![3, 4]]);
     use mtcool::Tensor;
     for (key, mode) in [("noreg_peak", Mode::Noreg), ("vanilla_peak", Mode::Vanilla)] {
         let mut m = MultiTaskModel::new(cfg.clone(), 1);

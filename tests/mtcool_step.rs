@@ -19,7 +19,7 @@ fn batch(seed: u64) -> Batch {
     let mut rng = StdRng::seed_from_u64(seed);
     let x = Tensor::randn(&[6, 1, 28, 28], 1.0, &mut rng);
     let labels = (0..2).map(|_| (0..6).map(|_| rng.random_range(0..10)).collect()).collect();
-    Batch { x, labels }
+    Batch::new(x, labels)
 }
 
 fn obj() -> Objective {

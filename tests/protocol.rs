@@ -9,7 +9,7 @@ use std::path::Path;
 use common::{assert_ok, read_json, run_mtcool as mtcool};
 use mtcool::metrics::youden_threshold;
 use mtcool::model::Read;
-use mtcool::train::data::{self, split_validation, validation_indices, TaskData};
+use mtcool::train::data::{self, split_validation, validation_indices};
 use mtcool::train::{self, evaluate_pass, resume, LrSchedule, TrainConfig, EVAL_BATCH};
 
 /// The config `mtcool train` builds from these flags.
@@ -44,7 +44,7 @@ fn validation_split_is_disjoint_from_training_and_test() {
     assert_eq!((rest.len(), val.len()), (48, 12));
     let test_imgs: Vec<Vec<f32>> = (0..test.len()).map(|i| test.batch(&[i]).x.data().to_vec()).collect();
     let rest_imgs: Vec<Vec<f32>> = (0..rest.len()).map(|i| rest.batch(&[i]).x.data().to_vec()).collect();
-    for (k, &i) in val.indices().iter().enumerate() {
+    for (k, &i) in validation_indices(60, 0.2).1.iter().enumerate() {
         let img = val.batch(&[k]).x.data().to_vec();
         assert_eq!(img, all_train[i], "validation example {k} is training example {i}");
         assert!(!rest_imgs.contains(&img), "validation example {k} is also trained on");
@@ -110,7 +110,7 @@ fn best_epoch_threshold_and_weights_come_from_validation() {
     let (_, val) = split_validation(train_set, cfg.val_fraction).unwrap();
     let val = val.unwrap();
     let clean = &[Read::Train, Read::Train];
-    let val_pass = evaluate_pass(&last, &val, &setup, EVAL_BATCH, clean).unwrap();
+    let val_pass = evaluate_pass(&last, val.as_ref(), &setup, EVAL_BATCH, clean).unwrap();
     let thr = val_pass[1].threshold().expect("both classes in the validation split");
     assert_eq!(summary["metrics"][1]["threshold"].as_f64().unwrap(), thr);
     let test_pass = evaluate_pass(&last, test_set.as_ref(), &setup, EVAL_BATCH, clean).unwrap();

@@ -229,7 +229,7 @@ fn optimiser_state_round_trips_exactly() {
             1.0,
             &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(2),
         );
-        let batch = Batch { x, labels: vec![vec![1, 2], vec![3, 4]] };
+        let batch = Batch::new(x, vec![vec![1, 2], vec![3, 4]]);
         let obj = Objective::unweighted(&[TaskSpec::Classify { classes: 10 }; 2]);
         for _ in 0..3 {
             summed_step(&mut model, &mut opt, &batch, &obj).unwrap();

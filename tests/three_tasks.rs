@@ -42,7 +42,7 @@ fn batch(seed: u64) -> Batch {
         (0..n * s * s).map(|_| rng.random_range(0..2)).collect(),
         (0..n).map(|_| rng.random_range(0..2)).collect(),
     ];
-    Batch { x, labels }
+    Batch::new(x, labels)
 }
 
 fn values(m: &MultiTaskModel, ids: &[ParamId]) -> Vec<Tensor> {

@@ -464,6 +464,12 @@ impl MultiTaskModel {
         self.heads.iter().map(|h| h.forward(tape, &self.store, z)).collect()
     }
 
+    /// Logits of head `t` on the shared features `z` (see `forward_features`).
+    pub fn forward_head(&self, tape: &mut Tape, z: Var, t: TaskId) -> Result<Var> {
+        assert!(self.cfg.method.shares_extractor(), "{:?} has no shared features", self.cfg.method);
+        self.heads[t.0].forward(tape, &self.store, z)
+    }
+
     /// Logits of task `t` only (MT-CooL's sub-step: the other head is not evaluated).
     pub fn forward_task(&self, tape: &mut Tape, x: Var, t: TaskId, reads: &[Read]) -> Result<Var> {
         let feats = self.features(tape, x, reads)?;

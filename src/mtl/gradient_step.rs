@@ -12,6 +12,10 @@
 //! then one optimiser step on every parameter.
 //! ```
 //!
+//! With a data set per task (per-task batches x_t) each task's Z_t = F(x_t; θ_s) is its own forward
+//! pass and g_t = ∇θ_s L_t comes from it; MGDA then works on ∇θ_s (the upper bound needs one shared Z)
+//! and GradDrop is refused.
+//!
 //! Each head always gets its own task's gradient ∇φ_t L_t (only the shared part is combined, as in
 //! MGDA's Algorithm 2 and the PCGrad / CAGrad / GradDrop papers). The heads read a detached copy of Z,
 //! so each task's backward stops at Z; the seeded backward from Z (`Tape::backward_with`) then runs the
@@ -21,7 +25,7 @@
 use anyhow::{ensure, Result};
 
 use super::combiners::{self, MgdaNorm};
-use super::{host_value, Batch, Objective, StepOut};
+use super::{host_value, input_of, Batch, Objective, StepOut};
 use crate::backend::dispatch;
 use crate::model::{MultiTaskModel, Read, TaskId};
 use crate::optim::Optimizer;
@@ -104,14 +108,40 @@ pub fn combined_step(
     let backend = model.store.backend();
     let placed = batch.place(&backend, obj)?;
 
-    let mut tape = Tape::new();
-    let x = tape.constant(placed.x.into_owned());
-    let z = model.forward_features(&mut tape, x, Read::Train)?;
-    let z_shape = tape.value(z).shape().to_vec();
-    // The heads read a detached copy of Z: a task's backward stops there.
-    let z_heads = tape.input(tape.value(z).clone());
-    let logits = model.forward_heads(&mut tape, z_heads)?;
     let n = model.n_tasks();
+    let xs = placed.inputs();
+    let per_task = xs.len() > 1;
+    // MGDA-UB and GradDrop combine ∇_Z of one Z; per-task batches give each task its own Z.
+    ensure!(
+        !(per_task && matches!(combiner, Combiner::Graddrop { .. })),
+        "GradDrop combines the gradients of one shared batch's features; with a data set per task use \
+         pcgrad, cagrad or mgda"
+    );
+    let combiner = match *combiner {
+        // MGDA-UB's upper bound needs one shared Z: with per-task batches, MGDA on ∇θ_s itself.
+        Combiner::Mgda { norm, upper_bound: true } if per_task => Combiner::Mgda { norm, upper_bound: false },
+        c => c,
+    };
+    let combiner = &combiner;
+
+    let mut tape = Tape::new();
+    // One Z (shared batch) or one per task; the heads read a detached copy of it, so a task's backward
+    // stops there.
+    let mut zs = Vec::with_capacity(xs.len());
+    for x in &xs {
+        let x = tape.constant((*x).clone());
+        let z = model.forward_features(&mut tape, x, Read::Train)?;
+        let z_heads = tape.input(tape.value(z).clone());
+        zs.push((z, z_heads));
+    }
+    drop(xs);
+    let (z, z_heads) = zs[0];
+    let z_shape = tape.value(z).shape().to_vec();
+    let logits = if per_task {
+        TaskId::all(n).map(|t| model.forward_head(&mut tape, zs[t.0].1, t)).collect::<Result<Vec<_>>>()?
+    } else {
+        model.forward_heads(&mut tape, z_heads)?
+    };
     let losses: Vec<_> =
         TaskId::all(n).map(|t| obj.loss(&mut tape, t, logits[t.0], &placed.targets[t.0])).collect::<Result<_>>()?;
     let correct = |t: usize| dispatch::count_correct(tape.value(logits[t]), &placed.targets[t].labels);
@@ -121,15 +151,15 @@ pub fn combined_step(
     };
 
     // Head t gets ∇φ_t L_t; keep ∇_Z L_t (on the host, for the combiner).
-    let numel = tape.value(z).numel();
     let store = &mut model.store;
     let mut gz: Vec<Vec<f32>> = Vec::with_capacity(n);
-    for &l in &losses {
+    for (t, &l) in losses.iter().enumerate() {
+        let (_, z_heads) = *input_of(&zs, TaskId(t));
         let g = tape.backward(l)?;
         g.accumulate_into(store)?;
         gz.push(match g.get(z_heads) {
-            Some(t) => t.to_host()?.into_data(),
-            None => vec![0.0; numel],
+            Some(g) => g.to_host()?.into_data(),
+            None => vec![0.0; tape.value(z_heads).numel()],
         });
     }
     let gz_refs: Vec<&[f32]> = gz.iter().map(|v| v.as_slice()).collect();
@@ -150,9 +180,11 @@ pub fn combined_step(
         tape.backward_with(z, on_device(&z_shape, d)?)?.accumulate_into(store)?;
     } else {
         let mut g: Vec<Vec<f32>> = Vec::with_capacity(n);
-        for gt in &gz {
+        for (t, gt) in gz.iter().enumerate() {
+            let (z, _) = *input_of(&zs, TaskId(t));
             store.zero_grad(&shared)?;
-            tape.backward_with(z, on_device(&z_shape, gt.clone())?)?.accumulate_into(store)?;
+            let shape = tape.value(z).shape().to_vec();
+            tape.backward_with(z, on_device(&shape, gt.clone())?)?.accumulate_into(store)?;
             g.push(flat_grads(store, &shared)?);
         }
         let refs: Vec<&[f32]> = g.iter().map(|v| v.as_slice()).collect();

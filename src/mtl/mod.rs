@@ -18,11 +18,24 @@ use crate::settings::DiceMode;
 use crate::tape::{Tape, Var};
 use crate::Tensor;
 
-/// A mini-batch shared by the tasks, on the host: images and one label vector per task (one label per
-/// image for classification, one per pixel in (n, h, w) order for segmentation).
+/// A mini-batch on the host: images and one label vector per task (one label per image for
+/// classification, one per pixel in (n, h, w) order for segmentation). Either every task reads the
+/// same images `x`, or (tasks with their own data sets, partial labels) task t reads its own images
+/// `task_x[t]`, which `labels[t]` describes.
 pub struct Batch {
+    /// The shared images; with per-task images, task 0's (a copy of `task_x[0]`).
     pub x: Tensor,
     pub labels: Vec<Vec<u32>>,
+    pub task_x: Option<Vec<Tensor>>,
+}
+
+/// Task `t`'s entry of `xs`: one input shared by every task, or one per task.
+pub fn input_of<T>(xs: &[T], t: TaskId) -> &T {
+    if xs.len() == 1 {
+        &xs[0]
+    } else {
+        &xs[t.0]
+    }
 }
 
 /// What a task's loss reads, on the step's device: class labels, class weights, and for segmentation
@@ -35,28 +48,70 @@ pub struct Targets {
 
 /// A batch placed where the step runs (one upload per step): the images and each task's targets.
 pub struct Placed<'a> {
-    /// The images on the step's device (the host batch itself on the CPU: no copy).
+    /// The images on the step's device (the host batch itself on the CPU: no copy); with per-task
+    /// images, task 0's.
     pub x: std::borrow::Cow<'a, Tensor>,
+    /// Per-task images: tasks 1, 2, … (task 0's are `x`); empty for a shared batch.
+    pub rest_x: Vec<std::borrow::Cow<'a, Tensor>>,
     pub targets: Vec<Targets>,
 }
 
+impl Placed<'_> {
+    /// The step's inputs: `[x]` for a shared batch, else one per task (see [`input_of`]).
+    pub fn inputs(&self) -> Vec<&Tensor> {
+        std::iter::once(&*self.x).chain(self.rest_x.iter().map(|x| &**x)).collect()
+    }
+}
+
 impl Batch {
+    /// A batch every task reads.
+    pub fn new(x: Tensor, labels: Vec<Vec<u32>>) -> Self {
+        Batch { x, labels, task_x: None }
+    }
+
+    /// A batch of per-task images: task t reads `xs[t]`, labelled by `labels[t]`.
+    pub fn per_task(xs: Vec<Tensor>, labels: Vec<Vec<u32>>) -> Self {
+        Batch { x: xs[0].clone(), labels, task_x: Some(xs) }
+    }
+
+    /// Task `t`'s images.
+    pub fn images(&self, t: TaskId) -> &Tensor {
+        self.task_x.as_ref().map_or(&self.x, |xs| &xs[t.0])
+    }
+
+    /// Every image tensor of the batch (the shared one, or each task's), for in-place edits.
+    pub fn images_mut(&mut self) -> Vec<&mut Tensor> {
+        match &mut self.task_x {
+            Some(xs) => xs.iter_mut().collect(),
+            None => vec![&mut self.x],
+        }
+    }
+
     /// Uploads the images and builds each task's targets on `backend`.
     pub fn place(&self, backend: &Backend, obj: &Objective) -> Result<Placed<'_>> {
-        let x = match backend {
-            Backend::Cpu => std::borrow::Cow::Borrowed(&self.x),
-            _ => std::borrow::Cow::Owned(self.x.to_backend(backend)?),
-        };
-        let s = x.shape().to_vec();
+        fn up<'b>(x: &'b Tensor, backend: &Backend) -> Result<std::borrow::Cow<'b, Tensor>> {
+            Ok(match backend {
+                Backend::Cpu => std::borrow::Cow::Borrowed(x),
+                _ => std::borrow::Cow::Owned(x.to_backend(backend)?),
+            })
+        }
         anyhow::ensure!(
             self.labels.len() == obj.specs.len(),
             "{} label sets for {} tasks",
             self.labels.len(),
             obj.specs.len()
         );
+        let (x, rest_x) = match &self.task_x {
+            None => (up(&self.x, backend)?, vec![]),
+            Some(xs) => {
+                ensure!(xs.len() == obj.specs.len(), "{} per-task image sets for {} tasks", xs.len(), obj.specs.len());
+                (up(&xs[0], backend)?, xs[1..].iter().map(|x| up(x, backend)).collect::<Result<_>>()?)
+            }
+        };
         let mut targets = Vec::with_capacity(obj.specs.len());
         for t in TaskId::all(obj.specs.len()) {
             let labels = &self.labels[t.0];
+            let s = self.images(t).shape().to_vec();
             let onehot = match obj.specs[t.0] {
                 TaskSpec::Segment { classes } => {
                     ensure!(s.len() == 4, "segmentation needs [N, C, H, W] images, got {s:?}");
@@ -74,7 +129,7 @@ impl Batch {
             let weights = weights.map(|w| w.to_backend(backend)).transpose()?;
             targets.push(Targets { labels: Labels::on(labels, backend)?, weights, onehot });
         }
-        Ok(Placed { x, targets })
+        Ok(Placed { x, rest_x, targets })
     }
 }
 
@@ -156,15 +211,16 @@ pub fn task_loss(tape: &mut Tape, logits: Var, targets: &Targets, spec: TaskSpec
 /// this equals two separate steps).
 pub fn summed_step(model: &mut MultiTaskModel, opt: &mut Optimizer, batch: &Batch, obj: &Objective) -> Result<StepOut> {
     let placed = batch.place(&model.store.backend(), obj)?;
-    summed_step_on(model, opt, &placed.x, &placed.targets, obj)
+    summed_step_on(model, opt, &placed.inputs(), &placed.targets, obj)
 }
 
-/// [`summed_step`] on a batch already placed on the model's device (`x`, `targets`): what a CUDA
-/// graph captures.
+/// [`summed_step`] on a batch already placed on the model's device (`xs`: one shared input or one per
+/// task, see [`input_of`]; `targets`): what a CUDA graph captures. With per-task inputs each task's
+/// loss comes from its own forward pass (Joint's trunk runs once per task's batch).
 pub fn summed_step_on(
     model: &mut MultiTaskModel,
     opt: &mut Optimizer,
-    x: &Tensor,
+    xs: &[&Tensor],
     targets: &[Targets],
     obj: &Objective,
 ) -> Result<StepOut> {
@@ -172,9 +228,19 @@ pub fn summed_step_on(
     model.store.zero_grad(&params)?;
     let stats = {
         let mut tape = Tape::new();
-        let x = tape.constant(x.clone());
         let n = model.n_tasks();
-        let logits = model.forward_all(&mut tape, x, &vec![Read::Train; n])?;
+        let train = vec![Read::Train; n];
+        let logits = if xs.len() == 1 {
+            let x = tape.constant(xs[0].clone());
+            model.forward_all(&mut tape, x, &train)?
+        } else {
+            let mut logits = Vec::with_capacity(n);
+            for t in TaskId::all(n) {
+                let x = tape.constant((*input_of(xs, t)).clone());
+                logits.push(model.forward_task(&mut tape, x, t, &train)?);
+            }
+            logits
+        };
         let losses: Vec<Var> =
             TaskId::all(n).map(|t| obj.loss(&mut tape, t, logits[t.0], &targets[t.0])).collect::<Result<_>>()?;
         // ((L1 + L2) + L3) + …: the two-task sum first, as before.

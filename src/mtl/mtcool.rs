@@ -1,4 +1,5 @@
-//! The MT-CooL step (DESIGN.md §1). For task i = 1, 2, …, T in turn, on the same mini-batch:
+//! The MT-CooL step (DESIGN.md §1). For task i = 1, 2, …, T in turn, on the same mini-batch (or, with a
+//! data set per task, on task i's own mini-batch x_i):
 //!
 //! ```text
 //! θi_prev ← θi
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use anyhow::Result;
 
-use super::{Batch, Objective, StepOut, Targets};
+use super::{input_of, Batch, Objective, StepOut, Targets};
 use crate::backend::dispatch;
 use crate::model::{MultiTaskModel, Read, TaskId};
 use crate::noise::{stream, NoiseKey};
@@ -62,15 +63,16 @@ pub fn mtcool_step(
     cfg: &MtCoolConfig,
 ) -> Result<StepOut> {
     let placed = batch.place(&model.store.backend(), obj)?;
-    mtcool_step_on(model, opt, &placed.x, &placed.targets, obj, step, cfg)
+    mtcool_step_on(model, opt, &placed.inputs(), &placed.targets, obj, step, cfg)
 }
 
-/// [`mtcool_step`] on a batch already placed on the model's device: what a CUDA graph captures.
+/// [`mtcool_step`] on a batch already placed on the model's device (`xs`: one shared input or one per
+/// task, see [`input_of`]): what a CUDA graph captures. Task i's sub-step reads task i's input.
 #[allow(clippy::too_many_arguments)]
 pub fn mtcool_step_on(
     model: &mut MultiTaskModel,
     opt: &mut Optimizer,
-    x: &Tensor,
+    xs: &[&Tensor],
     targets: &[Targets],
     obj: &Objective,
     step: u32,
@@ -78,6 +80,7 @@ pub fn mtcool_step_on(
 ) -> Result<StepOut> {
     let (mut loss, mut correct) = (vec![], vec![]);
     for t in TaskId::all(model.n_tasks()) {
+        let x: &Tensor = input_of::<&Tensor>(xs, t);
         let (l, c) = task_substep(model, opt, x, targets, obj, step, cfg, t)?;
         loss.push(l);
         correct.push(c);

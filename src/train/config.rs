@@ -279,8 +279,7 @@ pub fn objective(cfg: &TrainConfig, setup: &TaskSetup, train: &dyn TaskData) -> 
     }
     for t in TaskId::all(setup.n_tasks()) {
         if let TaskSpec::Classify { classes: 2 } = setup.specs[t.0] {
-            let all: Vec<usize> = (0..train.len()).collect();
-            let labels: Vec<u32> = all.chunks(EVAL_BATCH).flat_map(|c| train.batch(c).labels[t.0].clone()).collect();
+            let labels = data::task_labels(train, t.0, EVAL_BATCH);
             obj.class_weights[t.0] = Some(balanced_class_weights(&labels, 2));
         }
     }

@@ -2,6 +2,7 @@
 //! mini-batches (`TaskData`), plus what the tasks are (`TaskSetup`).
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::Result;
 use rand::rngs::StdRng;
@@ -39,6 +40,11 @@ pub enum TaskKind {
     Multimnist,
 }
 
+/// A split shared by the views built on it (subsets, per-task sets).
+pub type SharedData = Rc<dyn TaskData>;
+/// The validation split `split_validation` returns.
+pub type ValSplit = Box<dyn TaskData>;
+
 /// One split of a dataset.
 pub trait TaskData {
     fn len(&self) -> usize;
@@ -50,6 +56,88 @@ pub trait TaskData {
     fn rgb(&self, _i: usize) -> Option<(Vec<u8>, usize)> {
         None
     }
+    /// Tasks with their own data sets ([`PerTask`]): task t's examples, whose batches' `labels[t]` are
+    /// task t's labels. None when every example carries every task's label.
+    fn task_sets(&self) -> Option<Vec<SharedData>> {
+        None
+    }
+}
+
+/// Tasks with their own data sets (partial labels, the paper's x_1, …, x_T): task t draws its
+/// mini-batch from `sets[t]` only, so an image without task t's label never enters task t's loss.
+///
+/// An epoch is `len()` = the largest task's count of draws: batch position i gives task t its example
+/// `i mod n_t`, so a shuffled epoch order visits every example of the largest task once and those of
+/// the smaller ones evenly (±1) often, and a resumed run draws the same batches (no sampler state).
+pub struct PerTask {
+    sets: Vec<SharedData>,
+}
+
+impl PerTask {
+    /// Fails on an empty task: it could never be trained or scored.
+    pub fn new(sets: Vec<SharedData>, names: &[String]) -> Result<Self> {
+        for (t, set) in sets.iter().enumerate() {
+            anyhow::ensure!(!set.is_empty(), "task {:?} has no examples", names.get(t).map_or("?", |n| n.as_str()));
+        }
+        Ok(PerTask { sets })
+    }
+}
+
+impl TaskData for PerTask {
+    fn len(&self) -> usize {
+        self.sets.iter().map(|s| s.len()).max().unwrap_or(0)
+    }
+    fn batch(&self, idx: &[usize]) -> Batch {
+        let (mut xs, mut labels) = (vec![], vec![]);
+        for (t, set) in self.sets.iter().enumerate() {
+            let own: Vec<usize> = idx.iter().map(|&i| i % set.len()).collect();
+            let mut b = set.batch(&own);
+            xs.push(b.task_x.map_or(b.x, |mut x| x.swap_remove(t)));
+            labels.push(std::mem::take(&mut b.labels[t]));
+        }
+        Batch::per_task(xs, labels)
+    }
+    fn rgb(&self, i: usize) -> Option<(Vec<u8>, usize)> {
+        self.sets[0].rgb(i % self.sets[0].len())
+    }
+    fn task_sets(&self) -> Option<Vec<SharedData>> {
+        Some(self.sets.clone())
+    }
+}
+
+/// How many examples a split has: "n", or with per-task data each task's count ("n1+n2+…").
+pub fn describe_count(data: &dyn TaskData) -> String {
+    match data.task_sets() {
+        Some(sets) => sets.iter().map(|s| s.len().to_string()).collect::<Vec<_>>().join("+"),
+        None => data.len().to_string(),
+    }
+}
+
+/// Task `t`'s training labels, over its own examples (every example without per-task data).
+pub fn task_labels(data: &dyn TaskData, t: usize, chunk: usize) -> Vec<u32> {
+    let own = data.task_sets().map(|s| s[t].clone());
+    let data: &dyn TaskData = own.as_deref().unwrap_or(data);
+    let all: Vec<usize> = (0..data.len()).collect();
+    all.chunks(chunk.max(1)).flat_map(|c| data.batch(c).labels[t].clone()).collect()
+}
+
+/// The built-in partial-label demonstration (`--disjoint-labels`): `data` with its examples dealt to
+/// the T tasks in turn (example i is task (i mod T)'s only), so no image carries two tasks' labels.
+pub fn deal_to_tasks(data: Box<dyn TaskData>, names: &[String]) -> Result<Box<dyn TaskData>> {
+    let n_tasks = names.len();
+    anyhow::ensure!(
+        data.len() >= n_tasks,
+        "--disjoint-labels deals the examples to the {n_tasks} tasks, but the split has only {}",
+        data.len()
+    );
+    let inner: SharedData = Rc::from(data);
+    let sets = (0..n_tasks)
+        .map(|t| {
+            let idx = (t..inner.len()).step_by(n_tasks).collect();
+            Rc::new(Subset { inner: inner.clone(), idx }) as SharedData
+        })
+        .collect();
+    Ok(Box::new(PerTask::new(sets, names)?))
 }
 
 impl TaskData for MultiMnist {
@@ -58,7 +146,7 @@ impl TaskData for MultiMnist {
     }
     fn batch(&self, idx: &[usize]) -> Batch {
         let (x, left, right) = MultiMnist::batch(self, idx);
-        Batch { x, labels: vec![left, right] }
+        Batch::new(x, vec![left, right])
     }
 }
 
@@ -143,7 +231,7 @@ impl<S: FundusSource> TaskData for FundusTasks<S> {
             }
             _ => vec![self.set.masks(Mask::CupDisc, &idx), self.set.glaucoma(&idx)],
         };
-        Batch { x: self.set.images(&idx), labels }
+        Batch::new(self.set.images(&idx), labels)
     }
     fn rgb(&self, i: usize) -> Option<(Vec<u8>, usize)> {
         Some((self.set.rgb_bytes(self.subset[i]), self.set.side()))
@@ -152,7 +240,7 @@ impl<S: FundusSource> TaskData for FundusTasks<S> {
 
 /// Some examples of another split, by index (the validation split and what is left for training).
 pub struct Subset {
-    inner: std::sync::Arc<dyn TaskData>,
+    inner: SharedData,
     idx: Vec<usize>,
 }
 
@@ -189,15 +277,28 @@ pub fn validation_indices(n: usize, fraction: f32) -> (Vec<usize>, Vec<usize>) {
 
 /// The training split less its validation examples (`validation_indices`), and the validation split.
 /// Fraction 0 returns the training split itself, untouched.
-pub fn split_validation(train: Box<dyn TaskData>, fraction: f32) -> Result<(Box<dyn TaskData>, Option<Subset>)> {
+/// With per-task data each task's own examples are split (by the same rule), so every task keeps
+/// validation examples of its own.
+pub fn split_validation(train: Box<dyn TaskData>, fraction: f32) -> Result<(Box<dyn TaskData>, Option<ValSplit>)> {
     if fraction <= 0.0 {
         return Ok((train, None));
+    }
+    if let Some(sets) = train.task_sets() {
+        let (mut rests, mut vals) = (vec![], vec![]);
+        for (t, set) in sets.into_iter().enumerate() {
+            let n = set.len();
+            anyhow::ensure!(n >= 2, "--val-fraction needs at least 2 training examples per task, task {t} has {n}");
+            let (rest, val) = validation_indices(n, fraction);
+            rests.push(Rc::new(Subset { inner: set.clone(), idx: rest }) as SharedData);
+            vals.push(Rc::new(Subset { inner: set, idx: val }) as SharedData);
+        }
+        return Ok((Box::new(PerTask { sets: rests }), Some(Box::new(PerTask { sets: vals }))));
     }
     let n = train.len();
     anyhow::ensure!(n >= 2, "--val-fraction needs at least 2 training examples, the training split has {n}");
     let (rest, val) = validation_indices(n, fraction);
-    let inner: std::sync::Arc<dyn TaskData> = std::sync::Arc::from(train);
-    Ok((Box::new(Subset { inner: inner.clone(), idx: rest }), Some(Subset { inner, idx: val })))
+    let inner: SharedData = Rc::from(train);
+    Ok((Box::new(Subset { inner: inner.clone(), idx: rest }), Some(Box::new(Subset { inner, idx: val }))))
 }
 
 /// Splits a loaded folder: DIR/train and DIR/test when both exist, else every 5th example is test.
@@ -288,6 +389,10 @@ pub struct DataConfig {
     pub limit_test: Option<usize>,
     /// Side of the fundus images (synthetic, or real ones resized on load).
     pub size: usize,
+    /// The partial-label demonstration: every split's examples dealt to the tasks in turn, each task
+    /// training and scored on its own share only ([`deal_to_tasks`]).
+    #[serde(default)]
+    pub disjoint_labels: bool,
 }
 
 /// Default sizes of the synthetic sets (before --limit-*).
@@ -296,6 +401,24 @@ pub const SYNTH_TEST: usize = 200;
 
 /// Loads (or generates) the train and test splits.
 pub fn load(cfg: &DataConfig) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> {
+    let (train, test) = load_shared(cfg)?;
+    if !cfg.disjoint_labels {
+        return Ok((train, test));
+    }
+    let names = setup(cfg.task).names;
+    Ok((deal_to_tasks(train, &names)?, deal_to_tasks(test, &names)?))
+}
+
+/// The test split alone (the training split is built as small as it can be and dropped).
+pub fn load_test(cfg: &DataConfig) -> Result<Box<dyn TaskData>> {
+    let (_, test) = load_shared(&DataConfig { limit_train: Some(1), ..cfg.clone() })?;
+    match cfg.disjoint_labels {
+        true => deal_to_tasks(test, &setup(cfg.task).names),
+        false => Ok(test),
+    }
+}
+
+fn load_shared(cfg: &DataConfig) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> {
     Ok(match cfg.task {
         TaskKind::Multimnist => {
             let dir = cfg.data_dir.clone().unwrap_or_else(default_mnist_dir);

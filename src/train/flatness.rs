@@ -14,7 +14,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use super::data::{self, DataConfig, TaskData, TaskKind};
+use super::data::{self, TaskData, TaskKind};
 use super::report::evaluate_pass;
 use super::{TrainConfig, EVAL_BATCH};
 use crate::backend::Backend;
@@ -90,7 +90,7 @@ pub fn load_run(
     if limit_test.is_some() {
         cfg.data.limit_test = limit_test;
     }
-    let (_, test) = data::load(&DataConfig { limit_train: Some(1), ..cfg.data.clone() })?;
+    let test = data::load_test(&cfg.data)?;
     ensure!(!test.is_empty(), "--run {}: the test split is empty", dir.display());
     let label = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
     Ok(LoadedRun { label, dir: dir.to_path_buf(), cfg, model, test })

@@ -83,8 +83,10 @@ impl GraphStep {
             return train_step(cfg, model, opt, batch, obj, step);
         }
         match &self.captured {
-            // Capture a full batch (not an epoch's short last one).
-            None if batch.x.shape()[0] != cfg.batch_size => return train_step(cfg, model, opt, batch, obj, step),
+            // Capture a full shared batch (per-task batches run eagerly).
+            None if batch.x.shape()[0] != cfg.batch_size || batch.task_x.is_some() => {
+                return train_step(cfg, model, opt, batch, obj, step)
+            }
             None => self.capture(cfg, model, opt, batch, obj, step)?,
             Some(c) if !fits(c, batch) => return train_step(cfg, model, opt, batch, obj, step),
             Some(_) => self.load_batch(batch, obj)?,
@@ -115,8 +117,8 @@ impl GraphStep {
         gpu.begin_step_capture(scalars);
         let recorded = gpu.begin_capture().and_then(|_| {
             let out = match cfg.method {
-                Method::Mtcool => mtcool_step_on(model, opt, &x, &targets, obj, step, &cfg.mtcool_config()),
-                _ => summed_step_on(model, opt, &x, &targets, obj),
+                Method::Mtcool => mtcool_step_on(model, opt, &[&x], &targets, obj, step, &cfg.mtcool_config()),
+                _ => summed_step_on(model, opt, &[&x], &targets, obj),
             };
             let graph = gpu.end_capture();
             Ok((out?, graph?))
@@ -173,5 +175,7 @@ impl GraphStep {
 
 /// Whether `batch` has the captured batch's shapes.
 fn fits(c: &Captured, batch: &Batch) -> bool {
-    batch.x.shape() == c.x.shape() && batch.labels.iter().zip(&c.targets).all(|(l, t)| l.len() == t.labels.len())
+    batch.task_x.is_none()
+        && batch.x.shape() == c.x.shape()
+        && batch.labels.iter().zip(&c.targets).all(|(l, t)| l.len() == t.labels.len())
 }

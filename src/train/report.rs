@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::data::{self, DataConfig, TaskData, TaskKind, TaskSetup};
+use super::data::{self, TaskData, TaskKind, TaskSetup};
 use super::{Metrics, TrainConfig, EVAL_BATCH};
 use crate::backend::Backend;
 use crate::checkpoint;
@@ -145,6 +145,24 @@ pub fn evaluate_pass(
     let objective = Objective::unweighted(&setup.specs);
     let mut acc: Vec<TaskMetrics> =
         (0..setup.n_tasks()).map(|t| TaskMetrics::new(setup.metrics[t].clone(), setup.specs[t].classes())).collect();
+    if let Some(sets) = data.task_sets() {
+        // Per-task data: each task is scored on its own examples only.
+        for (t, set) in TaskId::all(setup.n_tasks()).zip(sets) {
+            let idx: Vec<usize> = (0..set.len()).collect();
+            for chunk in idx.chunks(batch_size.max(1)) {
+                let batch = set.batch(chunk);
+                let placed = batch.place(&backend, &objective)?;
+                let mut tape = Tape::new();
+                tape.set_grad_enabled(false);
+                let x = tape.constant(placed.x.into_owned());
+                let logits = model.forward_task(&mut tape, x, t, reads)?;
+                let loss = objective.loss(&mut tape, t, logits, &placed.targets[t.0])?;
+                acc[t.0].add_loss(host_value(tape.value(loss))? as f64, chunk.len());
+                acc[t.0].update(&*tape.value(logits).host()?, &batch.labels[t.0]);
+            }
+        }
+        return Ok(acc);
+    }
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch_size.max(1)) {
         let batch = data.batch(chunk);
@@ -253,7 +271,7 @@ pub fn eval_run_model(
     if model.cfg != cfg.model_config() {
         bail!("{file} does not match config.json in {}", run.display());
     }
-    let (_, test) = data::load(&DataConfig { limit_train: Some(1), ..cfg.data.clone() })?;
+    let test = data::load_test(&cfg.data)?;
     let setup = data::setup(cfg.data.task);
     let pass = evaluate_pass(&model, test.as_ref(), &setup, EVAL_BATCH, &vec![Read::Train; setup.n_tasks()])?;
     let metrics = pass

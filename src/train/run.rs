@@ -76,7 +76,6 @@ impl<'a> Run<'a> {
         };
         let (train_set, test_set) = data::load(&cfg.data)?;
         let (train_set, val_set) = data::split_validation(train_set, cfg.val_fraction)?;
-        let val_set = val_set.map(|v| Box::new(v) as Box<dyn TaskData>);
         let setup = data::setup(cfg.data.task);
         let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size) as u32;
         let (mut model, mut opt, pos, last_ckpt) = if opts.resume {
@@ -115,9 +114,9 @@ impl<'a> Run<'a> {
             "{device}; {:?} on {:?} ({} train / {}{} test); {} parameters",
             cfg.method,
             cfg.data.task,
-            train_set.len(),
-            val_set.as_ref().map(|v| format!("{} validation / ", v.len())).unwrap_or_default(),
-            test_set.len(),
+            data::describe_count(train_set.as_ref()),
+            val_set.as_ref().map(|v| format!("{} validation / ", data::describe_count(v.as_ref()))).unwrap_or_default(),
+            data::describe_count(test_set.as_ref()),
             model.param_count()
         );
         let bar = indicatif::ProgressBar::new(cfg.epochs as u64 * steps_per_epoch as u64);
@@ -165,7 +164,9 @@ impl<'a> Run<'a> {
             .skip_nonfinite
             .then(|| (self.model.store.iter().map(|p| p.value.clone()).collect::<Vec<_>>(), self.opt.clone()));
         match self.inject_nan {
-            Some((n, Injection::Input)) if n == pos.global_step + 1 => batch.x.data_mut().fill(f32::NAN),
+            Some((n, Injection::Input)) if n == pos.global_step + 1 => {
+                batch.images_mut().into_iter().for_each(|x| x.data_mut().fill(f32::NAN))
+            }
             Some((n, Injection::Bias { task, value })) if n == pos.global_step + 1 => {
                 let bias = *self.model.head_params(TaskId(task)).last().expect("a head has parameters");
                 let bad = crate::Tensor::full(self.model.store.value(bias).shape(), value);
