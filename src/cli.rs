@@ -318,6 +318,7 @@ impl TrainArgs {
                 limit_test: self.limit_test,
                 size: self.size,
                 disjoint_labels: self.disjoint_labels,
+                folder: None,
             },
             method: self.method,
             mode: self.mode,
@@ -454,7 +455,7 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
     let (device, device_line) = device::select(args.device)?;
     let backend = crate::backend::Backend::open(device)?;
     let s = train::train_on(&cfg, &out, &device_line, &opts, &backend)?;
-    let setup = train::data::setup(cfg.data.task);
+    let setup = train::data::setup(&cfg.data);
     println!(
         "{:?}{} on {:?}: {} parameters, {:.1}s, run folder {}",
         s.method,
@@ -712,7 +713,7 @@ fn compare_cmd(args: &CompareArgs) -> Result<()> {
     let backend = crate::backend::Backend::open(device)?;
     let task = format!("{:?}", args.task).to_lowercase();
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("compare-{task}")));
-    let table = train::compare::run(args.task, &rows, &out, &msg, &backend)?;
+    let table = train::compare::run(&rows, &out, &msg, &backend)?;
     print!("{table}");
     println!("table: {}", out.join("table.md").display());
     Ok(())

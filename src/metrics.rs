@@ -18,9 +18,21 @@ use crate::Tensor;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Regions {
     /// Region k (k ≥ 1) is every pixel with label ≥ k; names[k − 1] names it.
-    Nested(Vec<&'static str>),
+    Nested(Vec<String>),
     /// Region k (k ≥ 1) is every pixel with label k.
-    PerClass(Vec<&'static str>),
+    PerClass(Vec<String>),
+}
+
+impl Regions {
+    /// Nested regions named `names` (region k = label ≥ k).
+    pub fn nested(names: &[&str]) -> Self {
+        Regions::Nested(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    /// One region per class k ≥ 1, named `names[k − 1]`.
+    pub fn per_class(names: &[&str]) -> Self {
+        Regions::PerClass(names.iter().map(|n| n.to_string()).collect())
+    }
 }
 
 /// What one task's metrics are.

@@ -116,6 +116,32 @@ fn loads_with_suffix_matching_and_fov_masks() {
     }
 }
 
+/// HRF's all.zip (images/, mask/ with TIFF masks) with HRF-AV's HRF_AV_GT/ beside it, as distributed.
+#[test]
+fn distributed_layout_with_tiff_masks_loads() {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path();
+    for d in ["images", "mask", "HRF_AV_GT"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let fov = GrayImage::from_fn(W, H, |x, y| Luma([if fov_at(x, y) { 255 } else { 0 }]));
+    for (k, stem) in ["01_dr", "02_g"].iter().enumerate() {
+        photo(k as u32).save(root.join(format!("images/{stem}.JPG"))).unwrap();
+        annotation().save(root.join(format!("HRF_AV_GT/{stem}_AVmanual.png"))).unwrap();
+        fov.save_with_format(root.join(format!("mask/{stem}_mask.tif")), image::ImageFormat::Tiff).unwrap();
+    }
+    let set = load_hrf_av(root, 24).unwrap();
+    assert_eq!(set.names, ["01_dr", "02_g"]);
+    assert!(set.has_fov);
+    for y in 0..24 {
+        for x in 0..24 {
+            let (sx, sy) = (src(x, W, 24), src(y, H, 24));
+            assert_eq!(set.fov[y * 24 + x], fov_at(sx, sy) as u8, "TIFF mask pixel ({x},{y})");
+            assert_eq!(set.artery_vein[y * 24 + x], av_class(colour_at(sx, sy)).0);
+        }
+    }
+}
+
 #[test]
 fn without_masks_fov_is_everything_and_av_folder_with_jpeg_works() {
     let dir = TempDir::new().unwrap();
@@ -201,9 +227,9 @@ fn bad_inputs_are_errors_naming_the_culprit() {
     // 9. masks/ present but one mask missing
     fs::remove_file(root.join("masks/01_dr_mask.png")).unwrap();
     expect_err(root, &["01_dr.JPG", "no field-of-view mask", "masks"]);
-    // 10. mask only as TIFF (as HRF ships them)
+    // 10. a damaged TIFF mask (HRF ships its masks as TIFF)
     fs::write(root.join("masks/01_dr_mask.tif"), b"II*\0").unwrap();
-    expect_err(root, &["01_dr_mask.tif", "TIFF", "PNG"]);
+    expect_err(root, &["01_dr_mask.tif", "cannot decode"]);
     // 11. mask of the wrong size
     fs::remove_file(root.join("masks/01_dr_mask.tif")).unwrap();
     GrayImage::new(W, H - 1).save(root.join("masks/01_dr_mask.png")).unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use mtcool::data::fundus::{Mask, MEAN, STD};
-use mtcool::data::refuge::{grey_class, load_refuge, BACKGROUND, CUP, DISC_RIM};
+use mtcool::data::refuge::{grey_class, load_refuge, load_refuge_release, Release, BACKGROUND, CUP, DISC_RIM};
 use tempfile::TempDir;
 
 const W: u32 = 40;
@@ -122,6 +122,68 @@ fn training_release_layout_labels_from_folders() {
     assert_eq!(set.names, ["g0001", "n0001", "n0002"]);
     assert_eq!(set.glaucoma, [1, 0, 0]);
     check_masks(&set.cup_disc, 20);
+}
+
+/// The challenge download as the organisers lay it out: Training400/{Glaucoma,Non-Glaucoma}/*.jpg with
+/// Annotation-Training400/Disc_Cup_Masks/<same>/*.bmp, and Test400/*.jpg with
+/// REFUGE-Test-GT/Disc_Cup_Masks/{G,N}/*.bmp (the test label is the mask's folder).
+fn write_organisers(root: &Path) {
+    let dirs = [
+        "Training400/Glaucoma",
+        "Training400/Non-Glaucoma",
+        "Annotation-Training400/Disc_Cup_Masks/Glaucoma",
+        "Annotation-Training400/Disc_Cup_Masks/Non-Glaucoma",
+        "Test400",
+        "REFUGE-Test-GT/Disc_Cup_Masks/G",
+        "REFUGE-Test-GT/Disc_Cup_Masks/N",
+    ];
+    mkdirs(root, &dirs);
+    for (k, (sub, name)) in
+        [("Glaucoma", "g0001"), ("Non-Glaucoma", "n0001"), ("Non-Glaucoma", "n0002")].iter().enumerate()
+    {
+        photo(k).save(root.join(format!("Training400/{sub}/{name}.jpg"))).unwrap();
+        mask(k).save(root.join(format!("Annotation-Training400/Disc_Cup_Masks/{sub}/{name}.bmp"))).unwrap();
+    }
+    for (k, (gn, name)) in [("N", "T0001"), ("G", "T0002"), ("N", "T0003")].iter().enumerate() {
+        photo(k).save(root.join(format!("Test400/{name}.jpg"))).unwrap();
+        mask(k).save(root.join(format!("REFUGE-Test-GT/Disc_Cup_Masks/{gn}/{name}.bmp"))).unwrap();
+    }
+}
+
+#[test]
+fn organisers_layout_loads_as_distributed() {
+    let dir = TempDir::new().unwrap();
+    let root = dir.path();
+    write_organisers(root);
+    assert!(Release::present(root));
+    let train = load_refuge_release(root, Release::Training, 20).unwrap();
+    assert_eq!(train.names, ["g0001", "n0001", "n0002"]);
+    assert_eq!(train.glaucoma, [1, 0, 0]);
+    check_masks(&train.cup_disc, 20);
+    let test = load_refuge_release(root, Release::Test, 20).unwrap();
+    assert_eq!(test.names, ["T0001", "T0002", "T0003"]);
+    assert_eq!(test.glaucoma, [0, 1, 0]);
+    check_masks(&test.cup_disc, 20);
+    // `--task fundus --data ROOT` trains on Training400 and tests on Test400.
+    let cfg = mtcool::train::data::DataConfig {
+        task: mtcool::train::data::TaskKind::Fundus,
+        data_dir: Some(root.to_path_buf()),
+        limit_train: None,
+        limit_test: None,
+        size: 16,
+        disjoint_labels: false,
+        folder: None,
+    };
+    let (tr, te) = mtcool::train::data::load(&cfg).unwrap();
+    assert_eq!((tr.len(), te.len()), (3, 3));
+    assert_eq!(te.batch(&[0, 1, 2]).labels[1], [0, 1, 0]);
+    // Each missing piece is one error naming it.
+    fs::remove_file(root.join("REFUGE-Test-GT/Disc_Cup_Masks/G/T0002.bmp")).unwrap();
+    let e = load_refuge_release(root, Release::Test, 20).unwrap_err().to_string();
+    assert!(e.contains("T0002.jpg") && e.contains("no mask T0002.bmp") && !e.contains('\n'), "{e}");
+    fs::remove_file(root.join("Annotation-Training400/Disc_Cup_Masks/Glaucoma/g0001.bmp")).unwrap();
+    let e = load_refuge_release(root, Release::Training, 20).unwrap_err().to_string();
+    assert!(e.contains("g0001.jpg") && e.contains("no mask g0001.bmp"), "{e}");
 }
 
 #[test]

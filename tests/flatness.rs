@@ -47,7 +47,7 @@ fn rows(f: &Flatness, task: usize, probe: Probe) -> impl Iterator<Item = &Row> {
 
 /// Each task's (loss, main metric) of one clean evaluation pass, as `mtcool eval` computes them.
 fn clean(run: &LoadedRun) -> [(f64, f64); 2] {
-    let setup = data::setup(TaskKind::Fundus);
+    let setup = data::builtin_setup(TaskKind::Fundus);
     let m = evaluate_pass(&run.model, run.test.as_ref(), &setup, EVAL_BATCH, &[Read::Train; 2]).unwrap();
     let m: Vec<_> = m.iter().map(|a| a.finish()).collect();
     let dice: Vec<f64> = m[0].iter().filter(|(k, _)| k.starts_with("dice_")).map(|(_, v)| *v).collect();

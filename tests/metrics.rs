@@ -54,7 +54,7 @@ fn nested_region_dice() {
         logits[class * 4 + px] = 5.0;
     }
     let logits = Tensor::new(&[1, 3, 2, 2], logits).unwrap();
-    let mut m = TaskMetrics::new(MetricKind::Segment(Regions::Nested(vec!["disc", "cup"])), 3);
+    let mut m = TaskMetrics::new(MetricKind::Segment(Regions::nested(&["disc", "cup"])), 3);
     m.update(&logits, &[0, 1, 2, 2]);
     let r = m.finish();
     assert_eq!(r["dice_disc"], 1.0);

@@ -117,7 +117,7 @@ fn each_task_s_loss_reads_its_own_images_only() {
         let mut f = flags.clone();
         f.extend(["--method", method, "--mode", "vanilla"]);
         let cfg = config(&f);
-        let setup = data::setup(cfg.data.task);
+        let setup = data::setup(&cfg.data);
         let obj = Objective::unweighted(&setup.specs);
         let m0 = MultiTaskModel::new(cfg.model_config(), 3);
         let want: Vec<f32> = (0..2).map(|t| loss_alone(&m0, &obj, &xs[t], &labels_for(t), t)).collect();
@@ -156,7 +156,7 @@ fn each_task_s_loss_reads_its_own_images_only() {
     let mut f = flags.clone();
     f.extend(["--method", "graddrop"]);
     let cfg = config(&f);
-    let obj = Objective::unweighted(&data::setup(cfg.data.task).specs);
+    let obj = Objective::unweighted(&data::setup(&cfg.data).specs);
     let mut m = MultiTaskModel::new(cfg.model_config(), 3);
     let mut opt = Optimizer::adam(AdamConfig::with_lr(1e-3));
     let c: Combiner = cfg.combiner().unwrap();
@@ -180,7 +180,7 @@ fn a_disjoint_label_run_reports_each_task_on_its_own_test_images() {
         let summary = read_json(&run.join("summary.json"));
         let model = mtcool::checkpoint::load(&run.join("model.safetensors")).unwrap();
         let shared = config(&SMALL);
-        let setup = data::setup(shared.data.task);
+        let setup = data::setup(&shared.data);
         let (_, full) = data::load(&shared.data).unwrap();
         let on_all = evaluate(&model, full.as_ref(), &setup, 64).unwrap();
         for (t, key) in [(0, "dice_cup"), (1, "acc")] {

@@ -77,7 +77,7 @@ fn best_epoch_threshold_and_weights_come_from_validation() {
     assert_ok(&mtcool(&argv), "train with a validation split");
     let summary = read_json(&run.join("summary.json"));
     let cfg: TrainConfig = serde_json::from_value(read_json(&run.join("config.json"))).unwrap();
-    let setup = data::setup(cfg.data.task);
+    let setup = data::setup(&cfg.data);
 
     // The best epoch is the arg-max of the validation score over metrics.jsonl.
     let history: Vec<train::EpochMetrics> = std::fs::read_to_string(run.join("metrics.jsonl"))

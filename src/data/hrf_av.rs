@@ -3,12 +3,15 @@
 //!
 //! Layout under `root`:
 //! * `images/` — fundus photographs (`.jpg`, `.jpeg`, `.png`, any letter case, e.g. `01_dr.JPG`);
-//! * `ann/` or `av/` — one RGB A/V label image per photograph (`.png`, `.bmp`, `.jpg`), named by the
-//!   photograph's stem, exactly or followed by `_suffix` (`01_dr_AVmanual.png`); an exact name wins, and
-//!   two suffixed candidates for one image are an error;
-//! * `masks/` — optional field-of-view masks, named the same way (`01_dr_mask.png`); when the folder
-//!   exists every image needs one. HRF ships its masks as TIFF, which this loader does not read: convert
-//!   them to PNG (a TIFF found in place of a mask is reported as such).
+//! * `ann/`, `av/` or `HRF_AV_GT/` — one RGB A/V label image per photograph (`.png`, `.bmp`, `.jpg`,
+//!   `.tif`), named by the photograph's stem, exactly or followed by `_suffix` (`01_dr_AVmanual.png`);
+//!   an exact name wins, and two suffixed candidates for one image are an error;
+//! * `masks/` or `mask/` — optional field-of-view masks, named the same way (`01_dr_mask.tif`); when the
+//!   folder exists every image needs one.
+//!
+//! So the data as distributed loads as it is: HRF's `all.zip` unpacked (`images/`, `mask/` with its TIFF
+//! masks; its `manual1/` vessel tracings are not read: the vessel map is the A/V label's union) with the
+//! HRF-AV labels' `HRF_AV_GT/` folder (Hemelings et al. 2019) copied beside them.
 //!
 //! Colours (JPEG-tolerant): a channel is *on* at ≥ 128 and *off* below 100. Only red on → artery; only
 //! blue on → vein; only green on → crossing, counted as a vessel and labelled **artery** (one class per
@@ -26,8 +29,8 @@ use std::path::{Path, PathBuf};
 
 use super::fundus::Mask;
 use super::refuge::{
-    check_same_size, check_size, ext, find_dir, fmt_err, image_batch, index_dir, list_files, normalise, open_image,
-    raw_rgb, resize_nearest, stem, IMAGE_EXTS,
+    check_same_size, check_size, find_dir, fmt_err, image_batch, index_dir, list_files, normalise, open_image, raw_rgb,
+    resize_nearest, stem, IMAGE_EXTS,
 };
 use super::DataError;
 use crate::Tensor;
@@ -114,11 +117,11 @@ pub fn av_class(rgb: [u8; 3]) -> (u8, u8) {
 pub fn load_hrf_av(root: &Path, size: usize) -> Result<HrfAvSet, DataError> {
     check_size(root, size)?;
     let img_dir = find_dir(root, &["images"], "the fundus photographs")?;
-    let ann_dir = find_dir(root, &["ann", "av"], "the artery/vein annotations")?;
-    let mask_dir = Some(root.join("masks")).filter(|d| d.is_dir());
+    let ann_dir = find_dir(root, &["ann", "av", "HRF_AV_GT"], "the artery/vein annotations")?;
+    let mask_dir = ["masks", "mask"].iter().map(|m| root.join(m)).find(|d| d.is_dir());
     let images = list_files(&img_dir, IMAGE_EXTS)?;
     if images.is_empty() {
-        return Err(fmt_err(&img_dir, "no images (.jpg/.jpeg/.png) in this folder"));
+        return Err(fmt_err(&img_dir, "no images (.jpg/.jpeg/.png/.tif) in this folder"));
     }
     let anns = index_dir(&ann_dir, LABEL_EXTS)?;
     let masks = match &mask_dir {
@@ -176,15 +179,13 @@ fn find_match(
         false => exact,
         true => index.iter().filter(|(s, _)| s.starts_with(&prefix)).map(|(_, p)| p).collect(),
     };
-    let (tiff, ok): (Vec<&PathBuf>, Vec<&PathBuf>) = found.into_iter().partition(|p| ext(p).starts_with("tif"));
-    match (ok.as_slice(), tiff.first()) {
-        ([one], _) => Ok((*one).clone()),
-        ([], Some(t)) => Err(fmt_err(t, format!("{what} is TIFF, which this loader cannot read; convert it to PNG"))),
-        ([], None) => {
-            let msg = format!("no {what} named {name}.png or {name}_*.png (or .bmp/.jpg) in {}", dir.display());
+    match found.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            let msg = format!("no {what} named {name}.png or {name}_*.png (or .bmp/.jpg/.tif) in {}", dir.display());
             Err(fmt_err(image, msg))
         }
-        (many, _) => {
+        many => {
             let names: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
             Err(fmt_err(image, format!("ambiguous {what}: {} all match", names.join(", "))))
         }

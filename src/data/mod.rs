@@ -8,6 +8,7 @@
 //! Everything fallible returns [`DataError`], whose `Display` is a single line that starts with the file
 //! it is about.
 
+pub mod folder;
 pub mod fundus;
 pub mod hrf_av;
 pub mod mnist;

@@ -2,7 +2,9 @@
 //! classification on fundus photographs, read from a folder the user already has (the data set is not
 //! redistributable).
 //!
-//! Layout under `root`:
+//! Two layouts are read. The organisers' own (the challenge download unpacked: `Training400/`,
+//! `Annotation-Training400/`, `Test400/`, `REFUGE-Test-GT/`; see [`Release`] and
+//! [`load_refuge_release`]), and this simpler one under `root`:
 //! * `Images/` — fundus photographs (`.jpg`, `.jpeg` or `.png`, any letter case), either directly in
 //!   `Images/` or in `Images/Glaucoma/` and `Images/Non-Glaucoma/` (the training-release layout, which
 //!   also gives the glaucoma label, 1 and 0);
@@ -39,7 +41,7 @@ pub const BACKGROUND: u8 = 0;
 /// The largest `size` accepted.
 pub const MAX_SIZE: usize = 4096;
 
-pub(crate) const IMAGE_EXTS: &[&str] = &["jpg", "jpeg", "png"];
+pub(crate) const IMAGE_EXTS: &[&str] = &["jpg", "jpeg", "png", "tif", "tiff"];
 const MASK_EXTS: &[&str] = &["bmp", "png"];
 /// Class subfolders of the training release, indexed by glaucoma label.
 const CLASS_DIRS: [&str; 2] = ["Non-Glaucoma", "Glaucoma"];
@@ -110,7 +112,7 @@ pub fn load_refuge(root: &Path, size: usize) -> Result<RefugeSet, DataError> {
     }
     entries.extend(list_files(&img_dir, IMAGE_EXTS)?.into_iter().map(|p| (p, None)));
     if entries.is_empty() {
-        return Err(fmt_err(&img_dir, "no images (.jpg/.jpeg/.png) here or in Glaucoma/, Non-Glaucoma/"));
+        return Err(fmt_err(&img_dir, "no images (.jpg/.jpeg/.png/.tif) here or in Glaucoma/, Non-Glaucoma/"));
     }
     let csv_path = root.join("labels.csv");
     let csv = match entries.iter().any(|e| e.1.is_none()) {
@@ -132,6 +134,7 @@ pub fn load_refuge(root: &Path, size: usize) -> Result<RefugeSet, DataError> {
         vcdr: Vec::with_capacity(n),
         names: Vec::with_capacity(n),
     };
+    let mut items = Vec::with_capacity(n);
     for (path, folder_label) in entries {
         let name = stem(&path);
         let label = match folder_label.or_else(|| csv.get(&name).copied()) {
@@ -143,17 +146,108 @@ pub fn load_refuge(root: &Path, size: usize) -> Result<RefugeSet, DataError> {
             let msg = format!("no mask {name}.bmp or {name}.png for this image in {}", mask_dir.display());
             return Err(fmt_err(&path, msg));
         };
+        items.push((path, label, mask_path.clone()));
+    }
+    assemble(&mut set, items)?;
+    Ok(set)
+}
+
+/// Decodes each (image, glaucoma label, cup/disc mask) into `set`.
+fn assemble(set: &mut RefugeSet, items: Vec<(PathBuf, u8, PathBuf)>) -> Result<(), DataError> {
+    for (path, label, mask_path) in items {
         let img = open_image(&path)?.to_rgb8();
-        let mask = open_image(mask_path)?.to_luma8();
-        check_same_size(mask_path, mask.dimensions(), &path, img.dimensions())?;
+        let mask = open_image(&mask_path)?.to_luma8();
+        check_same_size(&mask_path, mask.dimensions(), &path, img.dimensions())?;
         let classes: Vec<u8> = mask.as_raw().iter().map(|&v| grey_class(v)).collect();
-        set.images.extend(normalise(&img, size));
-        set.cup_disc.extend(resize_nearest(&classes, img.width() as usize, img.height() as usize, size));
+        set.images.extend(normalise(&img, set.size));
+        set.cup_disc.extend(resize_nearest(&classes, img.width() as usize, img.height() as usize, set.size));
         set.vcdr.push(vertical_cdr(&classes, img.width() as usize));
         set.glaucoma.push(label);
-        set.names.push(name);
+        set.names.push(stem(&path));
     }
+    Ok(())
+}
+
+/// The releases of the REFUGE challenge folder as its organisers distribute it (the root holding
+/// `Training400/`, `Annotation-Training400/`, `Test400/`, `REFUGE-Test-GT/`, …).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// `Training400/{Glaucoma,Non-Glaucoma}/*.jpg`, masks in
+    /// `Annotation-Training400/Disc_Cup_Masks/{Glaucoma,Non-Glaucoma}/*.bmp`; the label is the folder.
+    Training,
+    /// `Test400/*.jpg`, masks in `REFUGE-Test-GT/Disc_Cup_Masks/{G,N}/*.bmp`; the label is the mask's
+    /// folder (G = glaucoma).
+    Test,
+}
+
+impl Release {
+    /// Whether `root` looks like the organisers' layout (it holds `Training400/`).
+    pub fn present(root: &Path) -> bool {
+        root.join("Training400").is_dir()
+    }
+}
+
+/// Loads one release of the organisers' REFUGE layout under `root` (see [`Release`]). The validation
+/// release (`REFUGE-Validation400`) is not read: its glaucoma labels ship only as a spreadsheet.
+pub fn load_refuge_release(root: &Path, release: Release, size: usize) -> Result<RefugeSet, DataError> {
+    check_size(root, size)?;
+    let mut items = Vec::new();
+    match release {
+        Release::Training => {
+            let img_dir = find_dir(root, &["Training400"], "the training photographs")?;
+            let mask_root = root.join("Annotation-Training400").join("Disc_Cup_Masks");
+            for (label, sub) in CLASS_DIRS.iter().enumerate().rev() {
+                let dir = img_dir.join(sub);
+                if !dir.is_dir() {
+                    return Err(fmt_err(&dir, "folder not found (Training400 has Glaucoma/ and Non-Glaucoma/)"));
+                }
+                let masks: HashMap<String, PathBuf> = index_dir_or_err(&mask_root.join(sub))?;
+                for path in list_files(&dir, IMAGE_EXTS)? {
+                    let mask = release_mask(&masks, &path, &mask_root.join(sub))?;
+                    items.push((path, label as u8, mask));
+                }
+            }
+        }
+        Release::Test => {
+            let img_dir = find_dir(root, &["Test400"], "the test photographs")?;
+            let mask_root = root.join("REFUGE-Test-GT").join("Disc_Cup_Masks");
+            let by_label = [index_dir_or_err(&mask_root.join("N"))?, index_dir_or_err(&mask_root.join("G"))?];
+            for path in list_files(&img_dir, IMAGE_EXTS)? {
+                let name = stem(&path);
+                let found: Vec<usize> = (0..2).filter(|&l| by_label[l].contains_key(&name)).collect();
+                let label = match found[..] {
+                    [l] => l,
+                    [] => {
+                        let msg = format!("no mask {name}.bmp in {}/G or /N", mask_root.display());
+                        return Err(fmt_err(&path, msg));
+                    }
+                    _ => {
+                        return Err(fmt_err(&path, format!("mask {name} is in both {}/G and /N", mask_root.display())))
+                    }
+                };
+                items.push((path, label as u8, by_label[label][&name].clone()));
+            }
+        }
+    }
+    if items.is_empty() {
+        return Err(fmt_err(root, format!("no images in the {release:?} release")));
+    }
+    let mut set = RefugeSet { size, images: vec![], cup_disc: vec![], glaucoma: vec![], vcdr: vec![], names: vec![] };
+    assemble(&mut set, items)?;
     Ok(set)
+}
+
+/// Stem → mask file of a folder that must exist.
+fn index_dir_or_err(dir: &Path) -> Result<HashMap<String, PathBuf>, DataError> {
+    if !dir.is_dir() {
+        return Err(fmt_err(dir, "mask folder not found"));
+    }
+    Ok(index_dir(dir, MASK_EXTS)?.into_iter().rev().collect())
+}
+
+fn release_mask(masks: &HashMap<String, PathBuf>, image: &Path, dir: &Path) -> Result<PathBuf, DataError> {
+    let name = stem(image);
+    masks.get(&name).cloned().ok_or_else(|| fmt_err(image, format!("no mask {name}.bmp in {}", dir.display())))
 }
 
 /// The class of a REFUGE mask grey value: nearest of 0 (cup), 128 (rim), 255 (background).

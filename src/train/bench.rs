@@ -91,7 +91,7 @@ fn setup(cfg: &TrainConfig, backend: &Backend) -> Result<Setup> {
         cfg.batch_size
     );
     let batch = train_set.batch(&(0..cfg.batch_size).collect::<Vec<_>>());
-    let obj = objective(cfg, &data::setup(cfg.data.task), train_set.as_ref());
+    let obj = objective(cfg, &data::setup(&cfg.data), train_set.as_ref());
     let (mut model, mut opt) = (MultiTaskModel::new(cfg.model_config(), cfg.seed), cfg.optimizer());
     model.store.to_backend(backend)?;
     opt.to_backend(backend)?;

@@ -15,10 +15,11 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::data::TaskKind;
+use super::data::{self, DataConfig, TaskKind};
 use super::report::{eval_run, Summary};
 use super::{train_on, write_json, RunOptions, TrainConfig};
 use crate::backend::Backend;
+use crate::metrics::{MetricKind, Regions};
 use crate::model::{Method, MultiTaskModel};
 
 /// One row of the table: its name and the config of each seed's run.
@@ -52,10 +53,12 @@ fn picked(r: &Summary, pick: Pick) -> &[super::Metrics] {
 }
 
 /// The metrics shown per task, with their column headers.
-pub fn columns(task: TaskKind) -> Vec<(usize, &'static str, &'static str)> {
-    match task {
-        TaskKind::Multimnist => vec![(0, "acc", "task 1 (left) acc"), (1, "acc", "task 2 (right) acc")],
-        TaskKind::Fundus => vec![
+pub fn columns(data: &DataConfig) -> Vec<(usize, String, String)> {
+    let fixed =
+        |cols: &[(usize, &str, &str)]| cols.iter().map(|&(t, k, h)| (t, k.to_string(), h.to_string())).collect();
+    match data.task {
+        TaskKind::Multimnist => fixed(&[(0, "acc", "task 1 (left) acc"), (1, "acc", "task 2 (right) acc")]),
+        TaskKind::Fundus => fixed(&[
             (0, "dice_disc", "disc Dice"),
             (0, "dice_cup", "cup Dice"),
             (1, "auroc", "AUROC"),
@@ -63,8 +66,8 @@ pub fn columns(task: TaskKind) -> Vec<(usize, &'static str, &'static str)> {
             (1, "acc", "glaucoma Acc"),
             (1, "sensitivity", "Sen"),
             (1, "specificity", "Spe"),
-        ],
-        TaskKind::Fundus3 => vec![
+        ]),
+        TaskKind::Fundus3 => fixed(&[
             (0, "dice_disc", "disc Dice"),
             (0, "dice_cup", "cup Dice"),
             (1, "dice_vessel", "vessel F1"),
@@ -72,15 +75,34 @@ pub fn columns(task: TaskKind) -> Vec<(usize, &'static str, &'static str)> {
             (2, "acc", "glaucoma Acc"),
             (2, "sensitivity", "Sen"),
             (2, "specificity", "Spe"),
-        ],
-        TaskKind::FundusAv => vec![
+        ]),
+        TaskKind::FundusAv => fixed(&[
             (0, "dice_artery", "artery F1"),
             (0, "acc_artery", "artery Acc"),
             (0, "dice_vein", "vein F1"),
             (0, "acc_vein", "vein Acc"),
             (1, "dice_vessel", "vessel F1"),
             (1, "acc_vessel", "vessel Acc"),
-        ],
+        ]),
+        // The user's tasks: Dice per scored class, accuracy (and AUROC when binary) per classifier.
+        TaskKind::Folder => {
+            let setup = data::setup(data);
+            let mut cols = vec![];
+            for (t, (metric, name)) in setup.metrics.iter().zip(&setup.names).enumerate() {
+                match metric {
+                    MetricKind::Segment(Regions::PerClass(classes) | Regions::Nested(classes)) => {
+                        cols.extend(classes.iter().map(|c| (t, format!("dice_{c}"), format!("{name}: {c} Dice"))));
+                    }
+                    MetricKind::Classify => {
+                        cols.push((t, "acc".to_string(), format!("{name} Acc")));
+                        if setup.specs[t].classes() == 2 {
+                            cols.push((t, "auroc".to_string(), format!("{name} AUROC")));
+                        }
+                    }
+                }
+            }
+            cols
+        }
     }
 }
 
@@ -103,14 +125,14 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
 
 /// The markdown table of finished rows, each run read at `pick`. `joint_params` is the size of Joint
 /// at the default width on this task (the paper's "Params 1").
-pub fn table(task: TaskKind, rows: &[(String, Vec<Summary>)], joint_params: usize, pick: Pick) -> String {
-    let mut cols = columns(task);
+pub fn table(data: &DataConfig, rows: &[(String, Vec<Summary>)], joint_params: usize, pick: Pick) -> String {
+    let mut cols = columns(data);
     let all = || rows.iter().flat_map(|(_, r)| r.iter());
     let tasks = all().map(|r| r.metrics.len()).max().unwrap_or(0);
     for t in 0..tasks {
         for (key, header) in THRESHOLD_COLUMNS {
             if all().any(|r| picked(r, pick).get(t).is_some_and(|m| m.contains_key(key))) {
-                cols.push((t, key, header));
+                cols.push((t, key.to_string(), header.to_string()));
             }
         }
     }
@@ -122,7 +144,8 @@ pub fn table(task: TaskKind, rows: &[(String, Vec<Summary>)], joint_params: usiz
     s.push('\n');
     for (name, runs) in rows.iter().filter(|(_, r)| !r.is_empty()) {
         s.push_str(&format!("| {name} |"));
-        for &(t, key, _) in &cols {
+        for (t, key, _) in &cols {
+            let (t, key) = (*t, key.as_str());
             let scale = if key == "threshold" { 1.0 } else { 100.0 };
             let xs: Vec<f64> =
                 runs.iter().map(|r| scale * picked(r, pick)[t].get(key).copied().unwrap_or(f64::NAN)).collect();
@@ -172,11 +195,11 @@ fn b_sweeps<'a>(rows: &'a [(String, Vec<Summary>)], cfgs: &[Row]) -> Vec<Sweep<'
 
 /// Each task's headline test metric (mean ± std over seeds, at `pick`) against b on a log axis, one
 /// line per sweep.
-pub fn b_sweep_svg(task: TaskKind, sweeps: &[Sweep], pick: Pick) -> String {
+pub fn b_sweep_svg(data: &DataConfig, sweeps: &[Sweep], pick: Pick) -> String {
     const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
-    let cols = columns(task);
+    let cols = columns(data);
     let heads: Vec<(usize, &str, &str)> = (0..=cols.iter().map(|c| c.0).max().unwrap_or(0))
-        .filter_map(|t| cols.iter().find(|c| c.0 == t).copied())
+        .filter_map(|t| cols.iter().find(|c| c.0 == t).map(|c| (c.0, c.1.as_str(), c.2.as_str())))
         .collect();
     let (w, h, pad) = (380.0, 260.0, 46.0);
     let mut svg = format!(
@@ -253,9 +276,11 @@ pub fn b_sweep_svg(task: TaskKind, sweeps: &[Sweep], pick: Pick) -> String {
 
 /// Trains every run not yet done (in seed-major order, so every row gets its first seed early) and
 /// writes `table.md` and `results.json` under `out`; returns the table.
-pub fn run(task: TaskKind, rows: &[Row], out: &Path, device: &str, backend: &Backend) -> Result<String> {
+pub fn run(rows: &[Row], out: &Path, device: &str, backend: &Backend) -> Result<String> {
     fs::create_dir_all(out).with_context(|| format!("cannot create output folder {}", out.display()))?;
     let first = rows.first().and_then(|r| r.runs.first()).context("compare: no methods given")?;
+    let first = first.with_manifest()?;
+    let data = &first.data;
     let joint = TrainConfig { method: Method::Joint, width: 1.0, ..first.clone() };
     let joint_params = MultiTaskModel::new(joint.model_config(), 0).param_count();
     let seeds = rows.iter().map(|r| r.runs.len()).max().unwrap_or(0);
@@ -271,7 +296,7 @@ pub fn run(task: TaskKind, rows: &[Row], out: &Path, device: &str, backend: &Bac
                 let mut s: Summary =
                     serde_json::from_str(&text).with_context(|| format!("reading {}", summary_path.display()))?;
                 // A run finished before a table column's metric existed: re-evaluate its checkpoint.
-                if columns(task).iter().any(|&(t, key, _)| !s.metrics[t].contains_key(key)) {
+                if columns(data).iter().any(|(t, key, _)| !s.metrics[*t].contains_key(key)) {
                     eprintln!("compare: re-evaluating {} for metrics it lacks", dir.display());
                     s.metrics = eval_run(&dir, cfg.data.data_dir.clone())?.1;
                 }
@@ -284,15 +309,15 @@ pub fn run(task: TaskKind, rows: &[Row], out: &Path, device: &str, backend: &Bac
             done[r].1.push(summary);
             let best = done.iter().flat_map(|(_, r)| r).all(|r| r.best_metrics.is_some());
             let pick = if best { Pick::Best } else { Pick::Last };
-            table_md = table(task, &done, joint_params, pick);
+            table_md = table(data, &done, joint_params, pick);
             fs::write(out.join("table.md"), &table_md).context("writing table.md")?;
             if best {
-                fs::write(out.join("table-last.md"), table(task, &done, joint_params, Pick::Last))
+                fs::write(out.join("table-last.md"), table(data, &done, joint_params, Pick::Last))
                     .context("writing table-last.md")?;
             }
             let sweeps = b_sweeps(&done, rows);
             if !sweeps.is_empty() {
-                fs::write(out.join("b-sweep.svg"), b_sweep_svg(task, &sweeps, pick)).context("writing b-sweep.svg")?;
+                fs::write(out.join("b-sweep.svg"), b_sweep_svg(data, &sweeps, pick)).context("writing b-sweep.svg")?;
             }
             let raw: Vec<RowResults> = done.iter().map(|(name, runs)| RowResults { name, runs }).collect();
             write_json(&out.join("results.json"), &raw)?;

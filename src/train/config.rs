@@ -114,18 +114,29 @@ impl TrainConfig {
         }
     }
 
-    /// This config with `--match-params` carried out (`width` set to `matched_width`'s, reported on
-    /// stderr); itself otherwise.
+    /// This config made concrete: a folder task's manifest read into it, and `--match-params` carried
+    /// out (`width` set to `matched_width`'s, reported on stderr).
     pub fn resolved(&self) -> Result<TrainConfig> {
-        if !self.match_params {
-            return Ok(self.clone());
+        let mut cfg = self.with_manifest()?;
+        if cfg.match_params {
+            let (width, n, joint) = cfg.matched_width()?;
+            eprintln!(
+                "--match-params: width {width} gives {n} parameters, Joint has {joint} ({:+.2} %)",
+                100.0 * (n as f64 - joint as f64) / joint as f64
+            );
+            cfg.width = width;
         }
-        let (width, n, joint) = self.matched_width()?;
-        eprintln!(
-            "--match-params: width {width} gives {n} parameters, Joint has {joint} ({:+.2} %)",
-            100.0 * (n as f64 - joint as f64) / joint as f64
-        );
-        Ok(TrainConfig { width, ..self.clone() })
+        Ok(cfg)
+    }
+
+    /// This config with a folder task's manifest read into it (itself for the built-in tasks).
+    pub fn with_manifest(&self) -> Result<TrainConfig> {
+        let mut cfg = self.clone();
+        if cfg.data.task == TaskKind::Folder && cfg.data.folder.is_none() {
+            let dir = cfg.data.data_dir.as_deref().ok_or_else(|| anyhow::anyhow!("--task folder needs --data DIR"))?;
+            cfg.data.folder = Some(crate::data::folder::Manifest::read(dir)?);
+        }
+        Ok(cfg)
     }
 
     /// The width at which this model's parameter count is closest to Joint's at the default width
@@ -212,6 +223,9 @@ impl TrainConfig {
         {
             bail!("--size must be a multiple of 4 in 16..=1024, got {}", self.data.size);
         }
+        if self.data.task == TaskKind::Folder && self.data.data_dir.is_none() {
+            bail!("--task folder needs --data DIR (a folder with tasks.json, images/ and the labels)");
+        }
         if self.data.task != TaskKind::Multimnist && self.data.data_dir.is_none() && self.data.size < 32 {
             bail!(
                 "--size must be at least 32 for the synthetic fundus images (16 is allowed with --data), got {}",
@@ -222,10 +236,12 @@ impl TrainConfig {
     }
 
     pub fn model_config(&self) -> ModelConfig {
-        let setup = data::setup(self.data.task);
+        let setup = data::setup(&self.data);
         let arch = match self.data.task {
             TaskKind::Multimnist => Arch::Lenet,
-            TaskKind::Fundus | TaskKind::FundusAv | TaskKind::Fundus3 => Arch::Unet { base: UNET_BASE },
+            TaskKind::Fundus | TaskKind::FundusAv | TaskKind::Fundus3 | TaskKind::Folder => {
+                Arch::Unet { base: UNET_BASE }
+            }
         };
         ModelConfig {
             arch,

@@ -10,11 +10,12 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::data::folder::{self, FolderSet, Kind, Manifest};
 use crate::data::fundus::{FundusConfig, FundusSet, Mask};
 use crate::data::hrf_av::{load_hrf_av, HrfAvSet};
 use crate::data::mnist::{default_mnist_dir, load_mnist, Split};
 use crate::data::multimnist::{self, MultiMnist};
-use crate::data::refuge::{load_refuge, RefugeSet};
+use crate::data::refuge::{load_refuge, load_refuge_release, RefugeSet, Release};
 use crate::metrics::{MetricKind, Regions};
 use crate::model::TaskSpec;
 use crate::mtl::Batch;
@@ -38,6 +39,8 @@ pub enum TaskKind {
     Fundus3,
     /// MultiMNIST: classify the upper-left and the lower-right digit.
     Multimnist,
+    /// The user's own image set: `--data DIR` with a `tasks.json` manifest (`data::folder`).
+    Folder,
 }
 
 /// A split shared by the views built on it (subsets, per-task sets).
@@ -320,6 +323,58 @@ fn folder_splits<S: FundusSource + 'static>(
     ))
 }
 
+/// A user's folder (`data::folder`) split as [`folder_splits`] splits the built-in layouts.
+fn folder_task_splits(dir: &Path, m: &Manifest, size: usize) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> {
+    let (train, test) = (dir.join("train"), dir.join("test"));
+    if train.is_dir() && test.is_dir() {
+        let load = |d: &Path| -> Result<Box<dyn TaskData>> {
+            let set = Rc::new(folder::load_folder(d, m, size)?);
+            let all = (0..set.len()).collect();
+            folder_data(set, all, m)
+        };
+        return Ok((load(&train)?, load(&test)?));
+    }
+    let set = Rc::new(folder::load_folder(dir, m, size)?);
+    anyhow::ensure!(set.len() >= 2, "{}: need at least 2 images to split into train and test", dir.display());
+    let (test_idx, train_idx): (Vec<usize>, Vec<usize>) = (0..set.len()).partition(|i| i % 5 == 4);
+    Ok((folder_data(set.clone(), train_idx, m)?, folder_data(set, test_idx, m)?))
+}
+
+/// The images `subset` of a folder set: one shared split when each of them has every task's label,
+/// else a [`PerTask`] split where task t gets the images that have its label.
+fn folder_data(set: Rc<FolderSet>, subset: Vec<usize>, m: &Manifest) -> Result<Box<dyn TaskData>> {
+    let labelled = |t: usize| -> Vec<usize> { subset.iter().copied().filter(|&i| set.tasks[t].has[i]).collect() };
+    let per_task: Vec<Vec<usize>> = (0..m.tasks.len()).map(labelled).collect();
+    if per_task.iter().all(|s| s.len() == subset.len()) {
+        return Ok(Box::new(FolderTasks { set, subset }));
+    }
+    let names: Vec<String> = m.tasks.iter().map(|t| t.name.clone()).collect();
+    let sets =
+        per_task.into_iter().map(|subset| Rc::new(FolderTasks { set: set.clone(), subset }) as SharedData).collect();
+    Ok(Box::new(PerTask::new(sets, &names)?))
+}
+
+/// Some images of a user's folder set with every task's labels (zeros where an image has none: a
+/// [`PerTask`] split reads task t's labels only from the images that have them).
+pub struct FolderTasks {
+    set: Rc<FolderSet>,
+    subset: Vec<usize>,
+}
+
+impl TaskData for FolderTasks {
+    fn len(&self) -> usize {
+        self.subset.len()
+    }
+    fn batch(&self, idx: &[usize]) -> Batch {
+        let idx: Vec<usize> = idx.iter().map(|&i| self.subset[i]).collect();
+        let labels = (0..self.set.tasks.len()).map(|t| self.set.labels(t, &idx)).collect();
+        Batch::new(self.set.image_batch(&idx), labels)
+    }
+    fn rgb(&self, i: usize) -> Option<(Vec<u8>, usize)> {
+        Some((self.set.raw_rgb(self.subset[i]), self.set.size))
+    }
+}
+
 /// What the tasks of a `TaskKind` are.
 pub struct TaskSetup {
     pub specs: Vec<TaskSpec>,
@@ -338,8 +393,35 @@ fn names(n: &[&str]) -> Vec<String> {
     n.iter().map(|s| s.to_string()).collect()
 }
 
-pub fn setup(kind: TaskKind) -> TaskSetup {
+/// What the tasks of a run are: a built-in kind's, or those its folder manifest names.
+pub fn setup(data: &DataConfig) -> TaskSetup {
+    match (&data.task, &data.folder) {
+        (TaskKind::Folder, Some(m)) => manifest_setup(m),
+        (kind, _) => builtin_setup(*kind),
+    }
+}
+
+fn manifest_setup(m: &Manifest) -> TaskSetup {
+    let specs = m.tasks.iter().map(|t| match t.kind {
+        Kind::Segment => TaskSpec::Segment { classes: t.classes.len() },
+        Kind::Classify => TaskSpec::Classify { classes: t.classes.len() },
+    });
+    let metrics = m.tasks.iter().map(|t| match t.kind {
+        Kind::Segment => MetricKind::Segment(Regions::PerClass(t.classes[1..].to_vec())),
+        Kind::Classify => MetricKind::Classify,
+    });
+    TaskSetup {
+        specs: specs.collect(),
+        metrics: metrics.collect(),
+        names: m.tasks.iter().map(|t| t.name.clone()).collect(),
+        in_channels: m.channels,
+    }
+}
+
+/// What the tasks of a built-in `TaskKind` are (none for `Folder`, whose manifest says).
+pub fn builtin_setup(kind: TaskKind) -> TaskSetup {
     match kind {
+        TaskKind::Folder => TaskSetup { specs: vec![], metrics: vec![], names: vec![], in_channels: 3 },
         TaskKind::Multimnist => TaskSetup {
             specs: vec![TaskSpec::Classify { classes: 10 }; 2],
             metrics: vec![MetricKind::Classify, MetricKind::Classify],
@@ -348,7 +430,7 @@ pub fn setup(kind: TaskKind) -> TaskSetup {
         },
         TaskKind::Fundus => TaskSetup {
             specs: vec![TaskSpec::Segment { classes: 3 }, TaskSpec::Classify { classes: 2 }],
-            metrics: vec![MetricKind::Segment(Regions::Nested(vec!["disc", "cup"])), MetricKind::Classify],
+            metrics: vec![MetricKind::Segment(Regions::nested(&["disc", "cup"])), MetricKind::Classify],
             names: names(&["cup/disc segmentation", "glaucoma"]),
             in_channels: 3,
         },
@@ -359,8 +441,8 @@ pub fn setup(kind: TaskKind) -> TaskSetup {
                 TaskSpec::Classify { classes: 2 },
             ],
             metrics: vec![
-                MetricKind::Segment(Regions::Nested(vec!["disc", "cup"])),
-                MetricKind::Segment(Regions::PerClass(vec!["vessel"])),
+                MetricKind::Segment(Regions::nested(&["disc", "cup"])),
+                MetricKind::Segment(Regions::per_class(&["vessel"])),
                 MetricKind::Classify,
             ],
             names: names(&["cup/disc segmentation", "vessel segmentation", "glaucoma"]),
@@ -369,8 +451,8 @@ pub fn setup(kind: TaskKind) -> TaskSetup {
         TaskKind::FundusAv => TaskSetup {
             specs: vec![TaskSpec::Segment { classes: 3 }, TaskSpec::Segment { classes: 2 }],
             metrics: vec![
-                MetricKind::Segment(Regions::PerClass(vec!["artery", "vein"])),
-                MetricKind::Segment(Regions::PerClass(vec!["vessel"])),
+                MetricKind::Segment(Regions::per_class(&["artery", "vein"])),
+                MetricKind::Segment(Regions::per_class(&["vessel"])),
             ],
             names: names(&["artery/vein segmentation", "vessel segmentation"]),
             in_channels: 3,
@@ -393,6 +475,10 @@ pub struct DataConfig {
     /// training and scored on its own share only ([`deal_to_tasks`]).
     #[serde(default)]
     pub disjoint_labels: bool,
+    /// `--task folder`: the data folder's manifest, read once when the run starts and kept in
+    /// config.json (so eval and resume build the same tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<Manifest>,
 }
 
 /// Default sizes of the synthetic sets (before --limit-*).
@@ -405,7 +491,7 @@ pub fn load(cfg: &DataConfig) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> 
     if !cfg.disjoint_labels {
         return Ok((train, test));
     }
-    let names = setup(cfg.task).names;
+    let names = setup(cfg).names;
     Ok((deal_to_tasks(train, &names)?, deal_to_tasks(test, &names)?))
 }
 
@@ -413,7 +499,7 @@ pub fn load(cfg: &DataConfig) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> 
 pub fn load_test(cfg: &DataConfig) -> Result<Box<dyn TaskData>> {
     let (_, test) = load_shared(&DataConfig { limit_train: Some(1), ..cfg.clone() })?;
     match cfg.disjoint_labels {
-        true => deal_to_tasks(test, &setup(cfg.task).names),
+        true => deal_to_tasks(test, &setup(cfg).names),
         false => Ok(test),
     }
 }
@@ -429,6 +515,20 @@ fn load_shared(cfg: &DataConfig) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>
                 Box::new(multimnist::build(&test, DATA_SEED_TEST, cfg.limit_test)),
             )
         }
+        TaskKind::Fundus if cfg.data_dir.as_deref().is_some_and(Release::present) => {
+            // The organisers' layout: Training400 trains; Test400 tests when present, else every 5th.
+            let dir = cfg.data_dir.as_deref().expect("checked");
+            let train = load_refuge_release(dir, Release::Training, cfg.size)?;
+            if dir.join("Test400").is_dir() {
+                let test = load_refuge_release(dir, Release::Test, cfg.size)?;
+                (
+                    Box::new(FundusTasks::all(train, TaskKind::Fundus)) as Box<dyn TaskData>,
+                    Box::new(FundusTasks::all(test, TaskKind::Fundus)) as Box<dyn TaskData>,
+                )
+            } else {
+                folder_splits(dir, TaskKind::Fundus, |_| Ok(train.clone()))?
+            }
+        }
         TaskKind::Fundus if cfg.data_dir.is_some() => {
             let dir = cfg.data_dir.as_deref().expect("checked");
             folder_splits(dir, TaskKind::Fundus, |d| load_refuge(d, cfg.size))?
@@ -436,6 +536,12 @@ fn load_shared(cfg: &DataConfig) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>
         TaskKind::FundusAv if cfg.data_dir.is_some() => {
             let dir = cfg.data_dir.as_deref().expect("checked");
             folder_splits(dir, TaskKind::FundusAv, |d| load_hrf_av(d, cfg.size))?
+        }
+        TaskKind::Folder => {
+            let (Some(dir), Some(m)) = (cfg.data_dir.as_deref(), cfg.folder.as_ref()) else {
+                anyhow::bail!("--task folder needs --data DIR (a folder with {})", folder::MANIFEST)
+            };
+            folder_task_splits(dir, m, cfg.size)?
         }
         TaskKind::Fundus3 if cfg.data_dir.is_some() => {
             anyhow::bail!("--task fundus3 has synthetic data only (no real data set has all three labels): drop --data")

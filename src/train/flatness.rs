@@ -261,7 +261,7 @@ pub fn probe(runs: &[LoadedRun], opts: &Options) -> Result<Flatness> {
 
 /// The rows of one run, labelled `label`.
 fn probe_run(run: &LoadedRun, label: &str, opts: &Options) -> Result<Vec<Row>> {
-    let setup = data::setup(run.cfg.data.task);
+    let setup = data::setup(&run.cfg.data);
     let n = setup.n_tasks();
     let pass = |reads: &[Read]| evaluate_pass(&run.model, run.test.as_ref(), &setup, EVAL_BATCH, reads);
     // One clean pass scores every task.
@@ -482,7 +482,8 @@ fn panel(f: &Flatness, t: usize, x0: f64, title: &str) -> String {
 /// The plot: one panel per task (test loss against r), and a legend of the runs and probes below.
 pub fn svg(f: &Flatness) -> String {
     let same_task = f.runs.windows(2).all(|w| w[0].task == w[1].task);
-    let names = f.runs.first().filter(|_| same_task).map(|r| data::setup(r.task).names);
+    let names =
+        f.runs.first().filter(|_| same_task).map(|r| data::builtin_setup(r.task).names).filter(|n| !n.is_empty());
     let title = |t: usize| match &names {
         Some(n) => format!("task {}: {}, test loss", t + 1, n[t]),
         None => format!("task {}, test loss", t + 1),

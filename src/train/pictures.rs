@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::data::{TaskData, TaskKind};
 use crate::metrics::argmax_dim1;
-use crate::model::{MultiTaskModel, Read};
+use crate::model::{MultiTaskModel, Read, TaskSpec};
 use crate::tape::Tape;
 use crate::viz;
 
@@ -17,7 +17,8 @@ pub const SHOWN: usize = 8;
 
 pub fn write_predictions(model: &MultiTaskModel, test: &dyn TaskData, task: TaskKind, path: &Path) -> Result<()> {
     let n = test.len().min(SHOWN);
-    if n == 0 {
+    // The picture shows task 1's segmentation (a user's folder may start with a classifier).
+    if n == 0 || !matches!(model.cfg.tasks.first(), Some(TaskSpec::Segment { .. })) {
         return Ok(());
     }
     let idx: Vec<usize> = (0..n).collect();
@@ -41,7 +42,7 @@ pub fn write_predictions(model: &MultiTaskModel, test: &dyn TaskData, task: Task
                 tiles.push(viz::contour_overlay(&rgb, s, s, &[(p, 1, [60, 120, 255]), (p, 2, [255, 230, 0])]));
             }
             _ => {
-                let palette = [[0, 0, 0], [230, 40, 40], [40, 90, 255]];
+                let palette = [[0, 0, 0], [230, 40, 40], [40, 90, 255], [40, 200, 60], [240, 200, 30], [200, 60, 220]];
                 tiles.push(rgb);
                 tiles.push(viz::label_colors(t, &palette));
                 tiles.push(viz::label_colors(p, &palette));

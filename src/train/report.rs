@@ -272,7 +272,7 @@ pub fn eval_run_model(
         bail!("{file} does not match config.json in {}", run.display());
     }
     let test = data::load_test(&cfg.data)?;
-    let setup = data::setup(cfg.data.task);
+    let setup = data::setup(&cfg.data);
     let pass = evaluate_pass(&model, test.as_ref(), &setup, EVAL_BATCH, &vec![Read::Train; setup.n_tasks()])?;
     let metrics = pass
         .iter()

@@ -76,7 +76,7 @@ impl<'a> Run<'a> {
         };
         let (train_set, test_set) = data::load(&cfg.data)?;
         let (train_set, val_set) = data::split_validation(train_set, cfg.val_fraction)?;
-        let setup = data::setup(cfg.data.task);
+        let setup = data::setup(&cfg.data);
         let steps_per_epoch = train_set.len().div_ceil(cfg.batch_size) as u32;
         let (mut model, mut opt, pos, last_ckpt) = if opts.resume {
             let (r, warnings) = resume::latest(out, cfg, steps_per_epoch)?;
