@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::model::multitask::{Arch, ModelConfig, MultiTaskModel};
+use crate::preprocess::{Inputs, INPUTS_KEY, INPUTS_VERSION};
 
 const CONFIG_KEY: &str = "mtcool.model";
 
@@ -101,6 +102,28 @@ fn sorted_header(mut bytes: Vec<u8>) -> Result<Vec<u8>> {
 
 pub fn save(model: &MultiTaskModel, path: &Path) -> Result<()> {
     write_atomic(path, &to_bytes(model)?)
+}
+
+/// [`save`] with the preprocessing record (`mtcool.inputs`, see `preprocess::Inputs`) in the header.
+pub fn save_with_inputs(model: &MultiTaskModel, inputs: &Inputs, path: &Path) -> Result<()> {
+    write_atomic(path, &to_bytes_with(model, &[], &[(INPUTS_KEY, serde_json::to_string(inputs)?)])?)
+}
+
+/// The preprocessing record of a checkpoint, if it has one (checkpoints written before it existed
+/// do not).
+pub fn inputs(bytes: &[u8]) -> Result<Option<Inputs>> {
+    match metadata(bytes)?.get(INPUTS_KEY) {
+        None => Ok(None),
+        Some(json) => {
+            let i: Inputs = serde_json::from_str(json).map_err(|e| anyhow!("bad `{INPUTS_KEY}` metadata: {e}"))?;
+            ensure!(
+                i.version == INPUTS_VERSION,
+                "`{INPUTS_KEY}` version {} (this mtcool reads {INPUTS_VERSION})",
+                i.version
+            );
+            Ok(Some(i))
+        }
+    }
 }
 
 /// Rebuilds a model from a checkpoint, checking every tensor's presence, dtype and shape.

@@ -1,7 +1,7 @@
 //! The command line: argument parsing (clap) and one function per subcommand. Errors reach the user as
 //! exactly one line on stderr and a non-zero exit (see `main.rs`).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use std::path::PathBuf;
@@ -58,6 +58,35 @@ pub enum Command {
         /// summary.json's best-epoch metrics.
         #[arg(long)]
         best: bool,
+    },
+    /// Run a trained model on image files or folders (PNG/JPEG/BMP/TIFF, IDX): per-task classes and
+    /// probabilities (predictions.csv / .json) and per-pixel masks (masks/), prepared as in training.
+    Predict {
+        /// A run folder written by `mtcool train` (its model.safetensors; see --best).
+        #[arg(long, conflicts_with = "model")]
+        run: Option<PathBuf>,
+        /// A model file instead of a run folder.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// With --run: its model-best.safetensors (the best validation epoch).
+        #[arg(long)]
+        best: bool,
+        /// Images, IDX image files, or folders of them.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output folder (default: predictions/ in the run folder, or beside the model file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write the raw logits (CSV/JSON columns; segmentation: logits/*.f32).
+        #[arg(long)]
+        logits: bool,
+        /// Also write each segmentation as a coloured overlay on its input (overlays/).
+        #[arg(long)]
+        overlay: bool,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
     },
     /// Probe how flat trained runs' minima are: each task's test loss and metric with the other
     /// task's (and, as a control, its own) extractor perturbed by U(−r, r), over radii and noise draws.
@@ -409,6 +438,35 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compare(args) => compare_cmd(&args),
         Command::Bench(args) => bench_cmd(&args),
         Command::Profile(args) => profile_cmd(&args),
+        Command::Predict { run, model, best, inputs, out, logits, overlay, batch_size, device } => {
+            let file = match (&run, &model) {
+                (Some(r), _) => r.join(if best { "model-best.safetensors" } else { "model.safetensors" }),
+                (None, Some(m)) => m.clone(),
+                (None, None) => anyhow::bail!("predict needs --run DIR or --model FILE"),
+            };
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read model {}", file.display()))?;
+            let prep = crate::checkpoint::inputs(&bytes)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no `{}` record (written before predict existed): retrain, or re-save it with this mtcool",
+                    file.display(),
+                    crate::preprocess::INPUTS_KEY
+                )
+            })?;
+            let mut predictor = crate::predict::Predictor::from_model(
+                crate::checkpoint::from_bytes(&bytes).with_context(|| format!("checkpoint {}", file.display()))?,
+            );
+            let (device, line) = device::select(device)?;
+            predictor.to_backend(&crate::backend::Backend::open(device)?)?;
+            let out = out.unwrap_or_else(|| match &run {
+                Some(r) => r.join("predictions"),
+                None => file.parent().unwrap_or(std::path::Path::new(".")).join("predictions"),
+            });
+            eprintln!("{line}; {} → {}", file.display(), out.display());
+            let opts = crate::predict_files::Options { out: out.clone(), logits, overlay, batch_size };
+            let outcome = crate::predict_files::predict_files(&predictor, &prep, &inputs, &opts)?;
+            println!("{} input(s) predicted → {}", outcome.done, out.join("predictions.csv").display());
+            crate::predict_files::check(&outcome)
+        }
         Command::Eval { run, data, device, best } => {
             let (device, line) = device::select(device)?;
             let backend = crate::backend::Backend::open(device)?;

@@ -3,6 +3,7 @@
 //! Layers, one direction of dependency: `cli` → `train`/`mtl` → `model` → `tape` → `backend` → kernels.
 
 pub mod backend;
+pub mod capi;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
@@ -18,6 +19,8 @@ pub mod optim;
 pub mod params;
 pub mod parity;
 pub mod predict;
+pub mod predict_files;
+pub mod preprocess;
 pub mod profile;
 pub mod settings;
 pub mod tape;

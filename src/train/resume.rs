@@ -93,7 +93,9 @@ pub fn to_bytes(model: &MultiTaskModel, opt: &Optimizer, cfg: &TrainConfig, pos:
         }
     }
     let meta = TrainMeta { version: FORMAT_VERSION, config: cfg.clone(), position: pos.clone(), adam_steps };
-    checkpoint::to_bytes_with(model, &tensors, &[(STATE_KEY, serde_json::to_string(&meta)?)])
+    let inputs = serde_json::to_string(&crate::preprocess::Inputs::for_run(cfg))?;
+    let header = [(STATE_KEY, serde_json::to_string(&meta)?), (crate::preprocess::INPUTS_KEY, inputs)];
+    checkpoint::to_bytes_with(model, &tensors, &header)
 }
 
 /// Reads a training checkpoint of a run configured as `cfg` with `steps_per_epoch` steps per epoch,

@@ -49,6 +49,8 @@ pub(super) struct Run<'a> {
     pending: Vec<(StepOut, usize, Vec<usize>)>,
     /// `--graph`: the captured step.
     graph: Option<GraphStep>,
+    /// The preprocessing record every model file carries.
+    inputs: crate::preprocess::Inputs,
 }
 
 impl<'a> Run<'a> {
@@ -147,6 +149,7 @@ impl<'a> Run<'a> {
             inject_nan: nan_injection(),
             pending: vec![],
             graph,
+            inputs: crate::preprocess::Inputs::for_run(cfg),
         })
     }
 
@@ -272,12 +275,12 @@ impl<'a> Run<'a> {
         let val = val.map(|v| v.iter().map(|a| a.finish()).collect::<Vec<_>>());
         self.pos.acc.time.eval += evaluating.elapsed().as_secs_f64();
         let writing = Instant::now();
-        checkpoint::save(&self.model, &self.out.join("model.safetensors"))?;
+        checkpoint::save_with_inputs(&self.model, &self.inputs, &self.out.join("model.safetensors"))?;
         if let Some(v) = &val {
             let score = selection_score(v, &self.setup);
             let before = best_epoch(&self.pos.history, &self.setup).and_then(|m| m.val.as_ref());
             if !score.is_nan() && before.is_none_or(|b| score > selection_score(b, &self.setup)) {
-                checkpoint::save(&self.model, &self.out.join("model-best.safetensors"))?;
+                checkpoint::save_with_inputs(&self.model, &self.inputs, &self.out.join("model-best.safetensors"))?;
             }
         }
         self.pos.acc.time.checkpoints += writing.elapsed().as_secs_f64();
@@ -314,7 +317,7 @@ impl<'a> Run<'a> {
     pub(super) fn finish(self, device: &str) -> Result<Summary> {
         let (cfg, out, pos) = (self.cfg, self.out, &self.pos);
         self.bar.finish_and_clear();
-        checkpoint::save(&self.model, &out.join("model.safetensors"))?;
+        checkpoint::save_with_inputs(&self.model, &self.inputs, &out.join("model.safetensors"))?;
         let best = best_epoch(&pos.history, &self.setup);
         let summary = Summary {
             task: cfg.data.task,

@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Rebuild an mtcool model in PyTorch from its model.safetensors alone and load it with strict=True
+(docs/checkpoint.md). Families: MultiLeNet and U-Net extractors; Independent, Joint (and the gradient
+combiners, which train the Joint model) and MT-CooL with concat or add fusion. MTAN, CTAN and MT-CooL's
+attention fusion have more modules (their names are in docs/checkpoint.md) and are not rebuilt here.
+
+    python scripts/load_in_pytorch.py runs/x/model.safetensors [image.png]
+
+Prints the model's tasks and, given an image, every task's logits (prepared as `mtcool.inputs` says).
+"""
+import json
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+
+class LeNet(nn.Module):
+    def __init__(self, w, p):
+        super().__init__()
+        self.conv1 = nn.Conv2d(*w[f"{p}.conv1.weight"].shape[1::-1][:2], 5)
+        self.conv2 = nn.Conv2d(*w[f"{p}.conv2.weight"].shape[1::-1][:2], 5)
+        self.fc = nn.Linear(*w[f"{p}.fc.weight"].shape[::-1])
+
+    def forward(self, x):  # [B, 1, 28, 28] -> [B, d, 1, 1]: features are a 1×1 map
+        h = F.relu(F.max_pool2d(self.conv1(x), 2))
+        h = F.relu(F.max_pool2d(self.conv2(h), 2))
+        return F.relu(self.fc(h.flatten(1)))[:, :, None, None]
+
+
+class UNet(nn.Module):
+    NAMES = ("enc0", "enc1", "mid0", "mid1", "dec1", "dec0")
+
+    def __init__(self, w, p):
+        super().__init__()
+        for n in self.NAMES:
+            co, ci = w[f"{p}.{n}.weight"].shape[:2]
+            setattr(self, n, nn.Conv2d(ci, co, 3, padding=1))
+
+    def forward(self, x):
+        e0 = F.relu(self.enc0(x))
+        e1 = F.relu(self.enc1(F.max_pool2d(e0, 2)))
+        m = F.relu(self.mid1(F.relu(self.mid0(F.max_pool2d(e1, 2)))))
+        d1 = F.relu(self.dec1(torch.cat([F.interpolate(m, scale_factor=2, mode="nearest"), e1], 1)))
+        return F.relu(self.dec0(torch.cat([F.interpolate(d1, scale_factor=2, mode="nearest"), e0], 1)))
+
+
+class Head(nn.Module):
+    """Segmentation: a 1×1 conv. Classification: fc1 → ReLU → fc2 on the spatially averaged features."""
+
+    def __init__(self, w, p):
+        super().__init__()
+        self.segment = f"{p}.conv.weight" in w
+        if self.segment:
+            co, ci = w[f"{p}.conv.weight"].shape[:2]
+            self.conv = nn.Conv2d(ci, co, 1)
+        else:
+            self.fc1 = nn.Linear(*w[f"{p}.fc1.weight"].shape[::-1])
+            self.fc2 = nn.Linear(*w[f"{p}.fc2.weight"].shape[::-1])
+
+    def forward(self, z):
+        if self.segment:
+            return self.conv(z)
+        return self.fc2(F.relu(self.fc1(z.mean((2, 3)))))
+
+
+class MtcoolModel(nn.Module):
+    def __init__(self, path):
+        super().__init__()
+        w = load_file(path)
+        with safe_open(path, "pt") as f:
+            meta = f.metadata()
+        self.cfg = json.loads(meta["mtcool.model"])
+        self.inputs = json.loads(meta["mtcool.inputs"]) if "mtcool.inputs" in meta else None
+        method, fusion = self.cfg["method"], self.cfg["fusion"]
+        if method in ("mtan", "ctan") or (method == "mtcool" and fusion == "attention"):
+            sys.exit(f"{method}/{fusion}: not rebuilt by this script (see docs/checkpoint.md)")
+        n = len(self.cfg["tasks"])
+        Ext = UNet if "unet" in json.dumps(self.cfg["arch"]).lower() else LeNet
+        self.is_shared = method in ("joint", "pcgrad", "cagrad", "mgda", "graddrop")
+        self.mode = "shared" if self.is_shared else ("own" if method == "independent" else fusion)
+        prefixes = ["shared"] if self.is_shared else [f"task{t + 1}" for t in range(n)]
+        for p in prefixes:
+            sub = getattr(self, p, None) or nn.Module()
+            sub.extractor = Ext(w, f"{p}.extractor")
+            setattr(self, p, sub)
+        for t in range(n):
+            sub = getattr(self, f"task{t + 1}", None) or nn.Module()
+            sub.head = Head(w, f"task{t + 1}.head")
+            setattr(self, f"task{t + 1}", sub)
+        self.n = n
+        self.load_state_dict(w, strict=True)
+
+    def forward(self, x):
+        if self.is_shared:
+            z = self.shared_module().extractor(x)
+            return [getattr(self, f"task{t + 1}").head(z) for t in range(self.n)]
+        feats = [getattr(self, f"task{t + 1}").extractor(x) for t in range(self.n)]
+        if self.mode == "own":
+            zs = feats
+        elif self.mode == "add":
+            zs = [sum(feats)] * self.n
+        else:  # concat: every head reads [F1, ..., FT], task 1's features first
+            zs = [torch.cat(feats, 1)] * self.n
+        return [getattr(self, f"task{t + 1}").head(z) for t, z in enumerate(zs)]
+
+    def shared_module(self):
+        return getattr(self, "shared")
+
+
+def prepare(path, inputs):
+    from PIL import Image
+    import numpy as np
+
+    img = Image.open(path).convert("L" if inputs["channels"] == 1 else "RGB")
+    size = (inputs["width"], inputs["height"])
+    if img.size != size:
+        if inputs["resize"] == "bilinear":
+            img = img.resize(size, Image.BILINEAR)
+        else:  # nearest-exact: src = floor((dst + 0.5) * in / out)
+            a = np.asarray(img)
+            ys = ((2 * np.arange(size[1]) + 1) * a.shape[0]) // (2 * size[1])
+            xs = ((2 * np.arange(size[0]) + 1) * a.shape[1]) // (2 * size[0])
+            img = Image.fromarray(a[ys][:, xs])
+    a = np.asarray(img, dtype=np.float32).reshape(size[1], size[0], -1) / 255.0
+    a = (a - np.array(inputs["mean"], dtype=np.float32)) / np.array(inputs["std"], dtype=np.float32)
+    return torch.from_numpy(a.transpose(2, 0, 1).copy())[None]
+
+
+if __name__ == "__main__":
+    model = MtcoolModel(sys.argv[1]).eval()
+    print("loaded with strict=True:", model.cfg["method"], [t for t in model.cfg["tasks"]])
+    if len(sys.argv) > 2:
+        with torch.no_grad():
+            for t, l in enumerate(model(prepare(sys.argv[2], model.inputs))):
+                print(f"task {t + 1}: logits {tuple(l.shape)}", l.flatten()[:10].tolist())
