@@ -4,9 +4,10 @@
 combiners, which train the Joint model) and MT-CooL with concat or add fusion. MTAN, CTAN and MT-CooL's
 attention fusion have more modules (their names are in docs/checkpoint.md) and are not rebuilt here.
 
-    python scripts/load_in_pytorch.py runs/x/model.safetensors [image.png]
+    python scripts/load_in_pytorch.py runs/x/model.safetensors [image.ppm]
 
-Prints the model's tasks and, given an image, every task's logits (prepared as `mtcool.inputs` says).
+Prints the model's tasks and, given a binary PGM/PPM image, every task's logits (prepared as
+`mtcool.inputs` says).
 """
 import json
 import sys
@@ -111,23 +112,39 @@ class MtcoolModel(nn.Module):
         return getattr(self, "shared")
 
 
-def prepare(path, inputs):
-    from PIL import Image
+def read_pnm(path):
+    """A binary 8-bit PGM (P5) or PPM (P6) image as an [H, W, C] uint8 array."""
     import numpy as np
 
-    img = Image.open(path).convert("L" if inputs["channels"] == 1 else "RGB")
-    size = (inputs["width"], inputs["height"])
-    if img.size != size:
-        if inputs["resize"] == "bilinear":
-            img = img.resize(size, Image.BILINEAR)
-        else:  # nearest-exact: src = floor((dst + 0.5) * in / out)
-            a = np.asarray(img)
-            ys = ((2 * np.arange(size[1]) + 1) * a.shape[0]) // (2 * size[1])
-            xs = ((2 * np.arange(size[0]) + 1) * a.shape[1]) // (2 * size[0])
-            img = Image.fromarray(a[ys][:, xs])
-    a = np.asarray(img, dtype=np.float32).reshape(size[1], size[0], -1) / 255.0
-    a = (a - np.array(inputs["mean"], dtype=np.float32)) / np.array(inputs["std"], dtype=np.float32)
-    return torch.from_numpy(a.transpose(2, 0, 1).copy())[None]
+    data = open(path, "rb").read()
+    fields, pos = [], 0
+    while len(fields) < 4:  # magic, width, height, maxval, separated by whitespace
+        while data[pos : pos + 1].isspace():
+            pos += 1
+        start = pos
+        while not data[pos : pos + 1].isspace():
+            pos += 1
+        fields.append(data[start:pos])
+    magic, w, h = fields[0], int(fields[1]), int(fields[2])
+    c = {b"P5": 1, b"P6": 3}[magic]
+    return np.frombuffer(data[pos + 1 : pos + 1 + w * h * c], np.uint8).reshape(h, w, c)
+
+
+def prepare(path, inputs):
+    """The image at `path` (binary PGM/PPM) as the model's input, as `mtcool.inputs` says. Only the
+    nearest-exact resize is done here; give bilinear models images of their input size."""
+    import numpy as np
+
+    a = read_pnm(path)
+    h, w = inputs["height"], inputs["width"]
+    assert a.shape[2] == inputs["channels"], f"the model takes {inputs['channels']} channel(s)"
+    if a.shape[:2] != (h, w):
+        assert inputs["resize"] == "nearest-exact", "resize bilinear models' images to their input size first"
+        ys = ((2 * np.arange(h) + 1) * a.shape[0]) // (2 * h)  # src = floor((dst + 0.5) * in / out)
+        xs = ((2 * np.arange(w) + 1) * a.shape[1]) // (2 * w)
+        a = a[ys][:, xs]
+    x = (a.astype(np.float32) / np.float32(255.0) - np.array(inputs["mean"], np.float32)) / np.array(inputs["std"], np.float32)
+    return torch.from_numpy(x.transpose(2, 0, 1).copy())[None]
 
 
 if __name__ == "__main__":
