@@ -179,3 +179,58 @@ fn a_fresh_checkpoint_carries_the_documented_metadata() {
     let step = fs::read_dir(joint.join("ckpt")).unwrap().next().unwrap().unwrap().path();
     assert!(mtcool::checkpoint::inputs(&fs::read(step).unwrap()).unwrap().is_some());
 }
+
+#[test]
+fn idx_files_are_read_image_by_image_and_overlays_are_written() {
+    let Some(mnist) = common::real_mnist_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = mnist.to_str().unwrap();
+    let run =
+        train(dir.path(), &["--task", "multimnist", "--data", data, "--limit-train", "256", "--limit-test", "64"]);
+    // An IDX file of three 28×28 images, and the second of them as a PNG.
+    let px: Vec<u8> = (0..3 * 784).map(|i| ((i * 37) % 251) as u8).collect();
+    let mut idx = vec![0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, 28, 0, 0, 0, 28];
+    idx.extend(&px);
+    fs::write(dir.path().join("three-idx3-ubyte"), idx).unwrap();
+    image::GrayImage::from_raw(28, 28, px[784..2 * 784].to_vec()).unwrap().save(dir.path().join("one.png")).unwrap();
+    let out = dir.path().join("pred");
+    let o = mtcool(&[
+        "predict",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--overlay",
+        dir.path().join("three-idx3-ubyte").to_str().unwrap(),
+        dir.path().join("one.png").to_str().unwrap(),
+    ]);
+    assert_ok(&o, "predict");
+    let records = read_json(&out.join("predictions.json"));
+    let r = records.as_array().unwrap();
+    assert_eq!(r.len(), 4);
+    assert!(r[1]["file"].as_str().unwrap().ends_with("three-idx3-ubyte#1"));
+    assert_eq!(r[1]["tasks"], r[3]["tasks"], "IDX image 1 and the same pixels as a PNG predict the same");
+    for t in 0..2 {
+        let p: f64 = r[0]["tasks"][t]["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).sum();
+        assert!((p - 1.0).abs() < 1e-5);
+    }
+    // Overlays exist for segmentation tasks only: a fundus model's.
+    let f = train(
+        &dir.path().join("f"),
+        &["--task", "fundus", "--size", "32", "--limit-train", "16", "--limit-test", "8", "--epochs", "1"],
+    );
+    image::RgbImage::new(32, 32).save(dir.path().join("black.png")).unwrap();
+    let out = dir.path().join("pf");
+    let o = mtcool(&[
+        "predict",
+        "--run",
+        f.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--overlay",
+        dir.path().join("black.png").to_str().unwrap(),
+    ]);
+    assert_ok(&o, "predict fundus");
+    let ov = image::open(out.join("overlays/1-cup-disc-segmentation/black.png")).unwrap();
+    assert_eq!((ov.width(), ov.height()), (32, 32));
+}
