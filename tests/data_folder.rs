@@ -175,6 +175,34 @@ fn a_partial_task_trains_on_its_own_images_end_to_end() {
     ]);
     assert_ok(&o, "full labels");
     assert!(assert_eval_reproduces(&run) >= 4);
+    // compare on a folder: the columns come from the manifest.
+    let cmp = root.join("cmp");
+    let o = mtcool(&[
+        "compare",
+        "--task",
+        "folder",
+        "--methods",
+        "joint,mtcool",
+        "--seeds",
+        "1",
+        "--out",
+        cmp.to_str().unwrap(),
+        "--",
+        "--data",
+        root.to_str().unwrap(),
+        "--size",
+        "16",
+        "--epochs",
+        "1",
+    ]);
+    assert_ok(&o, "compare");
+    let table = fs::read_to_string(cmp.join("table.md")).unwrap();
+    assert!(table.starts_with("| method | lesion: lesion Dice % | diagnosis Acc % | diagnosis AUROC % |"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("| joint |") || l.starts_with("| mtcool |")).count(),
+        2,
+        "{table}"
+    );
 }
 
 /// Rewrites one thing in a fresh fixture and checks the load fails with one line naming `needles`.
