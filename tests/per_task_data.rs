@@ -198,3 +198,40 @@ fn a_disjoint_label_run_reports_each_task_on_its_own_test_images() {
         assert!(n >= 8, "{n} metrics compared");
     }
 }
+
+#[test]
+fn a_per_task_run_killed_mid_epoch_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let mut args: Vec<&str> = vec!["train"];
+    args.extend(SMALL);
+    args.extend([
+        "--disjoint-labels",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--deterministic",
+    ]);
+    let run = |out: &std::path::Path, kill: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mtcool"));
+        c.args(&args).arg("--out").arg(out);
+        if let Some(k) = kill {
+            c.env(mtcool::checkpoint::KILL_WHILE_WRITING_ENV, k);
+        }
+        c.output().unwrap()
+    };
+    assert_ok(&run(&a, None), "uninterrupted");
+    // Killed while writing step 4's checkpoint (epoch 2 of 3 steps each: mid-epoch), then resumed.
+    assert!(!run(&b, Some("step-4.safetensors")).status.success(), "the hook did not kill the run");
+    let o =
+        std::process::Command::new(env!("CARGO_BIN_EXE_mtcool")).args(["train", "--resume"]).arg(&b).output().unwrap();
+    assert_ok(&o, "resume");
+    let weights = |r: &std::path::Path| mtcool::checkpoint::load(&r.join("model.safetensors")).unwrap();
+    let (wa, wb) = (weights(&a), weights(&b));
+    for (p, q) in wa.store.iter().zip(wb.store.iter()) {
+        assert_eq!(p.value.data(), q.value.data(), "{}: the resumed per-task run differs", p.name);
+    }
+}
