@@ -7,7 +7,7 @@ mod common;
 use common::{assert_eval_reproduces, assert_ok, read_json, run_mtcool as mtcool};
 use mtcool::backend::Backend;
 use mtcool::model::{Method, MultiTaskModel, Read, TaskId};
-use mtcool::mtl::gradient_step::{combined_step, Combiner};
+use mtcool::mtl::gradient_step::combined_step;
 use mtcool::mtl::mtcool::{mtcool_step, Mode, MtCoolConfig};
 use mtcool::mtl::{host_value, summed_step, Batch, Objective};
 use mtcool::optim::{AdamConfig, Optimizer};
@@ -113,7 +113,7 @@ fn each_task_s_loss_reads_its_own_images_only() {
         let other = train.task_sets().unwrap()[t].batch(&[0, 1, 2, 3]);
         other.labels
     };
-    for method in ["joint", "independent", "pcgrad", "mgda", "mtcool"] {
+    for method in ["joint", "independent", "pcgrad", "mgda", "graddrop", "mtcool"] {
         let mut f = flags.clone();
         f.extend(["--method", method, "--mode", "vanilla"]);
         let cfg = config(&f);
@@ -152,16 +152,6 @@ fn each_task_s_loss_reads_its_own_images_only() {
         assert_eq!(c[0], got[0], "{method}: task 1's loss read task 2's images");
         assert_ne!(c[1], got[1], "{method}: task 2's loss did not read its images");
     }
-    // GradDrop combines one shared Z: refused with per-task batches, in one line.
-    let mut f = flags.clone();
-    f.extend(["--method", "graddrop"]);
-    let cfg = config(&f);
-    let obj = Objective::unweighted(&data::setup(&cfg.data).specs);
-    let mut m = MultiTaskModel::new(cfg.model_config(), 3);
-    let mut opt = Optimizer::adam(AdamConfig::with_lr(1e-3));
-    let c: Combiner = cfg.combiner().unwrap();
-    let err = combined_step(&mut m, &mut opt, &b, &obj, &c, 0).expect_err("graddrop refused").to_string();
-    assert!(err.contains("GradDrop") && !err.contains('\n'), "{err}");
 }
 
 #[test]
@@ -234,4 +224,31 @@ fn a_per_task_run_killed_mid_epoch_resumes_to_the_same_weights() {
     for (p, q) in wa.store.iter().zip(wb.store.iter()) {
         assert_eq!(p.value.data(), q.value.data(), "{}: the resumed per-task run differs", p.name);
     }
+}
+
+#[test]
+fn per_task_graddrop_masks_each_task_s_gradient_and_sums_to_the_shared_rule() {
+    use mtcool::mtl::combiners::{graddrop_batched, graddrop_per_task};
+    let g1: Vec<f32> = (0..24).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
+    let g2: Vec<f32> = (0..24).map(|i| ((i * 5) % 9) as f32 - 4.0).collect();
+    let a: Vec<f32> = (0..24).map(|i| ((i * 3) % 7) as f32 - 2.0).collect();
+    let grads = [g1.as_slice(), g2.as_slice()];
+    // One shared activation: the per-task gradients sum to the shared rule's (same draws).
+    for leak in [0.0, 0.3] {
+        let shared = graddrop_batched(&grads, &a, 4, leak, 9);
+        let each = graddrop_per_task(&grads, &[&a, &a], 4, leak, 9);
+        for e in 0..24 {
+            assert!((each[0][e] + each[1][e] - shared[e]).abs() <= 1e-5, "element {e}");
+        }
+        // Each output keeps or drops its own task's gradient element (times the leak).
+        for (t, g) in grads.iter().enumerate() {
+            for e in 0..24 {
+                let r = each[t][e];
+                assert!(r == g[e] || (r - leak * g[e]).abs() <= 1e-6, "task {t} element {e}: {r} from {}", g[e]);
+            }
+        }
+    }
+    // Leak 1 keeps everything.
+    let b: Vec<f32> = a.iter().map(|v| -v).collect();
+    assert_eq!(graddrop_per_task(&grads, &[&a, &b], 4, 1.0, 9), vec![g1.clone(), g2.clone()]);
 }

@@ -445,6 +445,57 @@ pub fn graddrop_batched(grads: &[&[f32]], activation: &[f32], batch: usize, leak
     graddrop_core(grads, &purity_src, per_row, batch, leak, seed)
 }
 
+/// GradDrop when each task's gradient belongs to its own activation (a data set per task: task i's
+/// batch gives A_i = F(x_i)): the purity of feature k sums each task's Σ_batch sgn(A_i) ∘ ∇_{A_i} L_i, as
+/// [`graddrop_batched`] does for one A, and task i's masked gradient M_i ∘ ∇_{A_i} L_i is returned on
+/// its own, to be sent back through A_i. With every A_i equal, the returned gradients sum to
+/// [`graddrop_batched`]'s (same draws).
+pub fn graddrop_per_task(
+    grads: &[&[f32]],
+    activations: &[&[f32]],
+    batch: usize,
+    leak: f32,
+    seed: u64,
+) -> Vec<Vec<f32>> {
+    let n = check_lengths(grads);
+    assert_eq!(activations.len(), grads.len(), "one activation per task");
+    assert!(activations.iter().all(|a| a.len() == n), "activations and gradients differ in length");
+    assert!(batch > 0 && n.is_multiple_of(batch), "{n} elements are not {batch} rows");
+    let per_row = n / batch;
+    let sgn = |a: f32| (a > 0.0) as i32 as f64 - (a < 0.0) as i32 as f64;
+    let src: Vec<Vec<f64>> = grads
+        .iter()
+        .zip(activations)
+        .map(|(g, act)| {
+            let mut s = vec![0.0f64; per_row];
+            for (row_a, row_g) in act.chunks(per_row.max(1)).zip(g.chunks(per_row.max(1))) {
+                for ((sk, &a), &gk) in s.iter_mut().zip(row_a).zip(row_g) {
+                    *sk += sgn(a) * gk as f64;
+                }
+            }
+            s
+        })
+        .collect();
+    let leak = leak as f64;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = vec![vec![0.0f32; n]; grads.len()];
+    for k in 0..per_row {
+        let (s, a) = src.iter().fold((0.0f64, 0.0f64), |(s, a), v| (s + v[k], a + v[k].abs()));
+        let u: f64 = rng.random();
+        let p = if a > 0.0 { 0.5 * (1.0 + s / a) } else { 0.5 };
+        let keep_positive = u < p;
+        for (i, (g, v)) in grads.iter().zip(&src).enumerate() {
+            let kept = if keep_positive { v[k] > 0.0 } else { v[k] < 0.0 };
+            let factor = leak + (1.0 - leak) * if kept { 1.0 } else { 0.0 };
+            for r in 0..batch {
+                let e = r * per_row + k;
+                out[i][e] = if p.is_nan() { f32::NAN } else { (factor * g[e] as f64) as f32 };
+            }
+        }
+    }
+    out
+}
+
 /// Shared part: P and U per feature from `src` (per task, `per_row` features), masks from the sign of
 /// `src`, applied to every row of `grads`.
 fn graddrop_core(grads: &[&[f32]], src: &[Vec<f64>], per_row: usize, batch: usize, leak: f32, seed: u64) -> Vec<f32> {

@@ -13,8 +13,8 @@
 //! ```
 //!
 //! With a data set per task (per-task batches x_t) each task's Z_t = F(x_t; θ_s) is its own forward
-//! pass and g_t = ∇θ_s L_t comes from it; MGDA then works on ∇θ_s (the upper bound needs one shared Z)
-//! and GradDrop is refused.
+//! pass and g_t = ∇θ_s L_t comes from it; MGDA then works on ∇θ_s (the upper bound needs one shared Z),
+//! and GradDrop masks each ∇_{Z_t} L_t (`combiners::graddrop_per_task`) and sends it back through its Z_t.
 //!
 //! Each head always gets its own task's gradient ∇φ_t L_t (only the shared part is combined, as in
 //! MGDA's Algorithm 2 and the PCGrad / CAGrad / GradDrop papers). The heads read a detached copy of Z,
@@ -111,12 +111,7 @@ pub fn combined_step(
     let n = model.n_tasks();
     let xs = placed.inputs();
     let per_task = xs.len() > 1;
-    // MGDA-UB and GradDrop combine ∇_Z of one Z; per-task batches give each task its own Z.
-    ensure!(
-        !(per_task && matches!(combiner, Combiner::Graddrop { .. })),
-        "GradDrop combines the gradients of one shared batch's features; with a data set per task use \
-         pcgrad, cagrad or mgda"
-    );
+    // MGDA-UB combines ∇_Z of one Z; per-task batches give each task its own Z.
     let combiner = match *combiner {
         // MGDA-UB's upper bound needs one shared Z: with per-task batches, MGDA on ∇θ_s itself.
         Combiner::Mgda { norm, upper_bound: true } if per_task => Combiner::Mgda { norm, upper_bound: false },
@@ -168,7 +163,16 @@ pub fn combined_step(
     let seed_of = |seed: u64| step_seed(seed, step);
     let on_device = |shape: &[usize], v: Vec<f32>| Tensor::from_parts(shape.to_vec(), v).to_backend(&backend);
 
-    if combiner.on_features() {
+    if let (true, Combiner::Graddrop { leak, seed }) = (per_task, *combiner) {
+        // Each task's masked ∇_{Z_t} goes back through its own Z_t (the masks from all tasks' purity).
+        let acts: Vec<Vec<f32>> =
+            zs.iter().map(|&(z, _)| Ok(tape.value(z).host()?.data().to_vec())).collect::<Result<_>>()?;
+        let act_refs: Vec<&[f32]> = acts.iter().map(|v| v.as_slice()).collect();
+        let masked = combiners::graddrop_per_task(&gz_refs, &act_refs, z_shape[0], leak, seed_of(seed));
+        for (&(z, _), d) in zs.iter().zip(masked) {
+            tape.backward_with(z, on_device(&z_shape, d)?)?.accumulate_into(store)?;
+        }
+    } else if combiner.on_features() {
         let d = match *combiner {
             Combiner::Mgda { norm, .. } => combiners::mgda(&gz_refs, &task_losses, norm),
             Combiner::Graddrop { leak, seed } => {
