@@ -11,12 +11,16 @@ Prints the model's tasks and, given a binary PGM/PPM image, every task's logits 
 """
 import json
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from torch_ref import UNet  # noqa: E402  (mtcool's U-Net extractor, shared with the benchmark)
 
 
 class LeNet(nn.Module):
@@ -30,23 +34,6 @@ class LeNet(nn.Module):
         h = F.relu(F.max_pool2d(self.conv1(x), 2))
         h = F.relu(F.max_pool2d(self.conv2(h), 2))
         return F.relu(self.fc(h.flatten(1)))[:, :, None, None]
-
-
-class UNet(nn.Module):
-    NAMES = ("enc0", "enc1", "mid0", "mid1", "dec1", "dec0")
-
-    def __init__(self, w, p):
-        super().__init__()
-        for n in self.NAMES:
-            co, ci = w[f"{p}.{n}.weight"].shape[:2]
-            setattr(self, n, nn.Conv2d(ci, co, 3, padding=1))
-
-    def forward(self, x):
-        e0 = F.relu(self.enc0(x))
-        e1 = F.relu(self.enc1(F.max_pool2d(e0, 2)))
-        m = F.relu(self.mid1(F.relu(self.mid0(F.max_pool2d(e1, 2)))))
-        d1 = F.relu(self.dec1(torch.cat([F.interpolate(m, scale_factor=2, mode="nearest"), e1], 1)))
-        return F.relu(self.dec0(torch.cat([F.interpolate(d1, scale_factor=2, mode="nearest"), e0], 1)))
 
 
 class Head(nn.Module):

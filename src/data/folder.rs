@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
-use super::refuge::{check_same_size, check_size, fmt_err, list_files, open_image, resize_nearest, stem};
+use super::refuge::{check_same_size, check_size, csv_pairs, fmt_err, list_files, open_image, resize_nearest, stem};
 use super::DataError;
 use crate::Tensor;
 
@@ -377,33 +377,20 @@ fn read_csv(path: &Path, def: &TaskDef, images: &HashMap<&str, &PathBuf>) -> Res
     if !path.is_file() {
         return Err(fmt_err(path, format!("label file of task {:?} not found", def.name)));
     }
-    let text = std::fs::read(path).map_err(|err| DataError::Io { path: path.to_path_buf(), err })?;
-    let text = String::from_utf8(text).map_err(|_| fmt_err(path, "not UTF-8 text"))?;
     let class_of = |label: &str| -> Option<u8> {
-        def.classes
-            .iter()
-            .position(|c| c == label)
-            .or_else(|| label.parse::<usize>().ok().filter(|&k| k < def.classes.len()))
-            .map(|k| k as u8)
+        let by_index = || label.parse::<usize>().ok().filter(|&k| k < def.classes.len());
+        def.classes.iter().position(|c| c == label).or_else(by_index).map(|k| k as u8)
     };
-    let (mut rows, mut first) = (HashMap::new(), true);
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let header = std::mem::replace(&mut first, false);
-        let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"').trim()).collect();
-        let [file, label] = fields[..] else {
-            return Err(fmt_err(path, format!("line {}: expected `file,label`, got {line:?}", i + 1)));
-        };
+    let mut rows = HashMap::new();
+    for row in csv_pairs(path, "file,label")? {
+        let (file, label) = (&row.key, &row.value);
         let Some(class) = class_of(label) else {
-            if header {
+            if row.first {
                 continue;
             }
             let msg = format!(
                 "line {}: unknown label {label:?} (task {:?} has classes {} or their indices 0..{})",
-                i + 1,
+                row.line,
                 def.name,
                 def.classes.join(", "),
                 def.classes.len() - 1
@@ -412,10 +399,10 @@ fn read_csv(path: &Path, def: &TaskDef, images: &HashMap<&str, &PathBuf>) -> Res
         };
         let key = stem(Path::new(file));
         if !images.contains_key(key.as_str()) {
-            return Err(fmt_err(path, format!("line {}: no image {file:?} in images/", i + 1)));
+            return Err(fmt_err(path, format!("line {}: no image {file:?} in images/", row.line)));
         }
         if rows.insert(key, class).is_some() {
-            return Err(fmt_err(path, format!("line {}: image {file:?} is listed twice", i + 1)));
+            return Err(fmt_err(path, format!("line {}: image {file:?} is listed twice", row.line)));
         }
     }
     Ok(rows)

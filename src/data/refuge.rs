@@ -283,31 +283,49 @@ fn read_labels_csv(path: &Path) -> Result<HashMap<String, u8>, DataError> {
                    `image,label` (or put them in Images/Glaucoma and Images/Non-Glaucoma)";
         return Err(fmt_err(path, msg));
     }
+    let mut labels = HashMap::new();
+    for row in csv_pairs(path, "image,label")? {
+        let label = match row.value.as_str() {
+            "0" => 0,
+            "1" => 1,
+            _ if row.first => continue,
+            v => return Err(fmt_err(path, format!("line {}: label {v:?} is not 0 or 1", row.line))),
+        };
+        let key = stem(Path::new(&row.key));
+        if labels.insert(key, label).is_some() {
+            return Err(fmt_err(path, format!("line {}: image {:?} is listed twice", row.line, row.key)));
+        }
+    }
+    Ok(labels)
+}
+
+/// One `key,value` row of a two-column CSV: its 1-based line, whether it is the first row (a header
+/// may stand there), and its two trimmed, unquoted fields.
+pub(crate) struct CsvPair {
+    pub line: usize,
+    pub first: bool,
+    pub key: String,
+    pub value: String,
+}
+
+/// The rows of a two-column CSV (UTF-8; blank lines and `#` comments skipped); a row without exactly
+/// two fields is an error quoting the `expected` form.
+pub(crate) fn csv_pairs(path: &Path, expected: &str) -> Result<Vec<CsvPair>, DataError> {
     let text = std::fs::read(path).map_err(|err| DataError::Io { path: path.to_path_buf(), err })?;
     let text = String::from_utf8(text).map_err(|_| fmt_err(path, "not UTF-8 text"))?;
-    let (mut labels, mut first) = (HashMap::new(), true);
+    let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let header = std::mem::replace(&mut first, false);
         let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"').trim()).collect();
-        let [image, label] = fields[..] else {
-            return Err(fmt_err(path, format!("line {}: expected `image,label`, got {line:?}", i + 1)));
+        let [key, value] = fields[..] else {
+            return Err(fmt_err(path, format!("line {}: expected `{expected}`, got {line:?}", i + 1)));
         };
-        let label = match label {
-            "0" => 0,
-            "1" => 1,
-            _ if header => continue,
-            _ => return Err(fmt_err(path, format!("line {}: label {label:?} is not 0 or 1", i + 1))),
-        };
-        let key = stem(Path::new(image));
-        if labels.insert(key, label).is_some() {
-            return Err(fmt_err(path, format!("line {}: image {image:?} is listed twice", i + 1)));
-        }
+        rows.push(CsvPair { line: i + 1, first: rows.is_empty(), key: key.into(), value: value.into() });
     }
-    Ok(labels)
+    Ok(rows)
 }
 
 // ---- helpers shared with hrf_av -------------------------------------------------------------------
