@@ -77,6 +77,12 @@ fn input_shape(m: &MtcModel) -> Result<(usize, usize, usize), (c_int, String)> {
     }
 }
 
+/// Task `task`'s spec (an argument error when there is no such task).
+fn task_spec(m: &MtcModel, task: c_int) -> Result<TaskSpec, (c_int, String)> {
+    let tasks = &m.predictor.model().cfg.tasks;
+    usize::try_from(task).ok().and_then(|t| tasks.get(t)).copied().ok_or_else(|| arg("no such task"))
+}
+
 /// Loads a model file written by mtcool; on success `*out` is a handle for `mtc_free`.
 #[no_mangle]
 pub extern "C" fn mtc_load(path: *const c_char, out: *mut *mut MtcModel) -> c_int {
@@ -142,9 +148,7 @@ pub extern "C" fn mtc_input_shape(m: *const MtcModel, c: *mut c_int, h: *mut c_i
 #[no_mangle]
 pub extern "C" fn mtc_task(m: *const MtcModel, task: c_int, kind: *mut c_int, classes: *mut c_int) -> c_int {
     guard(|| {
-        let m = model(m)?;
-        let tasks = &m.predictor.model().cfg.tasks;
-        let t = usize::try_from(task).ok().and_then(|t| tasks.get(t)).ok_or_else(|| arg("no such task"))?;
+        let t = task_spec(model(m)?, task)?;
         if kind.is_null() || classes.is_null() {
             return Err(arg("kind and classes must not be NULL"));
         }
@@ -161,8 +165,7 @@ pub extern "C" fn mtc_output_len(m: *const MtcModel, task: c_int, batch: c_int, 
     guard(|| {
         let m = model(m)?;
         let (_, h, w) = input_shape(m)?;
-        let tasks = &m.predictor.model().cfg.tasks;
-        let t = usize::try_from(task).ok().and_then(|t| tasks.get(t)).ok_or_else(|| arg("no such task"))?;
+        let t = task_spec(m, task)?;
         let b = usize::try_from(batch).map_err(|_| arg("batch must be ≥ 0"))?;
         let per = if matches!(t, TaskSpec::Segment { .. }) { t.classes() * h * w } else { t.classes() };
         // SAFETY: checked non-null just below; writable (the contract).

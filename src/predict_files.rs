@@ -23,12 +23,13 @@ use image::DynamicImage;
 use serde::Serialize;
 
 use crate::checkpoint::write_atomic;
+use crate::data::folder::IMAGE_EXTS;
 use crate::data::mnist::parse_idx_images;
+use crate::data::refuge::{denormalise_rgb, ext};
+use crate::metrics::argmax_dim1;
 use crate::predict::Predictor;
 use crate::preprocess::Inputs;
 use crate::{viz, Tensor};
-
-const IMAGE_EXTS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
 
 pub struct Options {
     pub out: PathBuf,
@@ -99,86 +100,89 @@ pub fn predict_files(predictor: &Predictor, inputs: &Inputs, paths: &[PathBuf], 
     }
     let (mut csv, mut records, mut stems) = (header(inputs, opts.logits), vec![], HashSet::new());
     let (c, h, w) = (inputs.channels, inputs.height, inputs.width);
-    let mut pending: Vec<(Item, Vec<f32>)> = vec![];
-    let flush = |pending: &mut Vec<(Item, Vec<f32>)>, csv: &mut String, records: &mut Vec<Record>| -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let data: Vec<f32> = pending.iter().flat_map(|(_, x)| x.iter().copied()).collect();
-        let logits = predictor.logits(&Tensor::new(&[pending.len(), c, h, w], data)?)?;
-        for (i, (item, _)) in pending.drain(..).enumerate() {
-            let mut row = csv_field(&item.name);
-            let mut tasks = vec![];
-            for (t, l) in logits.iter().enumerate() {
-                let classes = l.shape()[1];
-                let names = &inputs.class_names[t];
-                let mut out = TaskOut {
-                    task: inputs.task_names[t].clone(),
-                    class: None,
-                    label: None,
-                    probabilities: None,
-                    logits: None,
-                    mask: None,
-                };
-                if inputs.task_kinds[t] == "segment" {
-                    let px = h * w;
-                    let v = &l.data()[i * classes * px..(i + 1) * classes * px];
-                    let mask: Vec<u8> = (0..px)
-                        .map(|p| (0..classes).fold(0, |b, k| if v[k * px + p] > v[b * px + p] { k } else { b }) as u8)
-                        .collect();
-                    let rel = PathBuf::from("masks").join(slug(t)).join(format!("{}.png", item.stem));
-                    image::GrayImage::from_raw(w as u32, h as u32, mask.clone())
-                        .expect("mask size")
-                        .save(opts.out.join(&rel))
-                        .with_context(|| format!("writing {}", rel.display()))?;
-                    if opts.overlay {
-                        let rgb = display_rgb(&item.image, inputs);
-                        let rgb = overlay(&rgb, &mask);
-                        viz::write_png(
-                            opts.out.join("overlays").join(slug(t)).join(format!("{}.png", item.stem)),
-                            &rgb,
-                            w,
-                            h,
-                        )?;
-                    }
-                    if opts.logits {
-                        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                        let p = opts.out.join("logits").join(slug(t)).join(format!("{}.f32", item.stem));
-                        fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
-                    }
-                    let rel = rel.to_string_lossy().into_owned();
-                    row.push(',');
-                    row.push_str(&csv_field(&rel));
-                    out.mask = Some(rel);
-                } else {
-                    let z = &l.data()[i * classes..(i + 1) * classes];
-                    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let e: Vec<f32> = z.iter().map(|&v| (v - m).exp()).collect();
-                    let sum: f32 = e.iter().sum();
-                    let p: Vec<f32> = e.iter().map(|v| v / sum).collect();
-                    let k = (0..classes).fold(0, |b, j| if z[j] > z[b] { j } else { b });
-                    let _ = write!(row, ",{k}");
-                    p.iter().for_each(|v| {
-                        let _ = write!(row, ",{v}");
-                    });
-                    if opts.logits {
-                        z.iter().for_each(|v| {
+    // Inputs waiting for their batch: (name, output stem, prepared input).
+    let mut pending: Vec<(String, String, Vec<f32>)> = vec![];
+    let flush =
+        |pending: &mut Vec<(String, String, Vec<f32>)>, csv: &mut String, records: &mut Vec<Record>| -> Result<()> {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let data: Vec<f32> = pending.iter().flat_map(|(_, _, x)| x.iter().copied()).collect();
+            let logits = predictor.logits(&Tensor::new(&[pending.len(), c, h, w], data)?)?;
+            // Per task, the arg-max class of each image (classification) or pixel (segmentation), with the
+            // metrics' tie rule.
+            let preds: Vec<Vec<u32>> = logits.iter().map(|l| argmax_dim1(l).0).collect();
+            for (i, (name, stem, x)) in pending.drain(..).enumerate() {
+                let mut row = csv_field(&name);
+                let mut tasks = vec![];
+                for (t, l) in logits.iter().enumerate() {
+                    let classes = l.shape()[1];
+                    let names = &inputs.class_names[t];
+                    let mut out = TaskOut {
+                        task: inputs.task_names[t].clone(),
+                        class: None,
+                        label: None,
+                        probabilities: None,
+                        logits: None,
+                        mask: None,
+                    };
+                    if inputs.task_kinds[t] == "segment" {
+                        let px = h * w;
+                        let v = &l.data()[i * classes * px..(i + 1) * classes * px];
+                        let mask: Vec<u8> = preds[t][i * px..(i + 1) * px].iter().map(|&k| k as u8).collect();
+                        let rel = PathBuf::from("masks").join(slug(t)).join(format!("{stem}.png"));
+                        image::GrayImage::from_raw(w as u32, h as u32, mask.clone())
+                            .expect("mask size")
+                            .save(opts.out.join(&rel))
+                            .with_context(|| format!("writing {}", rel.display()))?;
+                        if opts.overlay {
+                            let rgb = denormalise_rgb(&x, c, &inputs.mean, &inputs.std);
+                            let rgb = overlay(&rgb, &mask);
+                            viz::write_png(
+                                opts.out.join("overlays").join(slug(t)).join(format!("{stem}.png")),
+                                &rgb,
+                                w,
+                                h,
+                            )?;
+                        }
+                        if opts.logits {
+                            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                            let p = opts.out.join("logits").join(slug(t)).join(format!("{stem}.f32"));
+                            fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+                        }
+                        let rel = rel.to_string_lossy().into_owned();
+                        row.push(',');
+                        row.push_str(&csv_field(&rel));
+                        out.mask = Some(rel);
+                    } else {
+                        let z = &l.data()[i * classes..(i + 1) * classes];
+                        let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let e: Vec<f32> = z.iter().map(|&v| (v - m).exp()).collect();
+                        let sum: f32 = e.iter().sum();
+                        let p: Vec<f32> = e.iter().map(|v| v / sum).collect();
+                        let k = preds[t][i] as usize;
+                        let _ = write!(row, ",{k}");
+                        p.iter().for_each(|v| {
                             let _ = write!(row, ",{v}");
                         });
-                        out.logits = Some(z.to_vec());
+                        if opts.logits {
+                            z.iter().for_each(|v| {
+                                let _ = write!(row, ",{v}");
+                            });
+                            out.logits = Some(z.to_vec());
+                        }
+                        out.class = Some(k);
+                        out.label = names.get(k).cloned();
+                        out.probabilities = Some(p);
                     }
-                    out.class = Some(k);
-                    out.label = names.get(k).cloned();
-                    out.probabilities = Some(p);
+                    tasks.push(out);
                 }
-                tasks.push(out);
+                csv.push_str(&row);
+                csv.push('\n');
+                records.push(Record { file: name, tasks });
             }
-            csv.push_str(&row);
-            csv.push('\n');
-            records.push(Record { file: item.name, tasks });
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     let mut done = 0;
     for file in files {
         let items = match read_items(&file, &mut stems) {
@@ -192,7 +196,7 @@ pub fn predict_files(predictor: &Predictor, inputs: &Inputs, paths: &[PathBuf], 
         for item in items {
             match inputs.prepare(&item.image) {
                 Ok(x) => {
-                    pending.push((item, x));
+                    pending.push((item.name, item.stem, x));
                     done += 1;
                 }
                 Err(e) => bar.suspend(|| fail(item.name.clone(), format!("{e:#}"))),
@@ -271,10 +275,6 @@ fn expand(paths: &[PathBuf], fail: &mut impl FnMut(String, String)) -> Vec<PathB
     files
 }
 
-fn ext(p: &Path) -> String {
-    p.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default()
-}
-
 fn is_image(p: &Path) -> bool {
     IMAGE_EXTS.contains(&ext(p).as_str())
 }
@@ -309,18 +309,6 @@ fn read_items(path: &Path, stems: &mut HashSet<String>) -> Result<Vec<Item>> {
     }
     let image = crate::data::refuge::open_image(path)?;
     Ok(vec![Item { name: path.display().to_string(), stem: unique(stem), image }])
-}
-
-/// The input as the model sees it, back in bytes (for overlays): resized, channels as RGB.
-fn display_rgb(img: &DynamicImage, inputs: &Inputs) -> Vec<u8> {
-    let x = inputs.prepare(img).unwrap_or_default();
-    let px = inputs.width * inputs.height;
-    (0..3 * px)
-        .map(|k| {
-            let c = (k % 3).min(inputs.channels - 1);
-            ((x[c * px + k / 3] * inputs.std[c] + inputs.mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8
-        })
-        .collect()
 }
 
 /// `rgb` with each non-background class painted half-transparently in its own colour.

@@ -7,6 +7,7 @@ use image::imageops::FilterType;
 use image::DynamicImage;
 use serde::{Deserialize, Serialize};
 
+use crate::data::refuge::normalise_chw;
 use crate::data::{fundus, multimnist};
 use crate::model::multitask::{Fusion, Method, ModelConfig};
 use crate::train::data::{self, TaskKind};
@@ -109,14 +110,7 @@ impl Inputs {
             1 => self.resized(&img.to_luma8(), w, h),
             _ => self.resized(&img.to_rgb8(), w, h),
         };
-        let (c, px) = (self.channels, self.width * self.height);
-        let mut out = vec![0.0; c * px];
-        for p in 0..px {
-            for ch in 0..c {
-                out[ch * px + p] = (bytes[p * c + ch] as f32 / 255.0 - self.mean[ch]) / self.std[ch];
-            }
-        }
-        Ok(out)
+        Ok(normalise_chw(&bytes, self.channels, &self.mean, &self.std))
     }
 
     fn resized<P>(&self, img: &image::ImageBuffer<P, Vec<u8>>, w: u32, h: u32) -> Vec<u8>

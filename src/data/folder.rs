@@ -39,16 +39,19 @@ use std::path::{Path, PathBuf};
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
-use super::refuge::{check_same_size, check_size, csv_pairs, fmt_err, list_files, open_image, resize_nearest, stem};
+use super::refuge::{
+    check_same_size, check_size, csv_pairs, denormalise_rgb, ext, fmt_err, list_files, normalise_chw, open_image,
+    resize_nearest, stem,
+};
 use super::DataError;
+use crate::model::multitask::MAX_TASKS;
 use crate::Tensor;
 
 /// The manifest's file name, at the top of the data folder.
 pub const MANIFEST: &str = "tasks.json";
-const IMAGE_EXTS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+/// Image files the folder format and `mtcool predict` read.
+pub const IMAGE_EXTS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
 const MASK_EXTS: &[&str] = &["png", "bmp", "tif", "tiff"];
-/// Most tasks a manifest may name (the model's limit).
-pub const MAX_TASKS: usize = crate::model::multitask::MAX_TASKS;
 
 /// `tasks.json`: the tasks and how images become tensors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -218,12 +221,7 @@ impl FolderSet {
     /// Image `i` as interleaved 8-bit RGB (grey repeated), the normalisation inverted.
     pub fn raw_rgb(&self, i: usize) -> Vec<u8> {
         let (c, px) = (self.channels, self.size * self.size);
-        let img = &self.images[i * c * px..(i + 1) * c * px];
-        let byte = |p: usize, ch: usize| {
-            let ch = ch.min(c - 1);
-            ((img[ch * px + p] * self.std[ch] + self.mean[ch]) * 255.0).round().clamp(0.0, 255.0) as u8
-        };
-        (0..3 * px).map(|k| byte(k / 3, k % 3)).collect()
+        denormalise_rgb(&self.images[i * c * px..(i + 1) * c * px], c, &self.mean, &self.std)
     }
 }
 
@@ -297,7 +295,7 @@ pub fn load_folder(root: &Path, manifest: &Manifest, size: usize) -> Result<Fold
                     return Err(fmt_err(&dir, format!("mask folder of task {:?} not found", def.name)));
                 }
                 // The first extension in MASK_EXTS order wins when one stem has several.
-                let rank = |p: &Path| MASK_EXTS.iter().position(|e| *e == super::refuge::ext(p));
+                let rank = |p: &Path| MASK_EXTS.iter().position(|e| *e == ext(p));
                 let mut index: HashMap<String, PathBuf> = HashMap::new();
                 for p in list_files(&dir, MASK_EXTS)? {
                     let keep = index.get(&stem(&p)).is_some_and(|q| rank(q) <= rank(&p));
@@ -316,9 +314,7 @@ pub fn load_folder(root: &Path, manifest: &Manifest, size: usize) -> Result<Fold
             1 => image::imageops::resize(&img.to_luma8(), size as u32, size as u32, FilterType::Triangle).into_raw(),
             _ => image::imageops::resize(&img.to_rgb8(), size as u32, size as u32, FilterType::Triangle).into_raw(),
         };
-        for ch in 0..c {
-            set.images.extend((0..px).map(|p| (pixels[p * c + ch] as f32 / 255.0 - mean[ch]) / std[ch]));
-        }
+        set.images.extend(normalise_chw(&pixels, c, &mean, &std));
         for (t, def) in manifest.tasks.iter().enumerate() {
             let Some(index) = &mask_index[t] else { continue };
             let Some(mask_path) = index.get(&stems[i]) else {

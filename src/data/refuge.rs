@@ -419,14 +419,30 @@ pub(crate) fn check_same_size(label: &Path, ld: (u32, u32), image: &Path, id: (u
 /// Bilinear resize to `size × size`, then `(v/255 − MEAN[c]) / STD[c]`, as 3·size·size (CHW).
 pub(crate) fn normalise(img: &RgbImage, size: usize) -> Vec<f32> {
     let resized = image::imageops::resize(img, size as u32, size as u32, FilterType::Triangle);
-    let px = size * size;
-    let mut out = vec![0.0f32; 3 * px];
-    for (i, p) in resized.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * px + i] = (p.0[c] as f32 / 255.0 - fundus::MEAN[c]) / fundus::STD[c];
+    normalise_chw(resized.as_raw(), 3, &fundus::MEAN, &fundus::STD)
+}
+
+/// Interleaved 8-bit pixels of `c` channels as channel-major floats `(byte/255 − mean[ch]) / std[ch]`:
+/// the one normalisation of every image loader and of `preprocess::Inputs`.
+pub(crate) fn normalise_chw(pixels: &[u8], c: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
+    let px = pixels.len() / c;
+    let mut out = vec![0.0f32; c * px];
+    for p in 0..px {
+        for ch in 0..c {
+            out[ch * px + p] = (pixels[p * c + ch] as f32 / 255.0 - mean[ch]) / std[ch];
         }
     }
     out
+}
+
+/// [`normalise_chw`] undone for display: `c × px` floats as interleaved 8-bit RGB (grey repeated).
+pub(crate) fn denormalise_rgb(chw: &[f32], c: usize, mean: &[f32], std: &[f32]) -> Vec<u8> {
+    let px = chw.len() / c;
+    let byte = |p: usize, ch: usize| {
+        let ch = ch.min(c - 1);
+        ((chw[ch * px + p] * std[ch] + mean[ch]) * 255.0).round().clamp(0.0, 255.0) as u8
+    };
+    (0..3 * px).map(|k| byte(k / 3, k % 3)).collect()
 }
 
 /// Nearest-neighbour resize of a `w × h` label map to `size × size`: `src = floor((dst + 0.5) · in / out)`.
@@ -450,7 +466,5 @@ pub(crate) fn image_batch(images: &[f32], idx: &[usize], size: usize) -> Tensor 
 /// Image `i` of a n·3·size·size normalised buffer as interleaved 8-bit RGB (`size·size·3`).
 pub(crate) fn raw_rgb(images: &[f32], i: usize, size: usize) -> Vec<u8> {
     let px = size * size;
-    let img = &images[i * 3 * px..(i + 1) * 3 * px];
-    let byte = |p: usize, c: usize| ((img[c * px + p] * fundus::STD[c] + fundus::MEAN[c]) * 255.0).round();
-    (0..3 * px).map(|k| byte(k / 3, k % 3).clamp(0.0, 255.0) as u8).collect()
+    denormalise_rgb(&images[i * 3 * px..(i + 1) * 3 * px], 3, &fundus::MEAN, &fundus::STD)
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use anyhow::Result;
 use rand::rngs::StdRng;
@@ -209,7 +210,7 @@ impl FundusSource for HrfAvSet {
 
 /// A fundus set (or the `subset` of it that forms one split) with the labels its task pair uses.
 pub struct FundusTasks<S: FundusSource> {
-    pub set: std::sync::Arc<S>,
+    pub set: Arc<S>,
     pub subset: Vec<usize>,
     pub pair: TaskKind,
 }
@@ -217,7 +218,7 @@ pub struct FundusTasks<S: FundusSource> {
 impl<S: FundusSource> FundusTasks<S> {
     pub fn all(set: S, pair: TaskKind) -> Self {
         let subset = (0..set.count()).collect();
-        FundusTasks { set: std::sync::Arc::new(set), subset, pair }
+        FundusTasks { set: Arc::new(set), subset, pair }
     }
 }
 
@@ -304,45 +305,46 @@ pub fn split_validation(train: Box<dyn TaskData>, fraction: f32) -> Result<(Box<
     Ok((Box::new(Subset { inner: inner.clone(), idx: rest }), Some(Box::new(Subset { inner, idx: val }))))
 }
 
-/// Splits a loaded folder: DIR/train and DIR/test when both exist, else every 5th example is test.
+/// The train and test splits of a data folder: DIR/train and DIR/test when both exist, else every 5th
+/// example of DIR is test. `view` makes a split of some examples of a loaded set.
+fn split_dir<S>(
+    dir: &Path,
+    load: impl Fn(&Path) -> Result<S>,
+    count: impl Fn(&S) -> usize,
+    view: impl Fn(Arc<S>, Vec<usize>) -> Result<Box<dyn TaskData>>,
+) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> {
+    let (train, test) = (dir.join("train"), dir.join("test"));
+    let all = |set: S| {
+        let n = count(&set);
+        view(Arc::new(set), (0..n).collect())
+    };
+    if train.is_dir() && test.is_dir() {
+        return Ok((all(load(&train)?)?, all(load(&test)?)?));
+    }
+    let set = Arc::new(load(dir)?);
+    anyhow::ensure!(count(&set) >= 2, "{}: need at least 2 examples to split into train and test", dir.display());
+    let (test_idx, train_idx): (Vec<usize>, Vec<usize>) = (0..count(&set)).partition(|i| i % 5 == 4);
+    Ok((view(set.clone(), train_idx)?, view(set, test_idx)?))
+}
+
+/// [`split_dir`] for a fundus set read by `load`, labelled for the task pair `pair`.
 fn folder_splits<S: FundusSource + 'static>(
     dir: &Path,
     pair: TaskKind,
     load: impl Fn(&Path) -> Result<S, crate::data::DataError>,
 ) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> {
-    let (train, test) = (dir.join("train"), dir.join("test"));
-    if train.is_dir() && test.is_dir() {
-        return Ok((Box::new(FundusTasks::all(load(&train)?, pair)), Box::new(FundusTasks::all(load(&test)?, pair))));
-    }
-    let set = std::sync::Arc::new(load(dir)?);
-    anyhow::ensure!(set.count() >= 2, "{}: need at least 2 examples to split into train and test", dir.display());
-    let (test_idx, train_idx): (Vec<usize>, Vec<usize>) = (0..set.count()).partition(|i| i % 5 == 4);
-    Ok((
-        Box::new(FundusTasks { set: set.clone(), subset: train_idx, pair }),
-        Box::new(FundusTasks { set, subset: test_idx, pair }),
-    ))
+    let view = |set, subset| Ok(Box::new(FundusTasks { set, subset, pair }) as Box<dyn TaskData>);
+    split_dir(dir, |d| Ok(load(d)?), S::count, view)
 }
 
-/// A user's folder (`data::folder`) split as [`folder_splits`] splits the built-in layouts.
+/// [`split_dir`] for a user's folder (`data::folder`).
 fn folder_task_splits(dir: &Path, m: &Manifest, size: usize) -> Result<(Box<dyn TaskData>, Box<dyn TaskData>)> {
-    let (train, test) = (dir.join("train"), dir.join("test"));
-    if train.is_dir() && test.is_dir() {
-        let load = |d: &Path| -> Result<Box<dyn TaskData>> {
-            let set = Rc::new(folder::load_folder(d, m, size)?);
-            let all = (0..set.len()).collect();
-            folder_data(set, all, m)
-        };
-        return Ok((load(&train)?, load(&test)?));
-    }
-    let set = Rc::new(folder::load_folder(dir, m, size)?);
-    anyhow::ensure!(set.len() >= 2, "{}: need at least 2 images to split into train and test", dir.display());
-    let (test_idx, train_idx): (Vec<usize>, Vec<usize>) = (0..set.len()).partition(|i| i % 5 == 4);
-    Ok((folder_data(set.clone(), train_idx, m)?, folder_data(set, test_idx, m)?))
+    split_dir(dir, |d| Ok(folder::load_folder(d, m, size)?), FolderSet::len, |set, subset| folder_data(set, subset, m))
 }
 
 /// The images `subset` of a folder set: one shared split when each of them has every task's label,
 /// else a [`PerTask`] split where task t gets the images that have its label.
-fn folder_data(set: Rc<FolderSet>, subset: Vec<usize>, m: &Manifest) -> Result<Box<dyn TaskData>> {
+fn folder_data(set: Arc<FolderSet>, subset: Vec<usize>, m: &Manifest) -> Result<Box<dyn TaskData>> {
     let labelled = |t: usize| -> Vec<usize> { subset.iter().copied().filter(|&i| set.tasks[t].has[i]).collect() };
     let per_task: Vec<Vec<usize>> = (0..m.tasks.len()).map(labelled).collect();
     if per_task.iter().all(|s| s.len() == subset.len()) {
@@ -357,7 +359,7 @@ fn folder_data(set: Rc<FolderSet>, subset: Vec<usize>, m: &Manifest) -> Result<B
 /// Some images of a user's folder set with every task's labels (zeros where an image has none: a
 /// [`PerTask`] split reads task t's labels only from the images that have them).
 pub struct FolderTasks {
-    set: Rc<FolderSet>,
+    set: Arc<FolderSet>,
     subset: Vec<usize>,
 }
 

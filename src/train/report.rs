@@ -145,36 +145,30 @@ pub fn evaluate_pass(
     let objective = Objective::unweighted(&setup.specs);
     let mut acc: Vec<TaskMetrics> =
         (0..setup.n_tasks()).map(|t| TaskMetrics::new(setup.metrics[t].clone(), setup.specs[t].classes())).collect();
-    if let Some(sets) = data.task_sets() {
-        // Per-task data: each task is scored on its own examples only.
-        for (t, set) in TaskId::all(setup.n_tasks()).zip(sets) {
-            let idx: Vec<usize> = (0..set.len()).collect();
-            for chunk in idx.chunks(batch_size.max(1)) {
-                let batch = set.batch(chunk);
-                let placed = batch.place(&backend, &objective)?;
-                let mut tape = Tape::new();
-                tape.set_grad_enabled(false);
-                let x = tape.constant(placed.x.into_owned());
-                let logits = model.forward_task(&mut tape, x, t, reads)?;
-                let loss = objective.loss(&mut tape, t, logits, &placed.targets[t.0])?;
+    // The passes: every task on the shared split, or (per-task data) each task on its own examples only.
+    let all: Vec<TaskId> = TaskId::all(setup.n_tasks()).collect();
+    let own = data.task_sets();
+    let passes: Vec<(&dyn TaskData, &[TaskId])> = match &own {
+        None => vec![(data, &all)],
+        Some(sets) => sets.iter().zip(&all).map(|(s, t)| (s.as_ref(), std::slice::from_ref(t))).collect(),
+    };
+    for (split, tasks) in passes {
+        let idx: Vec<usize> = (0..split.len()).collect();
+        for chunk in idx.chunks(batch_size.max(1)) {
+            let batch = split.batch(chunk);
+            let placed = batch.place(&backend, &objective)?;
+            let mut tape = Tape::new();
+            tape.set_grad_enabled(false);
+            let x = tape.constant(placed.x.into_owned());
+            let logits = match own {
+                Some(_) => vec![model.forward_task(&mut tape, x, tasks[0], reads)?],
+                None => model.forward_all(&mut tape, x, reads)?,
+            };
+            for (&t, &l) in tasks.iter().zip(&logits) {
+                let loss = objective.loss(&mut tape, t, l, &placed.targets[t.0])?;
                 acc[t.0].add_loss(host_value(tape.value(loss))? as f64, chunk.len());
-                acc[t.0].update(&*tape.value(logits).host()?, &batch.labels[t.0]);
+                acc[t.0].update(&*tape.value(l).host()?, &batch.labels[t.0]);
             }
-        }
-        return Ok(acc);
-    }
-    let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(batch_size.max(1)) {
-        let batch = data.batch(chunk);
-        let placed = batch.place(&backend, &objective)?;
-        let mut tape = Tape::new();
-        tape.set_grad_enabled(false);
-        let x = tape.constant(placed.x.into_owned());
-        let logits = model.forward_all(&mut tape, x, reads)?;
-        for t in TaskId::all(setup.n_tasks()) {
-            let loss = objective.loss(&mut tape, t, logits[t.0], &placed.targets[t.0])?;
-            acc[t.0].add_loss(host_value(tape.value(loss))? as f64, chunk.len());
-            acc[t.0].update(&*tape.value(logits[t.0]).host()?, &batch.labels[t.0]);
         }
     }
     Ok(acc)
