@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::train_config as config;
+
 use common::{assert_eval_reproduces, assert_ok, read_json, run_mtcool as mtcool};
 use mtcool::backend::Backend;
 use mtcool::model::{Method, MultiTaskModel, Read, TaskId};
@@ -13,17 +15,8 @@ use mtcool::mtl::{host_value, summed_step, Batch, Objective};
 use mtcool::optim::{AdamConfig, Optimizer};
 use mtcool::tape::Tape;
 use mtcool::train::data::{self, split_validation, TaskData};
-use mtcool::train::{evaluate, TrainConfig};
+use mtcool::train::evaluate;
 use mtcool::Tensor;
-
-fn config(flags: &[&str]) -> TrainConfig {
-    let mut argv = vec!["mtcool", "train"];
-    argv.extend(flags);
-    match <mtcool::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap().command {
-        mtcool::cli::Command::Train(t) => t.config(),
-        _ => unreachable!(),
-    }
-}
 
 const SMALL: [&str; 8] = ["--task", "fundus", "--size", "32", "--limit-train", "20", "--limit-test", "10"];
 

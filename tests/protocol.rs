@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::train_config as config;
+
 use std::path::Path;
 
 use common::{assert_ok, read_json, run_mtcool as mtcool};
@@ -11,16 +13,6 @@ use mtcool::metrics::youden_threshold;
 use mtcool::model::Read;
 use mtcool::train::data::{self, split_validation, validation_indices};
 use mtcool::train::{self, evaluate_pass, resume, LrSchedule, TrainConfig, EVAL_BATCH};
-
-/// The config `mtcool train` builds from these flags.
-fn config(flags: &[&str]) -> TrainConfig {
-    let mut argv = vec!["mtcool", "train"];
-    argv.extend(flags);
-    match <mtcool::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap().command {
-        mtcool::cli::Command::Train(t) => t.config(),
-        _ => unreachable!(),
-    }
-}
 
 const TINY: [&str; 10] =
     ["--task", "fundus", "--size", "32", "--limit-train", "60", "--limit-test", "20", "--epochs", "3"];

@@ -170,3 +170,14 @@ pub fn kill_after_checkpoint(child: &mut std::process::Child, run: &std::path::P
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
 }
+
+/// The config `mtcool train` builds from these flags (`mtcool train` prepended).
+#[allow(dead_code)]
+pub fn train_config(flags: &[&str]) -> mtcool::train::TrainConfig {
+    let mut argv = vec!["mtcool", "train"];
+    argv.extend(flags);
+    match <mtcool::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap().command {
+        mtcool::cli::Command::Train(t) => t.config(),
+        _ => unreachable!(),
+    }
+}
