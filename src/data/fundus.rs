@@ -181,14 +181,7 @@ impl FundusSet {
 
     /// Image `i` as 8-bit RGB, interleaved, row-major (`H·W·3`): the normalisation inverted exactly.
     pub fn raw_rgb(&self, i: usize) -> Vec<u8> {
-        let px = self.size * self.size;
-        let img = &self.images[i * 3 * px..(i + 1) * 3 * px];
-        (0..px * 3)
-            .map(|k| {
-                let (p, c) = (k / 3, k % 3);
-                ((img[c * px + p] * STD[c] + MEAN[c]) * 255.0).round().clamp(0.0, 255.0) as u8
-            })
-            .collect()
+        super::refuge::raw_rgb(&self.images, i, self.size)
     }
 }
 
