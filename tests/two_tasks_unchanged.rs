@@ -1,7 +1,10 @@
 //! Two-task runs are bit for bit what they were before the model, the steps and the reports took T
 //! tasks (issue 16): tiny runs of every method on the three two-task jobs, their model.safetensors
 //! hashed (FNV-1a 64) and compared with the hashes the two-task code wrote (commit 782b052, the same
-//! command; the header's `mtcool.inputs` record, added later, is taken out before hashing). The
+//! command; the header's `mtcool.inputs` record, added later, is taken out before hashing). When
+//! SGEMM's slab depth went from 256 to 1024 (issue 14) the sums of products with k > 256 changed
+//! rounding: the hashes are those of 782b052 with that gemm.rs dropped in (its CPU backend is
+//! otherwise the same as now); only the two attention rows changed. The
 //! portable kernels and one thread make the bits independent of this machine's ISA.
 
 mod common;
@@ -19,7 +22,7 @@ const BEFORE: [(&str, &str, u64); 33] = [
     ("fundus", "mtan", 0xabf361c63d5e4b6c),
     ("fundus", "ctan", 0xd6a695d0f1850227),
     ("fundus", "mtcool", 0x4ebba749b81fa893),
-    ("fundus", "mtcool-attention", 0x73f9c67c919572b5),
+    ("fundus", "mtcool-attention", 0xe7cef4fe22610a0a),
     ("fundus", "mtcool-vanilla", 0x1b8b7f6c58242141),
     ("fundus-av", "independent", 0x7d8587e2cc61cffc),
     ("fundus-av", "joint", 0xaf736364d9aa7a05),
@@ -30,7 +33,7 @@ const BEFORE: [(&str, &str, u64); 33] = [
     ("fundus-av", "mtan", 0x9b5efb377816acd8),
     ("fundus-av", "ctan", 0x4cebf914e4330ea2),
     ("fundus-av", "mtcool", 0xa4b70c702adeacc0),
-    ("fundus-av", "mtcool-attention", 0xd391e0ebe8652cef),
+    ("fundus-av", "mtcool-attention", 0x7efc10516bd30ca4),
     ("fundus-av", "mtcool-vanilla", 0x5d6fbf0f90481225),
     ("multimnist", "independent", 0x4b1863cca9491fc2),
     ("multimnist", "joint", 0x2423446141a191ea),
