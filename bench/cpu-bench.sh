@@ -88,8 +88,8 @@ PY
 done
 {
   echo
-  echo "SGEMM 1024³ against the FMA peak (\`mtcool profile --json\` peaks: SGEMM and a loop of independent vector"
-  echo "FMAs on all threads, alternating, best of 6 each; $rounds runs):"
+  echo "SGEMM 1024³ against the FMA peak (\`mtcool profile --json\` peaks: a loop of independent vector FMAs and"
+  echo "SGEMM on all threads, alternating six times, best of the 6 loops and of the 18 SGEMM calls; $rounds runs):"
   echo
   echo "| run | ISA | FMA peak GFLOP/s | SGEMM 1024³ GFLOP/s | % of peak |"
   echo "|---|---|---|---|---|"
