@@ -45,8 +45,16 @@ fn bits(x: &[f32]) -> Vec<u32> {
 
 /// (110, 70, 1100): two 1024-deep slabs (the second accumulates onto C), two A blocks of the
 /// packed path and a ragged last row tile.
-const SHAPES: [(usize, usize, usize); 8] =
-    [(1, 1, 1), (13, 33, 7), (25, 65, 300), (97, 40, 513), (6, 16, 256), (12, 32, 257), (200, 250, 600), (110, 70, 1100)];
+const SHAPES: [(usize, usize, usize); 8] = [
+    (1, 1, 1),
+    (13, 33, 7),
+    (25, 65, 300),
+    (97, 40, 513),
+    (6, 16, 256),
+    (12, 32, 257),
+    (200, 250, 600),
+    (110, 70, 1100),
+];
 const TRANS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
 
 /// sgemm on shapes around both tile sizes and the dot path (long k, small C), for each transpose:

@@ -153,7 +153,7 @@ pub fn sgemm_with_threads(
         job.run(m, n, c, ldc, kernels);
     } else if (m_tiles >= threads || m_tiles >= n_tiles) && !job.dots {
         // Row blocks sharing each packed block of B.
-        job.run_shared(m_tiles.div_ceil(threads) * mr, m, n, c, ldc, kernels);
+        job.run_packed(m_tiles.div_ceil(threads) * mr, m, n, c, ldc, kernels);
     } else if m_tiles >= threads || m_tiles >= n_tiles {
         // Row blocks: disjoint row ranges of C are disjoint slices.
         let rows_per = m_tiles.div_ceil(threads) * mr;
@@ -265,23 +265,13 @@ impl Job<'_> {
         if self.dots {
             return self.run_dots(m, n, c, ldc, kernels);
         }
-        PACK_B.with(|buf| {
-            let bp = &mut *buf.borrow_mut();
-            for (jc, nc, pc, kc) in blocks(n, self.k) {
-                let in_place = self.in_place(m, nc, kernels.nr);
-                let len = self.pack_len(nc, kc, in_place, kernels.nr);
-                bp.resize(bp.len().max(len), 0.0);
-                let j0 = in_place * kernels.nr;
-                self.pack_b_cols(jc + j0, nc - j0, pc, kc, kernels.nr, &mut bp[..len]);
-                let slab = Slab { jc, nc, pc, kc, in_place, packed: &bp[..len] };
-                self.rows(0, m, &slab, c, ldc, kernels);
-            }
-        })
+        self.run_packed(m.div_ceil(kernels.mr) * kernels.mr, m, n, c, ldc, kernels)
     }
 
-    /// All threads on row blocks of `rows_per` rows (a multiple of MR) of the m×n product: each
-    /// block of B is packed once, its slivers shared out among the threads, and then read by all.
-    fn run_shared(&self, rows_per: usize, m: usize, n: usize, c: &mut [f32], ldc: usize, kernels: Kernels) {
+    /// The packed path, one task per row block of `rows_per` rows (a multiple of MR; one block: this
+    /// thread alone): each block of B is packed once, its slivers shared out among the tasks, and
+    /// then read by all of them.
+    fn run_packed(&self, rows_per: usize, m: usize, n: usize, c: &mut [f32], ldc: usize, kernels: Kernels) {
         let (nr, tasks) = (kernels.nr, m.div_ceil(rows_per));
         PACK_B.with(|buf| {
             let bp = &mut *buf.borrow_mut();
@@ -296,7 +286,7 @@ impl Job<'_> {
                 workers::run(runs.len(), |t| {
                     let mut run = runs[t].lock().unwrap_or_else(|p| p.into_inner());
                     let j0 = (in_place + t * per) * nr;
-                    self.pack_b_cols(jc + j0, (nc - j0).min(per * nr), pc, kc, nr, &mut run);
+                    pack_b(self.b.offset(pc, jc + j0), kc, (nc - j0).min(per * nr), nr, &mut run);
                 });
                 drop(runs);
                 let slab = Slab { jc, nc, pc, kc, in_place, packed: &bp[..len] };
@@ -324,13 +314,6 @@ impl Job<'_> {
     /// Floats of the packed part of a kc×nc block of B.
     fn pack_len(&self, nc: usize, kc: usize, in_place: usize, nr: usize) -> usize {
         (nc - in_place * nr).div_ceil(nr) * nr * kc
-    }
-
-    /// Packs columns j0..j0+cols of op(B), rows pc..pc+kc, into nr-wide slivers.
-    fn pack_b_cols(&self, j0: usize, cols: usize, pc: usize, kc: usize, nr: usize, dst: &mut [f32]) {
-        if cols > 0 {
-            pack_b(self.b.offset(pc, j0), kc, cols, nr, dst);
-        }
     }
 
     /// Rows r0..r0+rows of C (`c` starts at row r0) against one slab of B: A packed MC rows at a
@@ -801,7 +784,12 @@ fn tile_body<const FMA: bool>(t: TileArgs, a: &[f32], b: &[f32], rows: BRows, c:
 /// Σ_p a_p ⊗ b_p in registers, row p of B at `row(p)`: constant trip counts let LLVM unroll i and j,
 /// keep the 12 vector accumulators in registers and turn each row update into two broadcast-FMAs.
 #[inline(always)]
-fn tile_sum<const FMA: bool>(t: TileArgs, a: &[f32], b: &[f32], row: impl Fn(usize) -> usize) -> [[f32; NR_PLAIN]; MR_PLAIN] {
+fn tile_sum<const FMA: bool>(
+    t: TileArgs,
+    a: &[f32],
+    b: &[f32],
+    row: impl Fn(usize) -> usize,
+) -> [[f32; NR_PLAIN]; MR_PLAIN] {
     let kc = t.kc;
     let a_rows: [&[f32]; MR_PLAIN] = std::array::from_fn(|i| &a[i * t.sa..][..kc]);
     let mut acc = [[0f32; NR_PLAIN]; MR_PLAIN];
