@@ -290,10 +290,10 @@ impl Job<'_> {
                 });
                 drop(runs);
                 let slab = Slab { jc, nc, pc, kc, in_place, packed: &bp[..len] };
-                let blocks: Vec<Mutex<&mut [f32]>> = c.chunks_mut(rows_per * ldc).map(Mutex::new).collect();
+                let row_blocks: Vec<Mutex<&mut [f32]>> = c.chunks_mut(rows_per * ldc).map(Mutex::new).collect();
                 workers::run(tasks, |t| {
                     let (r0, rows) = (t * rows_per, rows_per.min(m - t * rows_per));
-                    let mut block = blocks[t].lock().unwrap_or_else(|p| p.into_inner());
+                    let mut block = row_blocks[t].lock().unwrap_or_else(|p| p.into_inner());
                     self.rows(r0, rows, &slab, &mut block, ldc, kernels);
                 });
             }
@@ -701,7 +701,7 @@ impl Kernels {
 
     /// The tile at the start of `c`: its first t.rows × t.cols entries become α·Σ_p a_p ⊗ b_p + β·C
     /// (β = 0: C not read) over p < t.kc, with a_p = (a[i·sa + p])_i (a packed sliver) and
-    /// b_p = b[rows.at(p)..][..nr]. A ragged tile (fewer than nr columns) runs on a scratch copy.
+    /// b_p = b[p·step..][..nr] or b[offs[p]..][..nr] (`BRows`). A ragged tile (fewer than nr columns) runs on a scratch copy.
     fn run_tile(&self, t: TileArgs, a: &[f32], b: &[f32], rows: BRows, c: &mut [f32]) {
         assert!(t.kc >= 1 && t.sa >= t.kc && a.len() >= (self.mr - 1) * t.sa + t.kc, "tile: A sliver too short");
         assert!(rows.span(t.kc, self.nr) <= b.len(), "tile: a B row runs past the sliver");
@@ -860,7 +860,7 @@ mod avx512 {
     /// The 12×32 tile kernel for t.rows ≤ 12 rows: each row count is its own instance, so the
     /// accumulators stay in registers and a short sliver costs no FMAs on padding; B rows at a fixed
     /// stride and B rows from a table are separate instances too.
-    /// SAFETY: AVX-512F present; a[i·sa + p] for i < rows, p < kc, b[rows.at(p)..][..32] for p < kc
+    /// SAFETY: AVX-512F present; a[i·sa + p] for i < rows, p < kc, b[p·step..][..32] or b[offs[p]..][..32] for p < kc
     /// and c's `rows` rows of 32 floats (`ldc` apart) in bounds.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn tile(t: TileArgs, a: &[f32], b: &[f32], rows: BRows, c: &mut [f32]) {
