@@ -180,11 +180,21 @@ pub fn save(
     let dir = ckpt_dir(run);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = ckpt_path(run, pos.global_step);
+    // Room is made before the write (down to keep − 1), so that a run killed at any moment leaves
+    // at most `keep`; with keep = 1 the old one goes only once the new one is written, so that a
+    // checkpoint always exists.
+    prune(run, keep.saturating_sub(1).max(1))?;
     write_atomic(&path, &to_bytes(model, opt, cfg, pos)?)?;
+    prune(run, keep)?;
+    Ok(path)
+}
+
+/// Removes all but the newest `keep` checkpoints of `run`.
+fn prune(run: &Path, keep: usize) -> Result<()> {
     for (_, old) in list(run).into_iter().skip(keep) {
         fs::remove_file(&old).with_context(|| format!("cannot remove old checkpoint {}", old.display()))?;
     }
-    Ok(path)
+    Ok(())
 }
 
 /// The checkpoints of `run`, newest first.
